@@ -1,0 +1,180 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Built-in node types, available in every registry.
+const (
+	NodeNoop      = "noop"
+	NodeTransform = "transform"
+	NodeSleep     = "sleep"
+)
+
+// Sleep bounds.
+const (
+	MinSleep = time.Millisecond
+	MaxSleep = 7 * 24 * time.Hour
+)
+
+func registerBuiltins(r *Registry) {
+	r.Register(NodeNoop, noop)
+	r.RegisterValidated(NodeTransform, transformNode, checkTransformParams)
+	r.RegisterValidated(NodeSleep, sleepNode, checkSleepParams)
+}
+
+// noop passes its input through.
+func noop(_ context.Context, in NodeInput) (NodeResult, error) {
+	return NodeResult{Output: in.Input}, nil
+}
+
+var exprCache sync.Map // source → *Expression
+
+func cachedExpression(src string) (*Expression, error) {
+	if x, ok := exprCache.Load(src); ok {
+		return x.(*Expression), nil
+	}
+	x, err := CompileExpression(src)
+	if err != nil {
+		return nil, err
+	}
+	exprCache.Store(src, x)
+	return x, nil
+}
+
+// transformNode computes its output from params.expression and, when
+// params.action is set, its action from that expression, so a JSON-only
+// blueprint can compute values and branch.
+func transformNode(_ context.Context, in NodeInput) (NodeResult, error) {
+	src, _ := in.Params["expression"].(string)
+	x, err := cachedExpression(src)
+	if err != nil {
+		return NodeResult{}, fmt.Errorf("params.expression: %w", err)
+	}
+	values := contextValues(in.Context)
+	env := Env{Input: in.Input, Params: in.Params, Context: values, Outputs: outputsIn(values)}
+	out, err := x.Eval(env)
+	if err != nil {
+		return NodeResult{}, fmt.Errorf("params.expression %q: %w", src, err)
+	}
+	res := NodeResult{Output: out}
+	if a, ok := in.Params["action"].(string); ok && a != "" {
+		ax, err := cachedExpression(a)
+		if err != nil {
+			return NodeResult{}, fmt.Errorf("params.action: %w", err)
+		}
+		env.Result = &NodeResult{Output: out}
+		v, err := ax.Eval(env)
+		if err != nil {
+			return NodeResult{}, fmt.Errorf("params.action %q: %w", a, err)
+		}
+		switch v := v.(type) {
+		case nil:
+		case string:
+			res.Action = v
+		default:
+			res.Action = fmt.Sprint(v)
+		}
+	}
+	return res, nil
+}
+
+func contextValues(c Context) map[string]any {
+	if mc, ok := c.(*MapContext); ok {
+		return mc.Snapshot()
+	}
+	if s, ok := c.(interface{ Snapshot() map[string]any }); ok {
+		return s.Snapshot()
+	}
+	return map[string]any{}
+}
+
+// outputsIn collects the node outputs a context holds (_outputs.<id>), so
+// a transform node's expressions can read them as outputs.<id>, as edge
+// expressions do.
+func outputsIn(values map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range values {
+		if strings.HasPrefix(k, outputsPrefix) {
+			out[strings.TrimPrefix(k, outputsPrefix)] = v
+		}
+	}
+	return out
+}
+
+func checkTransformParams(p map[string]any) error {
+	src, ok := p["expression"].(string)
+	if !ok || src == "" {
+		return errors.New("expression: required (an expr expression computing the output)")
+	}
+	var errs []error
+	if _, err := CompileExpression(src); err != nil {
+		errs = append(errs, fmt.Errorf("expression does not compile: %s", oneLine(err)))
+	}
+	if a, present := p["action"]; present {
+		s, ok := a.(string)
+		if !ok {
+			errs = append(errs, errors.New("action: must be a string expression"))
+		} else if _, err := CompileExpression(s); err != nil {
+			errs = append(errs, fmt.Errorf("action does not compile: %s", oneLine(err)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nodeExpressions are the expressions a node itself evaluates (the
+// transform node's params), for output reference analysis.
+func (n *CompiledNode) nodeExpressions() []*Expression {
+	if n.Uses != NodeTransform {
+		return nil
+	}
+	var out []*Expression
+	for _, k := range []string{"expression", "action"} {
+		if s, ok := n.Params[k].(string); ok {
+			if x, err := cachedExpression(s); err == nil {
+				out = append(out, x)
+			}
+		}
+	}
+	return out
+}
+
+// SleepDuration parses params.duration ("1.5s", "10m", "24h").
+func SleepDuration(p map[string]any) (time.Duration, error) {
+	s, ok := p["duration"].(string)
+	if !ok || s == "" {
+		return 0, errors.New(`duration: required, a Go duration such as "1.5s" or "10m"`)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("duration %q: %w", s, err)
+	}
+	if d < MinSleep || d > MaxSleep {
+		return 0, fmt.Errorf("duration %q: must be between %s and %s", s, MinSleep, MaxSleep)
+	}
+	return d, nil
+}
+
+func checkSleepParams(p map[string]any) error {
+	_, err := SleepDuration(p)
+	return err
+}
+
+// sleepNode suspends the run for params.duration, then passes its input
+// through. It holds no worker while the run sleeps: the runtime stores the
+// wake time and calls the node again when it is due.
+func sleepNode(_ context.Context, in NodeInput) (NodeResult, error) {
+	if in.Resumed != nil {
+		return NodeResult{Output: in.Input}, nil
+	}
+	d, err := SleepDuration(in.Params)
+	if err != nil {
+		return NodeResult{}, err
+	}
+	return NodeResult{}, Suspend(time.Now().Add(d))
+}

@@ -1,0 +1,255 @@
+package workflow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"time"
+)
+
+// NodeFunc is a node implementation. It runs one attempt of one node.
+//
+// It returns the node's result (output and optional action) or an error.
+// An error fails the attempt; the runtime retries it up to the node's
+// maxRetries and then runs the node's fallback, or fails the run with the
+// error's message. A panic is turned into an error.
+type NodeFunc func(ctx context.Context, in NodeInput) (NodeResult, error)
+
+// NodeInput is what a node receives for one attempt.
+type NodeInput struct {
+	RunID   string
+	NodeID  string
+	Attempt int // 1-based
+	Input   any
+	Params  map[string]any
+	// Context reads and writes the run's context. Writes become visible to
+	// the rest of the run atomically with the step's result.
+	Context Context
+	// Resumed is set when the node is called again after it suspended
+	// itself (see Suspend): it carries the time the node asked to wake.
+	Resumed *time.Time
+}
+
+// NodeResult is what a node attempt produced.
+type NodeResult struct {
+	Output any    `json:"output,omitempty"`
+	Action string `json:"action,omitempty"`
+}
+
+// Context is the run's context accessor handed to nodes.
+type Context interface {
+	Get(key string) (any, bool)
+	Set(key string, value any)
+	Delete(key string)
+}
+
+// SuspendError asks the runtime to call the node again at Until without
+// holding a worker meanwhile (the built-in sleep node uses it). A durable
+// runtime stores the wake time; the local runner simply waits.
+type SuspendError struct{ Until time.Time }
+
+func (e *SuspendError) Error() string {
+	return "suspended until " + e.Until.UTC().Format(time.RFC3339Nano)
+}
+
+// Suspend returns an error that suspends the node until t.
+func Suspend(t time.Time) error { return &SuspendError{Until: t} }
+
+// PanicError is the error a panicking node attempt becomes.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("node panicked: %v", e.Value) }
+
+// Invoke runs fn with panic recovery, so a panic is an ordinary node error.
+func Invoke(ctx context.Context, fn NodeFunc, in NodeInput) (res NodeResult, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return fn(ctx, in)
+}
+
+// Registry maps `uses` keys to node implementations. It is safe for
+// concurrent use.
+type Registry struct {
+	mu     sync.RWMutex
+	nodes  map[string]NodeFunc
+	checks map[string]ParamValidator
+}
+
+// NewRegistry returns a registry holding the built-in nodes (noop,
+// transform, sleep) plus the given ones.
+func NewRegistry() *Registry {
+	r := &Registry{nodes: map[string]NodeFunc{}, checks: map[string]ParamValidator{}}
+	registerBuiltins(r)
+	return r
+}
+
+// Register adds or replaces a node implementation.
+func (r *Registry) Register(uses string, fn NodeFunc) *Registry {
+	if uses == "" || fn == nil {
+		panic("workflow: Register needs a name and a function")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.nodes[uses] = fn
+	return r
+}
+
+// RegisterValidated adds a node implementation whose params are checked by
+// check when a blueprint using it is compiled.
+func (r *Registry) RegisterValidated(uses string, fn NodeFunc, check ParamValidator) *Registry {
+	r.Register(uses, fn)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checks[uses] = check
+	return r
+}
+
+func (r *Registry) validator(uses string) ParamValidator {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.checks[uses]
+}
+
+// Lookup returns the implementation registered for uses.
+func (r *Registry) Lookup(uses string) (NodeFunc, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	fn, ok := r.nodes[uses]
+	return fn, ok
+}
+
+// Names lists the registered keys, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.nodes))
+	for k := range r.nodes {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ErrUnknownNode is returned (wrapped) when a blueprint uses a node type the
+// registry does not know.
+var ErrUnknownNode = errors.New("unknown node type")
+
+// MapContext is an in-memory Context that records its changes, used by the
+// local runner and by runtimes that apply the changes with a step's commit.
+type MapContext struct {
+	mu      sync.Mutex
+	values  map[string]any
+	changed map[string]bool // key → set (true) or deleted (false)
+}
+
+// NewMapContext wraps values (not copied).
+func NewMapContext(values map[string]any) *MapContext {
+	if values == nil {
+		values = map[string]any{}
+	}
+	return &MapContext{values: values, changed: map[string]bool{}}
+}
+
+func (c *MapContext) Get(key string) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.values[key]
+	return v, ok
+}
+
+func (c *MapContext) Set(key string, value any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.values[key] = normalize(value)
+	c.changed[key] = true
+}
+
+func (c *MapContext) Delete(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.values, key)
+	c.changed[key] = false
+}
+
+// Changes returns the keys set (with their values) and the keys deleted
+// since the context was created.
+func (c *MapContext) Changes() (set map[string]any, deleted []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	set = map[string]any{}
+	for k, isSet := range c.changed {
+		if isSet {
+			set[k] = c.values[k]
+		} else {
+			deleted = append(deleted, k)
+		}
+	}
+	sort.Strings(deleted)
+	return set, deleted
+}
+
+// Snapshot returns a shallow copy of the values.
+func (c *MapContext) Snapshot() map[string]any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]any, len(c.values))
+	for k, v := range c.values {
+		out[k] = v
+	}
+	return out
+}
+
+// normalize turns a Go value into its JSON-decoded form (maps, slices,
+// float64, string, bool, nil), so that what a node sets reads back the same
+// locally and after a round trip through Postgres.
+func normalize(v any) any {
+	if isJSONValue(v) {
+		return v
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return v
+	}
+	return out
+}
+
+// isJSONValue reports whether v is already in JSON-decoded form, nested
+// values included (a map[string]any holding an int is not).
+func isJSONValue(v any) bool {
+	switch v := v.(type) {
+	case nil, string, bool, float64:
+		return true
+	case map[string]any:
+		for _, e := range v {
+			if !isJSONValue(e) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		for _, e := range v {
+			if !isJSONValue(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// Normalize returns v in its JSON-decoded form (see MapContext.Set).
+func Normalize(v any) any { return normalize(v) }
