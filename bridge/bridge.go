@@ -1,0 +1,747 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Config defaults.
+const (
+	DefaultQueue          = "flowcraft-jobs" // the Flowcraft adapter's queue
+	DefaultPrefetch       = 64
+	DefaultConcurrency    = 32
+	DefaultRequestTimeout = 25 * time.Second
+	DefaultMaxAttempts    = 10
+	DefaultBackoffBase    = time.Second
+	DefaultBackoffMax     = 5 * time.Minute
+	DefaultShutdownGrace  = 30 * time.Second
+	// ReadinessPath replaces FunctionURL's path when ReadinessURL is not set
+	// (the Knative func-go readiness endpoint).
+	ReadinessPath = "/health/readiness"
+)
+
+const (
+	reconnectBackoffBase = 200 * time.Millisecond
+	reconnectBackoffMax  = 30 * time.Second
+	readinessPollMax     = 5 * time.Second
+	dialTimeout          = 10 * time.Second
+	heartbeat            = 10 * time.Second
+	// publishTimeout bounds publishing a decision (replies, retries, dead letters)
+	// and waiting for its confirms; past it the delivery is requeued.
+	publishTimeout = 30 * time.Second
+	// maxErrorBodyBytes: how much of a non-2xx reply body is read (the reason
+	// keeps MaxReasonBytes of it).
+	maxErrorBodyBytes = 64 << 10
+	// maxQueueNameLen leaves room for the ".delay.<ms>" suffix within AMQP's 255.
+	maxQueueNameLen = 255 - len(".delay.83886080")
+)
+
+// Config configures a Bridge. Zero values take the defaults above.
+type Config struct {
+	AMQPURL        string        // required
+	Queue          string        // default DefaultQueue
+	FunctionURL    string        // required, e.g. http://127.0.0.1:8080/
+	ReadinessURL   string        // default: FunctionURL with path ReadinessPath
+	Prefetch       int           // AMQP prefetch (unacked deliveries held), default 64
+	Concurrency    int           // deliveries being POSTed at once, default 32
+	RequestTimeout time.Duration // per-attempt HTTP timeout, default 25s
+	MaxAttempts    int           // transport-level attempts before dead-lettering, default 10
+	BackoffBase    time.Duration // transport retry backoff base, default 1s
+	BackoffMax     time.Duration // transport retry backoff cap, default 5m
+	ShutdownGrace  time.Duration // how long in-flight deliveries may finish on shutdown, default 30s
+	Logger         *slog.Logger  // default slog.Default()
+	// Registerer receives the bridge's metrics; nil uses a private registry.
+	Registerer prometheus.Registerer
+	// HTTPClient calls the function; nil builds one that follows no redirects
+	// (a 3xx is the function's answer, and it is dead-lettered).
+	HTTPClient *http.Client
+}
+
+// Validate fills in defaults and reports every bad field by name.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("bridge config: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+
+	if c.AMQPURL == "" {
+		bad("AMQPURL", "required")
+	} else if _, err := amqp.ParseURI(c.AMQPURL); err != nil {
+		bad("AMQPURL", "%v", err)
+	}
+
+	if c.Queue == "" {
+		c.Queue = DefaultQueue
+	}
+	if len(c.Queue) > maxQueueNameLen {
+		bad("Queue", "longer than %d bytes", maxQueueNameLen)
+	} else if _, err := url.Parse(c.Queue); err != nil { // it is the CloudEvent source
+		bad("Queue", "not usable as a CloudEvent source (URI reference): %v", err)
+	}
+
+	var fn *url.URL
+	if c.FunctionURL == "" {
+		bad("FunctionURL", "required")
+	} else if u, err := parseHTTPURL(c.FunctionURL); err != nil {
+		bad("FunctionURL", "%v", err)
+	} else {
+		fn = u
+	}
+	if c.ReadinessURL == "" && fn != nil {
+		r := *fn
+		r.Path, r.RawPath, r.RawQuery, r.Fragment = ReadinessPath, "", "", ""
+		c.ReadinessURL = r.String()
+	} else if c.ReadinessURL != "" {
+		if _, err := parseHTTPURL(c.ReadinessURL); err != nil {
+			bad("ReadinessURL", "%v", err)
+		}
+	}
+
+	positiveInt := func(field string, v *int, def, limit int) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			bad(field, "must be positive, got %d", *v)
+		case *v > limit:
+			bad(field, "must be at most %d, got %d", limit, *v)
+		}
+	}
+	positiveInt("Prefetch", &c.Prefetch, DefaultPrefetch, 65535) // AMQP prefetch-count is 16 bits
+	positiveInt("Concurrency", &c.Concurrency, DefaultConcurrency, 1<<20)
+	positiveInt("MaxAttempts", &c.MaxAttempts, DefaultMaxAttempts, 1<<20)
+
+	positiveDur := func(field string, v *time.Duration, def time.Duration) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			bad(field, "must be positive, got %s", *v)
+		}
+	}
+	positiveDur("RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout)
+	positiveDur("BackoffBase", &c.BackoffBase, DefaultBackoffBase)
+	positiveDur("BackoffMax", &c.BackoffMax, DefaultBackoffMax)
+	positiveDur("ShutdownGrace", &c.ShutdownGrace, DefaultShutdownGrace)
+	if c.BackoffBase > 0 && c.BackoffMax > 0 && c.BackoffBase > c.BackoffMax {
+		bad("BackoffBase", "%s is larger than BackoffMax %s", c.BackoffBase, c.BackoffMax)
+	}
+
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+	if c.HTTPClient == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = max(c.Concurrency, 2)
+		c.HTTPClient = &http.Client{
+			Transport: t,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func parseHTTPURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("%q: scheme must be http or https", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%q: no host", s)
+	}
+	return u, nil
+}
+
+// Bridge consumes the job queue and calls the step function. Create it with New
+// and start it with Run.
+type Bridge struct {
+	cfg     Config
+	policy  Policy
+	log     *slog.Logger
+	metrics *metrics
+
+	ready   atomic.Bool
+	started atomic.Bool
+	sem     chan struct{}  // one slot per delivery being POSTed, shared across reconnects
+	wg      sync.WaitGroup // deliveries being handled (POSTs and redelays)
+}
+
+// New validates cfg and returns a Bridge. It does not connect; Run does.
+func New(cfg Config) (*Bridge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("bridge metrics: %w", err)
+	}
+	return &Bridge{
+		cfg: cfg,
+		policy: Policy{
+			MaxAttempts: cfg.MaxAttempts,
+			BackoffBase: cfg.BackoffBase,
+			BackoffMax:  cfg.BackoffMax,
+		},
+		log:     cfg.Logger.With("queue", cfg.Queue),
+		metrics: m,
+		sem:     make(chan struct{}, cfg.Concurrency),
+	}, nil
+}
+
+// Ready reports whether the bridge is connected to RabbitMQ and consuming.
+func (b *Bridge) Ready() bool { return b.ready.Load() }
+
+// Run waits for the function to be ready, then consumes until ctx is cancelled,
+// reconnecting whenever the connection or a channel closes. On cancellation it
+// stops consuming, lets in-flight deliveries finish within ShutdownGrace,
+// requeues the rest, and returns nil. It returns an error only for a problem
+// that retrying cannot fix (say, the queue exists with other arguments).
+// Run may be called once.
+func (b *Bridge) Run(ctx context.Context) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return errors.New("bridge: Run called twice")
+	}
+	// In-flight deliveries run on workCtx: it outlives ctx by up to ShutdownGrace
+	// so that a shutdown lets them finish, and is cancelled when the grace is over.
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	defer b.drain(stopWork) // deliveries left from a lost connection
+
+	if err := b.waitFunctionReady(ctx); err != nil {
+		return nil // ctx cancelled while waiting: nothing consumed, nothing to drain
+	}
+
+	backoff := reconnectBackoffBase
+	for {
+		started := time.Now()
+		consumed, err := b.session(ctx, workCtx, stopWork)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			b.log.Error("bridge stopped", "err", err)
+			return err
+		}
+		if consumed && time.Since(started) > reconnectBackoffMax {
+			backoff = reconnectBackoffBase // it was up for a while: reconnect promptly
+		}
+		wait := rand.N(backoff) + backoff/2
+		b.log.Warn("rabbitmq connection lost; reconnecting", "err", err, "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(backoff*2, reconnectBackoffMax)
+	}
+}
+
+// fatalError marks a setup failure that reconnecting will not fix.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// classifySetup makes err fatal when the broker refused the setup on purpose
+// (access refused, precondition failed, not allowed, …) rather than the
+// connection failing.
+func classifySetup(err error) error {
+	var ae *amqp.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case amqp.AccessRefused, amqp.PreconditionFailed, amqp.NotAllowed, amqp.NotImplemented:
+			return &fatalError{err}
+		}
+	}
+	return err
+}
+
+// session is one connection's life: connect, declare, consume until ctx is
+// cancelled (then drain) or the connection breaks. consumed reports that the
+// session got as far as consuming.
+func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consumed bool, err error) {
+	conn, err := amqp.DialConfig(b.cfg.AMQPURL, amqp.Config{
+		Heartbeat:  heartbeat,
+		Properties: amqp.Table{"connection_name": "stepflow-bridge " + b.cfg.Queue},
+		Dial: func(network, addr string) (net.Conn, error) {
+			d := net.Dialer{Timeout: dialTimeout}
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// Bounds the AMQP handshake; amqp091 clears it once the connection is open.
+			if err := c.SetDeadline(time.Now().Add(dialTimeout)); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return c, nil
+		},
+	})
+	if err != nil {
+		return false, fmt.Errorf("dial rabbitmq: %w", err)
+	}
+	defer conn.Close()
+
+	setup, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open channel: %w", err)
+	}
+	if err := DeclareTopology(setup, b.cfg.Queue); err != nil {
+		return false, classifySetup(err)
+	}
+	_ = setup.Close()
+
+	pub, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open publish channel: %w", err)
+	}
+	if err := pub.Confirm(false); err != nil {
+		return false, classifySetup(fmt.Errorf("confirm mode: %w", err))
+	}
+	cons, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open consume channel: %w", err)
+	}
+	if err := cons.Qos(b.cfg.Prefetch, 0, false); err != nil {
+		return false, classifySetup(fmt.Errorf("qos: %w", err))
+	}
+
+	// Watch the connection and both channels; any of them closing ends the session.
+	lost := make(chan struct{})
+	var lostErr error
+	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	pubClosed := pub.NotifyClose(make(chan *amqp.Error, 1))
+	consClosed := cons.NotifyClose(make(chan *amqp.Error, 1))
+	consCancelled := cons.NotifyCancel(make(chan string, 1))
+	go func() {
+		defer close(lost)
+		select {
+		case e := <-connClosed:
+			lostErr = fmt.Errorf("connection closed: %w", amqpErr(e))
+		case e := <-pubClosed:
+			lostErr = fmt.Errorf("publish channel closed: %w", amqpErr(e))
+		case e := <-consClosed:
+			lostErr = fmt.Errorf("consume channel closed: %w", amqpErr(e))
+		case tag := <-consCancelled:
+			lostErr = fmt.Errorf("broker cancelled consumer %s (queue deleted?)", tag)
+		}
+	}()
+
+	tag := "stepflow-bridge-" + uuid.NewString()
+	deliveries, err := cons.Consume(b.cfg.Queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return false, classifySetup(fmt.Errorf("consume %s: %w", b.cfg.Queue, err))
+	}
+	b.ready.Store(true)
+	defer b.ready.Store(false)
+	b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency)
+
+	s := &channels{pub: pub, lost: lost}
+	for {
+		select {
+		case <-ctx.Done():
+			b.ready.Store(false)
+			b.log.Info("shutting down: consumer cancelled, draining in-flight deliveries", "grace", b.cfg.ShutdownGrace)
+			b.stopConsuming(cons, tag, deliveries)
+			b.drain(stopWork)
+			return true, nil
+		case <-lost:
+			return true, lostErr
+		case d, ok := <-deliveries:
+			if !ok {
+				<-lost // the channel or connection closed; the watcher says why
+				return true, lostErr
+			}
+			b.dispatch(ctx, workCtx, s, d)
+		}
+	}
+}
+
+func amqpErr(e *amqp.Error) error {
+	if e == nil {
+		return errors.New("closed")
+	}
+	return e
+}
+
+// channels is what a delivery handler needs from its session.
+type channels struct {
+	pub  *amqp.Channel
+	lost <-chan struct{} // closed when the session's connection or a channel closes
+}
+
+// dispatch hands d to a handler goroutine: a redelay when d came back before
+// it is due (no worker slot: it only republishes), otherwise a POST once a
+// worker slot is free.
+func (b *Bridge) dispatch(ctx, workCtx context.Context, s *channels, d amqp.Delivery) {
+	if ctx.Err() != nil { // shutting down: start nothing new
+		b.settle(d, nil, Decision{Kind: KindRequeue})
+		return
+	}
+	if due, ok := dueIn(d.Headers, time.Now()); ok && due > earlyTolerance {
+		b.wg.Add(1)
+		go b.redelay(workCtx, s, d, due)
+		return
+	}
+	select {
+	case b.sem <- struct{}{}:
+	case <-ctx.Done():
+		b.settle(d, nil, Decision{Kind: KindRequeue})
+		return
+	case <-s.lost:
+		return // d died with its channel; the broker redelivers it
+	}
+	b.wg.Add(1)
+	go b.handle(workCtx, s, d)
+}
+
+// stopConsuming cancels the consumer and requeues deliveries that were
+// prefetched but never dispatched.
+func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, deliveries <-chan amqp.Delivery) {
+	if err := cons.Cancel(tag, false); err != nil {
+		b.log.Warn("cancel consumer", "err", err)
+	}
+	for d := range deliveries { // closed once the cancel is done (or the channel closes)
+		b.settle(d, nil, Decision{Kind: KindRequeue})
+	}
+}
+
+// drain waits for in-flight deliveries for ShutdownGrace, then cancels them
+// (their HTTP calls end, and they are requeued) and waits for them to settle.
+func (b *Bridge) drain(stopWork func()) {
+	done := make(chan struct{})
+	go func() {
+		b.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(b.cfg.ShutdownGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	b.log.Warn("shutdown grace over; cancelling in-flight deliveries, they will be requeued")
+	stopWork()
+	<-done
+}
+
+// handle runs one delivery: POST it, decide, carry the decision out.
+func (b *Bridge) handle(ctx context.Context, s *channels, d amqp.Delivery) {
+	defer b.wg.Done()
+	defer func() { <-b.sem }()
+	b.metrics.inflight.Inc()
+	defer b.metrics.inflight.Dec()
+
+	job := peekJob(d.Body)
+	jobID := deliveryJobID(d.MessageId, d.Body)
+	made, _ := headerInt(d.Headers, HeaderAttempts)
+	attempt := int(max(made, 0)) + 1
+	log := b.log.With("job_id", jobID, "run_id", job.RunID, "node_id", job.NodeID,
+		"attempt", max(job.Attempt, 1), "delivery_attempt", attempt)
+
+	reply := b.call(ctx, d, jobID, job, attempt)
+	dec := b.policy.Decide(reply)
+	b.carryOut(ctx, log, s, d, dec, attempt, reply)
+}
+
+// call POSTs the delivery to the function as a binary-mode CloudEvent and reads
+// the reply. Transport failures come back in Reply.Err.
+func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Job, attempt int) (r Reply) {
+	r.Attempt = attempt
+	ev := event.New()
+	ev.SetID(jobID)
+	ev.SetType(EventTypeJob)
+	ev.SetSource(b.cfg.Queue)
+	if job.RunID != "" {
+		ev.SetSubject(job.RunID)
+	}
+	_ = ev.SetData("application/json", d.Body) // []byte is passed through unchanged
+
+	reqCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
+	defer cancel()
+	start := time.Now()
+	defer func() {
+		b.metrics.request.Observe(time.Since(start).Seconds())
+		r.Now = time.Now()
+		r.ShuttingDown = r.Err != nil && ctx.Err() != nil
+	}()
+
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, b.cfg.FunctionURL, nil)
+	if err == nil {
+		err = cehttp.WriteRequest(reqCtx, binding.ToMessage(&ev), req)
+	}
+	if err != nil {
+		r.Err = fmt.Errorf("build request: %w", err)
+		return r
+	}
+	req.Header.Set("X-Delivery-Attempt", strconv.Itoa(attempt))
+	if tp, ok := headerString(d.Headers, HeaderTraceparent); ok && tp != "" {
+		req.Header.Set(HeaderTraceparent, tp)
+	}
+
+	resp, err := b.cfg.HTTPClient.Do(req)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	defer resp.Body.Close()
+	limit := int64(maxErrorBodyBytes)
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		limit = MaxReplyBytes
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		r.Err = fmt.Errorf("read reply (HTTP %d): %w", resp.StatusCode, err)
+		return r
+	}
+	if int64(len(body)) > limit {
+		body, r.BodyTruncated = body[:limit], true
+	}
+	r.Status, r.Header, r.Body = resp.StatusCode, resp.Header, body
+	return r
+}
+
+// carryOut executes a decision: publish what it asks for with confirms, then
+// ack; any publish failure requeues the delivery instead (at-least-once: the
+// function is idempotent per job id).
+func (b *Bridge) carryOut(ctx context.Context, log *slog.Logger, s *channels, d amqp.Delivery, dec Decision, attempt int, reply Reply) {
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	now := time.Now()
+	var dcs []*amqp.DeferredConfirmation
+	var err error
+	switch dec.Kind {
+	case KindPublish:
+		var headers amqp.Table
+		if tp, ok := headerString(d.Headers, HeaderTraceparent); ok && tp != "" {
+			headers = amqp.Table{HeaderTraceparent: tp} // the next steps continue the trace
+		}
+		for _, j := range dec.Jobs {
+			var dc *amqp.DeferredConfirmation
+			dc, err = sendJob(pctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
+			if err != nil {
+				break
+			}
+			dcs = append(dcs, dc)
+		}
+	case KindRetry:
+		msg := republishing(d)
+		msg.Headers[HeaderAttempts] = int32(attempt)
+		if _, ok := msg.Headers[HeaderFirstFailure]; !ok {
+			msg.Headers[HeaderFirstFailure] = now.UTC().Format(time.RFC3339)
+		}
+		var dc *amqp.DeferredConfirmation
+		if dc, err = sendDelayed(pctx, s.pub, b.cfg.Queue, msg, dec.Delay, now); err == nil {
+			dcs = append(dcs, dc)
+		}
+	case KindDeadLetter:
+		msg := republishing(d)
+		msg.Headers[HeaderErrorCode] = dec.Code
+		msg.Headers[HeaderErrorReason] = dec.Reason
+		msg.Headers[HeaderAttempts] = int32(attempt)
+		if _, ok := msg.Headers[HeaderFirstFailure]; !ok {
+			msg.Headers[HeaderFirstFailure] = now.UTC().Format(time.RFC3339)
+		}
+		var dc *amqp.DeferredConfirmation
+		if dc, err = send(pctx, s.pub, DeadLetterQueue(b.cfg.Queue), msg); err == nil {
+			dcs = append(dcs, dc)
+		}
+	}
+	if err == nil {
+		start := time.Now()
+		for _, dc := range dcs {
+			if err = waitConfirm(pctx, dc); err != nil {
+				break
+			}
+		}
+		if len(dcs) > 0 {
+			b.metrics.confirm.Observe(time.Since(start).Seconds())
+		}
+	}
+	if err != nil {
+		log.Error("publishing for a delivery failed; requeueing it", "decision", dec.Kind.String(), "err", err)
+		dec = Decision{Kind: KindRequeue, Reason: err.Error()}
+	}
+	if reply.Status != 0 {
+		log = log.With("status", reply.Status)
+	}
+	b.settle(d, log, dec)
+}
+
+// settle acks or nacks d as dec says, counts the outcome and logs it.
+func (b *Bridge) settle(d amqp.Delivery, log *slog.Logger, dec Decision) {
+	if log == nil {
+		job := peekJob(d.Body)
+		log = b.log.With("job_id", deliveryJobID(d.MessageId, d.Body), "run_id", job.RunID, "node_id", job.NodeID)
+	}
+	var outcome string
+	var err error
+	level := slog.LevelDebug
+	if dec.Kind == KindRequeue {
+		outcome = outcomeRequeued
+		level = slog.LevelInfo
+		err = d.Nack(false, true)
+	} else {
+		switch dec.Kind {
+		case KindPublish:
+			outcome = outcomeReplyPublished
+		case KindAck:
+			outcome = outcomeAck
+		case KindRetry:
+			outcome, level = outcomeRetried, slog.LevelInfo
+		case KindDeadLetter:
+			outcome, level = outcomeDeadLettered, slog.LevelWarn
+		}
+		err = d.Ack(false)
+	}
+	if err != nil {
+		// The delivery's channel is gone; the broker redelivers the message.
+		log.Warn("could not settle delivery; the broker will redeliver it", "decision", dec.Kind.String(), "err", err)
+		outcome = outcomeRequeued
+	}
+	b.metrics.deliveries.WithLabelValues(outcome).Inc()
+	attrs := []any{"outcome", outcome}
+	if dec.Code != "" {
+		attrs = append(attrs, "code", dec.Code)
+	}
+	if dec.Reason != "" {
+		attrs = append(attrs, "reason", dec.Reason)
+	}
+	if dec.Kind == KindRetry {
+		attrs = append(attrs, "delay", dec.Delay)
+	}
+	if dec.Kind == KindPublish {
+		attrs = append(attrs, "jobs", len(dec.Jobs))
+	}
+	log.Log(context.Background(), level, "delivery settled", attrs...)
+}
+
+// redelay sends a delivery that came back before its due time further down the
+// delay ladder, without calling the function.
+func (b *Bridge) redelay(ctx context.Context, s *channels, d amqp.Delivery, remaining time.Duration) {
+	defer b.wg.Done()
+	b.metrics.inflight.Inc()
+	defer b.metrics.inflight.Dec()
+
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	msg := republishing(d) // keeps x-stepflow-due
+	start := time.Now()
+	dc, err := send(pctx, s.pub, redelayRoute(b.cfg.Queue, remaining), msg)
+	if err == nil {
+		err = waitConfirm(pctx, dc)
+		b.metrics.confirm.Observe(time.Since(start).Seconds())
+	}
+	job := peekJob(d.Body)
+	log := b.log.With("job_id", deliveryJobID(d.MessageId, d.Body), "run_id", job.RunID, "node_id", job.NodeID, "due_in", remaining)
+	if err != nil {
+		log.Error("redelay failed; requeueing", "err", err)
+		b.settle(d, log, Decision{Kind: KindRequeue})
+		return
+	}
+	if err := d.Ack(false); err != nil {
+		log.Warn("could not ack redelayed delivery; the broker will redeliver it", "err", err)
+		b.metrics.deliveries.WithLabelValues(outcomeRequeued).Inc()
+		return
+	}
+	b.metrics.deliveries.WithLabelValues(outcomeRedelayed).Inc()
+	log.Debug("delivery settled", "outcome", outcomeRedelayed)
+}
+
+// republishing copies a delivery into a message to publish again: same body,
+// properties, message id and headers (the headers map is a copy). It is always
+// persistent; Expiration is dropped so that only the delay buckets' TTL applies.
+func republishing(d amqp.Delivery) amqp.Publishing {
+	headers := maps.Clone(d.Headers)
+	if headers == nil {
+		headers = amqp.Table{}
+	}
+	return amqp.Publishing{
+		Headers:         headers,
+		ContentType:     d.ContentType,
+		ContentEncoding: d.ContentEncoding,
+		DeliveryMode:    amqp.Persistent,
+		Priority:        d.Priority,
+		CorrelationId:   d.CorrelationId,
+		ReplyTo:         d.ReplyTo,
+		MessageId:       d.MessageId,
+		Timestamp:       d.Timestamp,
+		Type:            d.Type,
+		AppId:           d.AppId,
+		Body:            d.Body,
+	}
+}
+
+// waitFunctionReady polls ReadinessURL until it answers 200 or ctx ends.
+func (b *Bridge) waitFunctionReady(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		err := b.probeReadiness(ctx)
+		if err == nil {
+			b.log.Info("step function is ready", "url", b.cfg.ReadinessURL)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		b.log.Info("waiting for the step function to be ready", "url", b.cfg.ReadinessURL, "try", try, "err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(wait*2, readinessPollMax)
+	}
+}
+
+func (b *Bridge) probeReadiness(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, min(b.cfg.RequestTimeout, readinessPollMax))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.cfg.ReadinessURL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}

@@ -1,0 +1,16 @@
+// Package bridge connects the RabbitMQ job queue to the HTTP step function.
+//
+// A Bridge consumes workflow jobs from a durable queue (manual acks, bounded
+// prefetch and concurrency), POSTs each one to the step function as a binary-mode
+// CloudEvent, and acts on the reply: it publishes the next jobs, acks, retries
+// through TTL delay queues, or dead-letters. The whole reply → action table lives
+// in policy.go; read that file first.
+//
+// The package also owns the queue topology (DeclareTopology) and the one way to
+// enqueue a job (Publish), which clients and the reconciler use too, so that every
+// job on the queue carries the same message id, properties and delay headers.
+//
+// bridge imports RabbitMQ, CloudEvents and Prometheus libraries only; it must not
+// import the workflow core, the function, Postgres or Redis. It knows jobs as
+// opaque JSON plus ids, never how a node runs.
+package bridge

@@ -1,0 +1,391 @@
+package bridge
+
+// Test harness: every test gets its own queue topology on the real RabbitMQ, an
+// httptest.Server as the step function, and a Bridge started on demand.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// testAMQPURL is the broker the tests use: $STEPFLOW_TEST_AMQP_URL, or the local one.
+func testAMQPURL() string {
+	if u := os.Getenv("STEPFLOW_TEST_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+func dialTest(t *testing.T) *amqp.Connection {
+	t.Helper()
+	conn, err := amqp.DialConfig(testAMQPURL(), amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Fatalf("RabbitMQ at %s does not answer: %v (these tests need a real broker; start RabbitMQ or set STEPFLOW_TEST_AMQP_URL)", testAMQPURL(), err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// request is what the fake step function received.
+type request struct {
+	Header http.Header
+	Body   []byte
+	At     time.Time
+}
+
+type testBundle struct {
+	t      *testing.T
+	queue  string
+	conn   *amqp.Connection
+	ch     *amqp.Channel // confirm mode; for the test's own publishes and gets
+	srv    *httptest.Server
+	reqs   chan request
+	calls  atomic.Int64
+	cfg    Config
+	bridge *Bridge
+
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	runErr   chan error
+}
+
+// setup declares a fresh topology and a function server that records every
+// POST and answers with handler. Options adjust the bridge's Config.
+func setup(t *testing.T, handler http.HandlerFunc, opts ...func(*Config)) *testBundle {
+	t.Helper()
+	tb := &testBundle{
+		t:     t,
+		queue: "test-" + uuid.NewString(),
+		reqs:  make(chan request, 1000),
+	}
+	tb.conn = dialTest(t)
+	tb.ch = tb.openConfirmChannel()
+	if err := DeclareTopology(tb.ch, tb.queue); err != nil {
+		t.Fatalf("declare topology: %v", err)
+	}
+	t.Cleanup(func() { // runs after the bridge stops (cleanups are LIFO)
+		ch, err := tb.conn.Channel()
+		if err != nil {
+			t.Errorf("cleanup channel: %v", err)
+			return
+		}
+		defer ch.Close()
+		for _, q := range TopologyQueues(tb.queue) {
+			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+				t.Errorf("delete queue %s: %v", q, err)
+				return
+			}
+		}
+	})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health/readiness", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		tb.calls.Add(1)
+		tb.reqs <- request{Header: r.Header.Clone(), Body: body, At: time.Now()}
+		handler(w, r)
+	})
+	tb.srv = httptest.NewServer(mux)
+	t.Cleanup(tb.srv.Close)
+
+	tb.cfg = Config{
+		AMQPURL:        testAMQPURL(),
+		Queue:          tb.queue,
+		FunctionURL:    tb.srv.URL + "/",
+		RequestTimeout: 5 * time.Second,
+		MaxAttempts:    5,
+		BackoffBase:    10 * time.Millisecond,
+		BackoffMax:     40 * time.Millisecond,
+		ShutdownGrace:  5 * time.Second,
+		Logger:         testLogger(t),
+		Registerer:     prometheus.NewRegistry(),
+	}
+	for _, o := range opts {
+		o(&tb.cfg)
+	}
+	b, err := New(tb.cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	tb.bridge = b
+	return tb
+}
+
+func (tb *testBundle) openConfirmChannel() *amqp.Channel {
+	tb.t.Helper()
+	ch, err := tb.conn.Channel()
+	if err != nil {
+		tb.t.Fatalf("open channel: %v", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		tb.t.Fatalf("confirm mode: %v", err)
+	}
+	return ch
+}
+
+// start runs the bridge until the test ends (or stop) and waits until it consumes.
+func (tb *testBundle) start() {
+	tb.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.cancel = cancel
+	tb.runErr = make(chan error, 1)
+	go func() { tb.runErr <- tb.bridge.Run(ctx) }()
+	tb.t.Cleanup(func() { tb.stop() })
+	waitFor(tb.t, 10*time.Second, "bridge consuming", tb.bridge.Ready)
+}
+
+// stop cancels the bridge and returns what Run returned.
+func (tb *testBundle) stop() error {
+	tb.t.Helper()
+	var err error
+	tb.stopOnce.Do(func() {
+		tb.cancel()
+		select {
+		case err = <-tb.runErr:
+		case <-time.After(20 * time.Second):
+			err = errors.New("Run did not return within 20s of cancel")
+			tb.t.Error(err)
+		}
+	})
+	return err
+}
+
+// publishRaw puts a message on the main queue as a foreign client would.
+func (tb *testBundle) publishRaw(msg amqp.Publishing) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	dc, err := tb.ch.PublishWithDeferredConfirmWithContext(ctx, "", tb.queue, false, false, msg)
+	if err != nil {
+		tb.t.Fatalf("publish: %v", err)
+	}
+	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+		tb.t.Fatalf("publish confirm: %v %v", ok, err)
+	}
+}
+
+func (tb *testBundle) publishJob(job Job, delay time.Duration) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := Publish(ctx, tb.ch, tb.queue, job, delay); err != nil {
+		tb.t.Fatalf("Publish: %v", err)
+	}
+}
+
+// nextRequest waits for the function's next request.
+func (tb *testBundle) nextRequest(timeout time.Duration) request {
+	tb.t.Helper()
+	select {
+	case r := <-tb.reqs:
+		return r
+	case <-time.After(timeout):
+		tb.t.Fatalf("no request to the function within %s", timeout)
+		return request{}
+	}
+}
+
+// get waits for a message on queue q (auto-acked).
+func (tb *testBundle) get(q string, timeout time.Duration) amqp.Delivery {
+	tb.t.Helper()
+	var d amqp.Delivery
+	waitFor(tb.t, timeout, "a message on "+q, func() bool {
+		var ok bool
+		var err error
+		d, ok, err = tb.ch.Get(q, true)
+		if err != nil {
+			tb.t.Fatalf("get %s: %v", q, err)
+		}
+		return ok
+	})
+	return d
+}
+
+// count returns the number of ready messages on q.
+func (tb *testBundle) count(q string) int {
+	tb.t.Helper()
+	ch, err := tb.conn.Channel()
+	if err != nil {
+		tb.t.Fatalf("channel: %v", err)
+	}
+	defer ch.Close()
+	info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	if err != nil {
+		tb.t.Fatalf("inspect %s: %v", q, err)
+	}
+	return info.Messages
+}
+
+func (tb *testBundle) outcomes(outcome string) int {
+	return int(metricValue(tb.t, tb.bridge.metrics.deliveries.WithLabelValues(outcome)))
+}
+
+// metricValue reads a counter or gauge (client_golang's testutil would need a
+// module this repo does not require).
+func metricValue(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case out.Counter != nil:
+		return out.Counter.GetValue()
+	case out.Gauge != nil:
+		return out.Gauge.GetValue()
+	}
+	t.Fatalf("metric %s is neither a counter nor a gauge", m.Desc())
+	return 0
+}
+
+// waitOutcome waits until the bridge has counted n deliveries with outcome.
+func (tb *testBundle) waitOutcome(outcome string, n int, timeout time.Duration) {
+	tb.t.Helper()
+	waitFor(tb.t, timeout, "outcome "+outcome, func() bool { return tb.outcomes(outcome) >= n })
+}
+
+// stopAndAssertEmpty stops the bridge (so that anything unacked goes back to
+// the queue) and checks that nothing is left on the main queue and the DLQ.
+func (tb *testBundle) stopAndAssertEmpty() {
+	tb.t.Helper()
+	if err := tb.stop(); err != nil {
+		tb.t.Fatalf("Run: %v", err)
+	}
+	if n := tb.count(tb.queue); n != 0 {
+		tb.t.Errorf("%d message(s) left on the main queue; want the delivery acked", n)
+	}
+	if n := tb.count(DeadLetterQueue(tb.queue)); n != 0 {
+		tb.t.Errorf("%d message(s) on the DLQ; want none", n)
+	}
+}
+
+// waitFor polls cond every 5 ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+func headerStr(t *testing.T, h amqp.Table, key string) string {
+	t.Helper()
+	s, ok := headerString(h, key)
+	if !ok {
+		t.Fatalf("header %s missing or not a string: %#v", key, h[key])
+	}
+	return s
+}
+
+// closedPortURL returns an http URL on which nothing listens.
+func closedPortURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr + "/"
+}
+
+// tcpProxy sits between the bridge and RabbitMQ so a test can cut the
+// connection (the fault injection the broker itself cannot do for us).
+type tcpProxy struct {
+	ln       net.Listener
+	target   string
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	paused   bool
+	accepted atomic.Int64
+}
+
+func newTCPProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	return p
+}
+
+func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *tcpProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		paused := p.paused
+		p.mu.Unlock()
+		if paused {
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.accepted.Add(1)
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(up, c); up.Close(); c.Close() }()
+		go func() { _, _ = io.Copy(c, up); up.Close(); c.Close() }()
+	}
+}
+
+// cut closes every proxied connection.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// setPaused makes the proxy refuse (accept and close) new connections.
+func (p *tcpProxy) setPaused(paused bool) {
+	p.mu.Lock()
+	p.paused = paused
+	p.mu.Unlock()
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// newHTTPServer serves h until the test ends and returns its base URL.
+func newHTTPServer(t *testing.T, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}

@@ -1,0 +1,293 @@
+package bridge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// jobsEventHeader is the header of a binary-mode jobs reply.
+func jobsEventHeader(typ string) http.Header {
+	h := http.Header{}
+	h.Set("Ce-Specversion", "1.0")
+	h.Set("Ce-Id", "reply-1")
+	h.Set("Ce-Source", "/function")
+	h.Set("Ce-Type", typ)
+	h.Set("Content-Type", "application/json")
+	return h
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+var _ net.Error = timeoutErr{}
+
+func TestPolicyDecide(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	p := Policy{
+		MaxAttempts: 10,
+		BackoffBase: time.Second,
+		BackoffMax:  10 * time.Second,
+		Jitter:      func(d time.Duration) time.Duration { return d }, // the ceiling, deterministic
+	}
+	withHeader := func(k, v string) http.Header { h := http.Header{}; h.Set(k, v); return h }
+	text := withHeader("Content-Type", "text/plain")
+
+	tests := []struct {
+		name       string
+		reply      Reply
+		kind       Kind
+		code       string
+		delay      time.Duration
+		reasonPart string
+		jobs       int
+	}{
+		// 2xx
+		{name: "200 jobs", kind: KindPublish, jobs: 2, reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs),
+			Body: []byte(`{"jobs":[{"runId":"r","blueprintId":"b","nodeId":"n2","attempt":1,"delayMs":0},{"runId":"r","blueprintId":"b","nodeId":"n3","delayMs":500}]}`)}},
+		{name: "200 zero jobs", kind: KindPublish, jobs: 0, reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Body: []byte(`{"jobs":[]}`)}},
+		{name: "200 structured jobs event", kind: KindPublish, jobs: 1, reply: Reply{Status: 200,
+			Header: withHeader("Content-Type", "application/cloudevents+json"),
+			Body:   []byte(`{"specversion":"1.0","id":"x","source":"/f","type":"dev.stepflow.jobs.v1","datacontenttype":"application/json","data":{"jobs":[{"runId":"r","blueprintId":"b","nodeId":"n"}]}}`)}},
+		{name: "200 empty", kind: KindAck, reply: Reply{Status: 200, Header: http.Header{}}},
+		{name: "202 empty", kind: KindAck, reply: Reply{Status: 202, Header: http.Header{}}},
+		{name: "204", kind: KindAck, reply: Reply{Status: 204, Header: http.Header{}}},
+		{name: "200 plain text", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "not a CloudEvent", reply: Reply{Status: 200, Header: text, Body: []byte("ok")}},
+		{name: "200 wrong type", kind: KindDeadLetter, code: CodeBadReply, reasonPart: `type "dev.other.v1"`, reply: Reply{Status: 200, Header: jobsEventHeader("dev.other.v1"), Body: []byte(`{"jobs":[]}`)}},
+		{name: "200 data not json", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "not {\"jobs\"", reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Body: []byte(`nope`)}},
+		{name: "200 no jobs key", kind: KindDeadLetter, code: CodeBadReply, reasonPart: `no "jobs"`, reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Body: []byte(`{}`)}},
+		{name: "200 no data", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "no data", reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs)}},
+		{name: "200 job missing nodeId", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "jobs[0]: nodeId is required", reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Body: []byte(`{"jobs":[{"runId":"r","blueprintId":"b"}]}`)}},
+		{name: "200 negative delay", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "delayMs is negative", reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Body: []byte(`{"jobs":[{"runId":"r","blueprintId":"b","nodeId":"n","delayMs":-1}]}`)}},
+		{name: "200 delay too long", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "more than a year", reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Body: []byte(`{"jobs":[{"runId":"r","blueprintId":"b","nodeId":"n","delayMs":99999999999999}]}`)}},
+		{name: "200 truncated", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "larger than", reply: Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Body: []byte(`{"jobs":[`), BodyTruncated: true}},
+		{name: "200 event missing source", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "invalid", reply: Reply{Status: 200,
+			Header: func() http.Header { h := jobsEventHeader(EventTypeJobs); h.Del("Ce-Source"); return h }(), Body: []byte(`{"jobs":[]}`)}},
+		{name: "200 xml data", kind: KindDeadLetter, code: CodeBadReply, reasonPart: "content type", reply: Reply{Status: 200,
+			Header: func() http.Header {
+				h := jobsEventHeader(EventTypeJobs)
+				h.Set("Content-Type", "application/xml")
+				return h
+			}(), Body: []byte(`<jobs/>`)}},
+
+		// dead-letter at once
+		{name: "400", kind: KindDeadLetter, code: "400", reasonPart: "bad job", reply: Reply{Status: 400, Header: text, Body: []byte("bad job\n")}},
+		{name: "413", kind: KindDeadLetter, code: "413", reasonPart: "Request Entity Too Large", reply: Reply{Status: 413, Header: http.Header{}}},
+		{name: "415", kind: KindDeadLetter, code: "415", reply: Reply{Status: 415, Header: http.Header{}}},
+		{name: "422", kind: KindDeadLetter, code: "422", reply: Reply{Status: 422, Header: http.Header{}}},
+		{name: "401 other 4xx", kind: KindDeadLetter, code: "401", reply: Reply{Status: 401, Header: http.Header{}}},
+		{name: "418 other 4xx", kind: KindDeadLetter, code: "418", reply: Reply{Status: 418, Header: http.Header{}}},
+		{name: "302", kind: KindDeadLetter, code: "302", reply: Reply{Status: 302, Header: withHeader("Location", "/elsewhere")}},
+		{name: "400 on last attempt is still 400", kind: KindDeadLetter, code: "400", reply: Reply{Status: 400, Header: http.Header{}, Attempt: 10}},
+
+		// retry
+		{name: "404", kind: KindRetry, code: "404", delay: time.Second, reply: Reply{Status: 404, Header: http.Header{}, Attempt: 1}},
+		{name: "408", kind: KindRetry, code: "408", delay: time.Second, reply: Reply{Status: 408, Header: http.Header{}, Attempt: 1}},
+		{name: "409", kind: KindRetry, code: "409", delay: 2 * time.Second, reply: Reply{Status: 409, Header: http.Header{}, Attempt: 2}},
+		{name: "425", kind: KindRetry, code: "425", delay: time.Second, reply: Reply{Status: 425, Header: http.Header{}, Attempt: 1}},
+		{name: "429", kind: KindRetry, code: "429", delay: time.Second, reply: Reply{Status: 429, Header: http.Header{}, Attempt: 1}},
+		{name: "500", kind: KindRetry, code: "500", reasonPart: "boom", delay: time.Second, reply: Reply{Status: 500, Header: text, Body: []byte("boom"), Attempt: 1}},
+		{name: "503", kind: KindRetry, code: "503", delay: time.Second, reply: Reply{Status: 503, Header: http.Header{}, Attempt: 1}},
+		{name: "599", kind: KindRetry, code: "599", delay: time.Second, reply: Reply{Status: 599, Header: http.Header{}, Attempt: 1}},
+		{name: "429 Retry-After seconds beats backoff", kind: KindRetry, code: "429", delay: 7 * time.Second,
+			reply: Reply{Status: 429, Header: withHeader("Retry-After", "7"), Attempt: 1}},
+		{name: "503 Retry-After date", kind: KindRetry, code: "503", delay: 90 * time.Second,
+			reply: Reply{Status: 503, Header: withHeader("Retry-After", now.Add(90*time.Second).Format(http.TimeFormat)), Attempt: 1, Now: now}},
+		{name: "Retry-After shorter than backoff keeps backoff", kind: KindRetry, code: "503", delay: 2 * time.Second,
+			reply: Reply{Status: 503, Header: withHeader("Retry-After", "1"), Attempt: 2, Now: now}},
+		{name: "Retry-After date in the past", kind: KindRetry, code: "503", delay: time.Second,
+			reply: Reply{Status: 503, Header: withHeader("Retry-After", now.Add(-time.Hour).Format(http.TimeFormat)), Attempt: 1, Now: now}},
+		{name: "Retry-After absurd is capped", kind: KindRetry, code: "503", delay: maxRetryAfter,
+			reply: Reply{Status: 503, Header: withHeader("Retry-After", "99999999999999"), Attempt: 1}},
+		{name: "Retry-After garbage ignored", kind: KindRetry, code: "503", delay: time.Second,
+			reply: Reply{Status: 503, Header: withHeader("Retry-After", "soon"), Attempt: 1}},
+		{name: "backoff capped", kind: KindRetry, code: "500", delay: 10 * time.Second,
+			reply: Reply{Status: 500, Header: http.Header{}, Attempt: 9}},
+		{name: "timeout", kind: KindRetry, code: CodeTimeout, delay: time.Second, reasonPart: "deadline",
+			reply: Reply{Err: &url.Error{Op: "Post", URL: "http://f/", Err: context.DeadlineExceeded}, Attempt: 1}},
+		{name: "net timeout", kind: KindRetry, code: CodeTimeout, delay: time.Second, reply: Reply{Err: timeoutErr{}, Attempt: 1}},
+		{name: "connection refused", kind: KindRetry, code: CodeConnection, delay: time.Second, reasonPart: "refused",
+			reply: Reply{Err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), Attempt: 1}},
+
+		// attempts used up
+		{name: "500 last attempt", kind: KindDeadLetter, code: "500", reasonPart: "boom", reply: Reply{Status: 500, Header: http.Header{}, Body: []byte("boom"), Attempt: 10}},
+		{name: "429 last attempt", kind: KindDeadLetter, code: "429", reply: Reply{Status: 429, Header: withHeader("Retry-After", "5"), Attempt: 10}},
+		{name: "timeout last attempt", kind: KindDeadLetter, code: CodeTimeout, reply: Reply{Err: context.DeadlineExceeded, Attempt: 10}},
+		{name: "connection last attempt", kind: KindDeadLetter, code: CodeConnection, reply: Reply{Err: errors.New("EOF"), Attempt: 11}},
+
+		// shutdown
+		{name: "cancelled by shutdown", kind: KindRequeue, reply: Reply{Err: context.Canceled, ShuttingDown: true, Attempt: 3}},
+		{name: "reply during shutdown still counts", kind: KindAck, reply: Reply{Status: 204, Header: http.Header{}, ShuttingDown: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if tt.reply.Attempt == 0 {
+				tt.reply.Attempt = 1
+			}
+			got := p.Decide(tt.reply)
+			if got.Kind != tt.kind {
+				t.Fatalf("kind = %s, want %s (decision %+v)", got.Kind, tt.kind, got)
+			}
+			if got.Code != tt.code {
+				t.Errorf("code = %q, want %q", got.Code, tt.code)
+			}
+			if tt.kind == KindRetry && got.Delay != tt.delay {
+				t.Errorf("delay = %s, want %s", got.Delay, tt.delay)
+			}
+			if !strings.Contains(got.Reason, tt.reasonPart) {
+				t.Errorf("reason = %q, want it to contain %q", got.Reason, tt.reasonPart)
+			}
+			if tt.kind == KindDeadLetter && got.Reason == "" {
+				t.Error("dead letter without a reason")
+			}
+			if tt.kind == KindPublish && len(got.Jobs) != tt.jobs {
+				t.Errorf("jobs = %d, want %d", len(got.Jobs), tt.jobs)
+			}
+		})
+	}
+}
+
+func TestPolicyJobsKeepOrderAndDelay(t *testing.T) {
+	t.Parallel()
+	d := Policy{MaxAttempts: 1}.Decide(Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Attempt: 1,
+		Body: []byte(`{"jobs":[{"runId":"r","blueprintId":"b","nodeId":"a","attempt":2,"delayMs":1500},{"runId":"r","blueprintId":"b","nodeId":"z"}]}`)})
+	if d.Kind != KindPublish || len(d.Jobs) != 2 {
+		t.Fatalf("decision %+v", d)
+	}
+	if j := d.Jobs[0]; j.NodeID != "a" || j.Attempt != 2 || j.DelayMs != 1500 || j.ID() != "r:a:2" {
+		t.Errorf("jobs[0] = %+v", j)
+	}
+	if j := d.Jobs[1]; j.NodeID != "z" || j.DelayMs != 0 || j.ID() != "r:z:1" {
+		t.Errorf("jobs[1] = %+v", j)
+	}
+}
+
+func TestPolicyFullJitter(t *testing.T) {
+	t.Parallel()
+	p := Policy{MaxAttempts: 100, BackoffBase: 10 * time.Millisecond, BackoffMax: 80 * time.Millisecond}
+	for attempt := 1; attempt <= 70; attempt++ {
+		ceiling := min(p.BackoffMax, p.BackoffBase<<min(attempt-1, 20))
+		for range 50 {
+			d := p.Decide(Reply{Status: 503, Header: http.Header{}, Attempt: attempt})
+			if d.Kind != KindRetry || d.Delay < 0 || d.Delay > ceiling {
+				t.Fatalf("attempt %d: %+v, want delay in [0, %s]", attempt, d, ceiling)
+			}
+		}
+	}
+}
+
+func TestTrimReason(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", MaxReasonBytes) // 2 bytes each
+	got := trimReason(long)
+	if len(got) > MaxReasonBytes || !strings.HasPrefix(long, got) || len(got) < MaxReasonBytes-1 {
+		t.Fatalf("len %d", len(got))
+	}
+	d := Policy{MaxAttempts: 1}.Decide(Reply{Status: 400, Header: http.Header{}, Body: []byte(long), Attempt: 1})
+	if len(d.Reason) > MaxReasonBytes {
+		t.Fatalf("reason is %d bytes", len(d.Reason))
+	}
+}
+
+func TestJobID(t *testing.T) {
+	t.Parallel()
+	hash := func(s string) string { sum := sha256.Sum256([]byte(s)); return hex.EncodeToString(sum[:]) }
+	for _, tt := range []struct {
+		msgID, body, want string
+	}{
+		{"", `{"runId":"r1","blueprintId":"b","nodeId":"n"}`, "r1:n:1"},
+		{"", `{"runId":"r1","blueprintId":"b","nodeId":"n","attempt":3}`, "r1:n:3"},
+		{"given", `{"runId":"r1","blueprintId":"b","nodeId":"n"}`, "given"},
+		{"", `{not json`, hash(`{not json`)},
+		{"", `{"blueprintId":"b"}`, hash(`{"blueprintId":"b"}`)}, // parses but names no job
+		{"", `{"runId":"r","nodeId":"n","attempt":"x"}`, hash(`{"runId":"r","nodeId":"n","attempt":"x"}`)},
+	} {
+		if got := deliveryJobID(tt.msgID, []byte(tt.body)); got != tt.want {
+			t.Errorf("deliveryJobID(%q, %q) = %q, want %q", tt.msgID, tt.body, got, tt.want)
+		}
+	}
+	if got := (Job{RunID: "r", NodeID: "n", Attempt: 2}).ID(); got != "r:n:2" {
+		t.Errorf("ID = %q", got)
+	}
+}
+
+func TestDelayRoute(t *testing.T) {
+	t.Parallel()
+	q := "q"
+	for _, tt := range []struct {
+		remaining time.Duration
+		want      string
+	}{
+		{0, "q"},
+		{9 * time.Millisecond, "q"},
+		{10 * time.Millisecond, "q.delay.10"},
+		{39 * time.Millisecond, "q.delay.20"},
+		{100 * time.Millisecond, "q.delay.80"},
+		{200 * time.Millisecond, "q.delay.160"},
+		{1500 * time.Millisecond, "q.delay.1280"},
+		{10 * time.Second, "q.delay.5120"},
+		{24 * time.Hour, "q.delay.83886080"},
+		{100 * time.Hour, "q.delay.83886080"},
+	} {
+		if got := delayRoute(q, tt.remaining); got != tt.want {
+			t.Errorf("delayRoute(%s) = %s, want %s", tt.remaining, got, tt.want)
+		}
+	}
+	if got := redelayRoute(q, 6*time.Millisecond); got != "q.delay.10" {
+		t.Errorf("redelayRoute(6ms) = %s", got)
+	}
+	if n := len(TopologyQueues(q)); n != 2+delayBucketCount {
+		t.Errorf("TopologyQueues: %d queues", n)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	c := Config{AMQPURL: "amqp://guest:guest@127.0.0.1:5672/", FunctionURL: "http://127.0.0.1:8080/fn?x=1"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Queue != DefaultQueue || c.Prefetch != DefaultPrefetch || c.Concurrency != DefaultConcurrency ||
+		c.RequestTimeout != DefaultRequestTimeout || c.MaxAttempts != DefaultMaxAttempts ||
+		c.BackoffBase != DefaultBackoffBase || c.BackoffMax != DefaultBackoffMax || c.ShutdownGrace != DefaultShutdownGrace ||
+		c.Logger == nil || c.Registerer == nil || c.HTTPClient == nil {
+		t.Errorf("defaults not filled: %+v", c)
+	}
+	if c.ReadinessURL != "http://127.0.0.1:8080/health/readiness" {
+		t.Errorf("ReadinessURL = %q", c.ReadinessURL)
+	}
+	if c.HTTPClient.CheckRedirect == nil {
+		t.Error("default client follows redirects")
+	}
+
+	bad := Config{AMQPURL: "http://nope", FunctionURL: "ftp://x", Prefetch: -1, Concurrency: -2,
+		BackoffBase: time.Minute, BackoffMax: time.Second, ShutdownGrace: -time.Second}
+	err := bad.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, field := range []string{"AMQPURL", "FunctionURL", "Prefetch", "Concurrency", "BackoffBase", "ShutdownGrace"} {
+		if !strings.Contains(err.Error(), field+":") {
+			t.Errorf("error does not name %s: %v", field, err)
+		}
+	}
+	if err := (&Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "AMQPURL: required") ||
+		!strings.Contains(err.Error(), "FunctionURL: required") {
+		t.Errorf("missing fields: %v", err)
+	}
+	if _, err := New(Config{}); err == nil {
+		t.Error("New accepted an empty config")
+	}
+}

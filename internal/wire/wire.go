@@ -1,0 +1,95 @@
+// Package wire holds the bridge ↔ function contract: the job message (the
+// Flowcraft adapter's JobPayload plus an attempt) and the reply event that
+// carries the next jobs. See docs/contract.md.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// CloudEvent types.
+const (
+	JobEventType   = "dev.stepflow.job.v1"  // bridge → function
+	JobsEventType  = "dev.stepflow.jobs.v1" // function → bridge (reply)
+	FunctionSource = "stepflow/function"
+)
+
+// MaxJobBytes bounds a job body.
+const MaxJobBytes = 64 << 10
+
+// Job is one step to run: the message body on the queue.
+type Job struct {
+	RunID       string `json:"runId"`
+	BlueprintID string `json:"blueprintId"`
+	NodeID      string `json:"nodeId"`
+	// Attempt is the node-level attempt, 1-based; absent means 1.
+	Attempt int `json:"attempt,omitempty"`
+}
+
+// ID is "runId:nodeId:attempt": the AMQP message id and CloudEvent id.
+func (j Job) ID() string {
+	a := j.Attempt
+	if a <= 0 {
+		a = 1
+	}
+	return j.RunID + ":" + j.NodeID + ":" + strconv.Itoa(a)
+}
+
+// ParseJob decodes and validates a job body; the error names what is
+// wrong. Unknown fields are ignored, as a newer publisher may add some.
+func ParseJob(body []byte) (Job, error) {
+	var j Job
+	if len(body) > MaxJobBytes {
+		return j, fmt.Errorf("job body is %d bytes, more than %d", len(body), MaxJobBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&j); err != nil {
+		return j, fmt.Errorf("job body is not a job JSON object: %w", err)
+	}
+	if err := j.Validate(); err != nil {
+		return j, fmt.Errorf("job: %w", err)
+	}
+	if j.Attempt == 0 {
+		j.Attempt = 1
+	}
+	return j, nil
+}
+
+// Validate reports every missing or bad field.
+func (j Job) Validate() error {
+	var errs []error
+	if j.RunID == "" {
+		errs = append(errs, errors.New("runId is required"))
+	}
+	if j.BlueprintID == "" {
+		errs = append(errs, errors.New("blueprintId is required"))
+	}
+	if j.NodeID == "" {
+		errs = append(errs, errors.New("nodeId is required"))
+	}
+	if j.Attempt < 0 {
+		errs = append(errs, fmt.Errorf("attempt must be positive, got %d", j.Attempt))
+	}
+	return errors.Join(errs...)
+}
+
+// NextJob is a job in a reply, with the delay before it is due.
+type NextJob struct {
+	Job
+	DelayMs int64 `json:"delayMs,omitempty"`
+}
+
+// Reply is the data of a JobsEventType event.
+type Reply struct {
+	Jobs []NextJob `json:"jobs"`
+}
+
+// LeaseKey is the Redis key of the lease of (run, node): held while a
+// delivery runs that node, checked by the reconciler before republishing.
+func LeaseKey(prefix, runID, nodeID string) string {
+	return prefix + "lease:{" + runID + "}:" + nodeID
+}
