@@ -1,0 +1,265 @@
+// Package client starts, watches and cancels stepflow runs: it records a
+// run in PostgreSQL and publishes its start jobs to RabbitMQ.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/schema"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+// Config says where runs live and where jobs go.
+type Config struct {
+	PostgresURL string
+	AMQPURL     string
+	Queue       string // default "flowcraft-jobs"
+	Tables      schema.Tables
+}
+
+// Client talks to PostgreSQL and RabbitMQ. It is safe for concurrent use.
+type Client struct {
+	cfg   Config
+	store *store.Store
+
+	mu   sync.Mutex
+	conn *amqp.Connection
+	ch   *amqp.Channel
+}
+
+// New connects to PostgreSQL (RabbitMQ is dialled on first publish).
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Queue == "" {
+		cfg.Queue = bridge.DefaultQueue
+	}
+	if cfg.Tables == (schema.Tables{}) {
+		cfg.Tables = schema.DefaultTables()
+	}
+	pool, err := store.Connect(ctx, cfg.PostgresURL, 4)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.New(pool, cfg.Tables)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &Client{cfg: cfg, store: st}, nil
+}
+
+// Close releases the connections.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		_ = c.conn.Close()
+		c.conn, c.ch = nil, nil
+	}
+	c.store.Pool.Close()
+}
+
+// Store exposes the client's store (for tools built on the client).
+func (c *Client) Store() *store.Store { return c.store }
+
+// StartOptions tune Start.
+type StartOptions struct {
+	// RunID names the run (default: a new UUID).
+	RunID string
+}
+
+// Start records a run of bp with the given input (its initial context)
+// and publishes its start jobs. The blueprint is pinned to the run: later
+// changes to it do not affect this run.
+func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[string]any, opts StartOptions) (string, error) {
+	w, err := workflow.Compile(bp, nil)
+	if err != nil {
+		return "", err
+	}
+	runID := opts.RunID
+	if runID == "" {
+		runID = uuid.NewString()
+	}
+	starts, err := c.store.CreateRun(ctx, runID, w, input)
+	if err != nil {
+		return "", err
+	}
+	for _, id := range starts {
+		job := bridge.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}
+		if err := c.Publish(ctx, job, 0); err != nil {
+			return runID, fmt.Errorf("run %s is recorded but its start job %s was not published (the reconciler will republish it): %w", runID, id, err)
+		}
+	}
+	return runID, nil
+}
+
+// Publish sends one job to the queue and waits for the broker's confirm.
+func (c *Client) Publish(ctx context.Context, job bridge.Job, delay time.Duration) error {
+	ch, err := c.channel()
+	if err != nil {
+		return err
+	}
+	if err := bridge.Publish(ctx, ch, c.cfg.Queue, job, delay); err != nil {
+		c.resetChannel(ch)
+		return err
+	}
+	return nil
+}
+
+func (c *Client) channel() (*amqp.Channel, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ch != nil && !c.ch.IsClosed() {
+		return c.ch, nil
+	}
+	if c.conn == nil || c.conn.IsClosed() {
+		conn, err := amqp.Dial(c.cfg.AMQPURL)
+		if err != nil {
+			return nil, fmt.Errorf("connect to RabbitMQ: %w", err)
+		}
+		c.conn = conn
+	}
+	ch, err := c.conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("open RabbitMQ channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		return nil, fmt.Errorf("confirm mode: %w", err)
+	}
+	if err := bridge.DeclareTopology(ch, c.cfg.Queue); err != nil {
+		return nil, err
+	}
+	c.ch = ch
+	return ch, nil
+}
+
+func (c *Client) resetChannel(ch *amqp.Channel) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ch == ch {
+		_ = ch.Close()
+		c.ch = nil
+	}
+}
+
+// Cancel stops a run: no further step of it starts. It returns the run's
+// status afterwards (cancelled, or the final status it already had).
+func (c *Client) Cancel(ctx context.Context, runID string) (workflow.RunStatus, error) {
+	return c.store.Cancel(ctx, runID)
+}
+
+// ErrTimeout is returned by Wait when ctx ends before the run does.
+var ErrTimeout = errors.New("timed out waiting for the run")
+
+// Wait polls the run until it reaches a final status, then returns its
+// result.
+func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, error) {
+	delay := 5 * time.Millisecond
+	for {
+		run, err := c.store.GetRun(ctx, runID)
+		if err != nil && ctx.Err() == nil {
+			return nil, err
+		}
+		if run != nil && run.Status.Final() {
+			return c.Result(ctx, runID)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("run %s: %w", runID, ErrTimeout)
+		case <-t.C:
+		}
+		delay = min(delay*2, 200*time.Millisecond)
+	}
+}
+
+// Result reads a run as a RunResult (the same shape `stepflow run --local`
+// prints), whatever its status.
+func (c *Client) Result(ctx context.Context, runID string) (*workflow.RunResult, error) {
+	run, err := c.store.GetRun(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	steps, err := c.store.Steps(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	res := &workflow.RunResult{RunID: runID, BlueprintID: run.BlueprintID, Status: run.Status, Steps: []workflow.StepRecord{}}
+	var w *workflow.Workflow
+	if run.Digest != "" {
+		if bp, err := c.store.LoadBlueprint(ctx, run.Digest); err == nil {
+			w, _ = workflow.Compile(bp, nil)
+		}
+	}
+	outputs := map[string]any{}
+	byID := map[string]*store.Step{}
+	for _, st := range steps {
+		byID[st.NodeID] = st
+		if st.State == workflow.StepSucceeded || st.State == workflow.StepRecovered {
+			outputs[st.NodeID] = st.Output
+		}
+	}
+	order := make([]string, 0, len(steps))
+	if w != nil {
+		for _, id := range w.NodeIDs() {
+			if byID[id] != nil {
+				order = append(order, id)
+			}
+		}
+	} else {
+		for _, st := range steps {
+			order = append(order, st.NodeID)
+		}
+	}
+	for _, id := range order {
+		st := byID[id]
+		rec := workflow.StepRecord{NodeID: id, State: st.State, Attempts: st.Attempts, Action: st.Action, Error: st.Error, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt}
+		if w != nil {
+			if n, ok := w.Node(id); ok {
+				rec.Uses = n.Uses
+			}
+		}
+		if st.StartedAt != nil && st.FinishedAt != nil {
+			rec.DurationMs = float64(st.FinishedAt.Sub(*st.StartedAt).Microseconds()) / 1000
+		}
+		res.Steps = append(res.Steps, rec)
+	}
+	if run.Status == workflow.RunCompleted && run.StatusData != nil {
+		res.Context = run.StatusData
+	} else {
+		ctxData, err := c.store.Context(ctx, runID)
+		if err != nil {
+			return nil, err
+		}
+		for id, v := range outputs {
+			ctxData[workflow.OutputKey(id)] = v
+		}
+		res.Context = ctxData
+	}
+	if run.Status == workflow.RunCompleted && w != nil {
+		res.Output = w.FinalOutput(outputs)
+	}
+	if run.Status == workflow.RunFailed || run.Status == workflow.RunCancelled {
+		msg := run.Error
+		if msg == "" {
+			msg = string(run.Status)
+		}
+		nodeID, _ := run.StatusData["nodeId"].(string)
+		res.Errors = []workflow.StepError{{NodeID: nodeID, Message: msg}}
+	}
+	end := time.Now()
+	if run.FinishedAt != nil {
+		end = *run.FinishedAt
+	}
+	res.DurationMs = float64(end.Sub(run.CreatedAt).Microseconds()) / 1000
+	return res, nil
+}

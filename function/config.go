@@ -1,0 +1,80 @@
+package function
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/stepflow/stepflow/schema"
+)
+
+// Config is the function's configuration, read from the map func-go hands
+// to Start (the process environment plus the function's static config).
+type Config struct {
+	PostgresURL   string        // POSTGRES_URL
+	RedisURL      string        // REDIS_URL
+	Tables        schema.Tables // STEPFLOW_CONTEXTS_TABLE, STEPFLOW_STATUSES_TABLE, STEPFLOW_STEPS_TABLE, STEPFLOW_BLUEPRINTS_TABLE
+	RedisPrefix   string        // REDIS_PREFIX: prefix of every Redis key
+	StepTimeout   time.Duration // STEP_TIMEOUT: limit of a node without its own timeout
+	PGMaxConns    int32         // POSTGRES_MAX_CONNS
+	BlueprintsDir string        // BLUEPRINTS_DIR: register every blueprint file of this folder
+}
+
+// Defaults.
+const (
+	DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
+	DefaultRedisPrefix = "stepflow:"
+	DefaultStepTimeout = 20 * time.Second
+	DefaultPGMaxConns  = 16
+)
+
+// ConfigFromMap reads a Config, applying defaults; errors name the key.
+func ConfigFromMap(m map[string]string) (Config, error) {
+	c := Config{
+		PostgresURL:   or(m["POSTGRES_URL"], DefaultPostgresURL),
+		RedisURL:      or(m["REDIS_URL"], DefaultRedisURL),
+		RedisPrefix:   or(m["REDIS_PREFIX"], DefaultRedisPrefix),
+		StepTimeout:   DefaultStepTimeout,
+		PGMaxConns:    DefaultPGMaxConns,
+		BlueprintsDir: m["BLUEPRINTS_DIR"],
+		Tables:        schema.DefaultTables(),
+	}
+	if v := m["STEPFLOW_CONTEXTS_TABLE"]; v != "" {
+		c.Tables.Contexts = v
+	}
+	if v := m["STEPFLOW_STATUSES_TABLE"]; v != "" {
+		c.Tables.Statuses = v
+	}
+	if v := m["STEPFLOW_STEPS_TABLE"]; v != "" {
+		c.Tables.Steps = v
+	}
+	if v := m["STEPFLOW_BLUEPRINTS_TABLE"]; v != "" {
+		c.Tables.Blueprints = v
+	}
+	if v := m["STEP_TIMEOUT"]; v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("STEP_TIMEOUT=%q: want a positive duration such as 20s", v)
+		}
+		c.StepTimeout = d
+	}
+	if v := m["POSTGRES_MAX_CONNS"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return c, fmt.Errorf("POSTGRES_MAX_CONNS=%q: want an integer between 1 and 1000", v)
+		}
+		c.PGMaxConns = int32(n)
+	}
+	if err := c.Tables.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

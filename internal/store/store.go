@@ -1,0 +1,306 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/stepflow/stepflow/schema"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+// ErrRunNotFound is returned for a run id with no status row.
+var ErrRunNotFound = errors.New("run not found")
+
+// ErrBlueprintNotFound is returned for a digest with no snapshot.
+var ErrBlueprintNotFound = errors.New("blueprint snapshot not found")
+
+// ErrRunExists is returned when creating a run whose id is taken.
+var ErrRunExists = errors.New("run already exists")
+
+// Store reads and writes stepflow's tables.
+type Store struct {
+	Pool *pgxpool.Pool
+	T    schema.QuotedTables
+}
+
+// New returns a Store over pool for the given (validated) table names.
+func New(pool *pgxpool.Pool, tables schema.Tables) (*Store, error) {
+	if err := tables.Validate(); err != nil {
+		return nil, err
+	}
+	return &Store{Pool: pool, T: tables.Quoted()}, nil
+}
+
+// Connect opens a pool for url, bounded by timeout for the first ping.
+func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("POSTGRES_URL: %w", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// Step is a stored step row.
+type Step struct {
+	NodeID     string
+	State      workflow.StepState
+	Attempts   int
+	Input      any
+	Output     any
+	Action     string
+	Taken      []string
+	Error      string
+	WakeAt     *time.Time
+	StartedAt  *time.Time
+	FinishedAt *time.Time
+	CreatedAt  time.Time
+}
+
+// Run is a stored run (status row).
+type Run struct {
+	RunID       string
+	Status      workflow.RunStatus
+	BlueprintID string
+	Digest      string
+	Pending     int
+	Error       string
+	StatusData  map[string]any
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	FinishedAt  *time.Time
+}
+
+func jsonArg(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func decodeJSON(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil
+	}
+	return v
+}
+
+// SaveBlueprint stores an immutable snapshot of bp under its digest.
+func (s *Store) SaveBlueprint(ctx context.Context, q Querier, bp *workflow.Blueprint, digest string) error {
+	body, err := json.Marshal(bp)
+	if err != nil {
+		return fmt.Errorf("encode blueprint %s: %w", bp.ID, err)
+	}
+	_, err = q.Exec(ctx, `INSERT INTO `+s.T.Blueprints+` (digest, blueprint_id, version, body) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING`,
+		digest, bp.ID, bp.Version(), body)
+	if err != nil {
+		return fmt.Errorf("save blueprint %s: %w", bp.ID, err)
+	}
+	return nil
+}
+
+// LoadBlueprint reads the snapshot with the given digest.
+func (s *Store) LoadBlueprint(ctx context.Context, digest string) (*workflow.Blueprint, error) {
+	var body []byte
+	err := s.Pool.QueryRow(ctx, `SELECT body FROM `+s.T.Blueprints+` WHERE digest = $1`, digest).Scan(&body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrBlueprintNotFound, digest)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load blueprint %s: %w", digest, err)
+	}
+	bp, err := workflow.Decode(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBlueprintNotFound, digest, err)
+	}
+	return bp, nil
+}
+
+// Querier is what both a pool and a transaction offer.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// CreateRun records a new run of w: its blueprint snapshot, its context
+// (the initial input), its status (running) and a ready step for each start
+// node, in one transaction. It returns the start nodes.
+func (s *Store) CreateRun(ctx context.Context, runID string, w *workflow.Workflow, input map[string]any) ([]string, error) {
+	if input == nil {
+		input = map[string]any{}
+	}
+	in, err := jsonArg(input)
+	if err != nil {
+		return nil, fmt.Errorf("encode input: %w", err)
+	}
+	starts := w.StartNodes()
+	inputs := make([][]byte, len(starts))
+	for i := range starts {
+		inputs[i] = in
+	}
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if err := s.SaveBlueprint(ctx, tx, w.Blueprint, w.Digest); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO `+s.T.Statuses+` (run_id, status, blueprint_id, blueprint_digest, pending) VALUES ($1, 'running', $2, $3, $4) ON CONFLICT (run_id) DO NOTHING`,
+			runID, w.Blueprint.ID, w.Digest, len(starts))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("run %s: %w", runID, ErrRunExists)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+s.T.Contexts+` (run_id, context_data) VALUES ($1, $2) ON CONFLICT (run_id) DO UPDATE SET context_data = EXCLUDED.context_data`, runID, in); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING`,
+			runID, starts, inputs)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create run %s: %w", runID, err)
+	}
+	return starts, nil
+}
+
+// PinBlueprint pins w to a run started without one (the Flowcraft way: a
+// context row and a running status row only) and creates the ready steps
+// of its start nodes, whose input is the run's initial context. It is a
+// no-op for a run already pinned.
+func (s *Store) PinBlueprint(ctx context.Context, runID string, w *workflow.Workflow) error {
+	starts := w.StartNodes()
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if err := s.SaveBlueprint(ctx, tx, w.Blueprint, w.Digest); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET blueprint_id = $2, blueprint_digest = $3, pending = $4, updated_at = now() WHERE run_id = $1 AND blueprint_digest IS NULL`,
+			runID, w.Blueprint.ID, w.Digest, len(starts))
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		var initial []byte
+		err = tx.QueryRow(ctx, `SELECT context_data - 'blueprintId' - 'blueprintVersion' FROM `+s.T.Contexts+` WHERE run_id = $1`, runID).Scan(&initial)
+		if errors.Is(err, pgx.ErrNoRows) {
+			initial = []byte(`{}`)
+			if _, err := tx.Exec(ctx, `INSERT INTO `+s.T.Contexts+` (run_id, context_data) VALUES ($1, '{}') ON CONFLICT DO NOTHING`, runID); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+		inputs := make([][]byte, len(starts))
+		for i := range starts {
+			inputs[i] = initial
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING`,
+			runID, starts, inputs)
+		return err
+	})
+}
+
+// Cancel marks a running run cancelled; no further step of it starts.
+func (s *Store) Cancel(ctx context.Context, runID string) (workflow.RunStatus, error) {
+	var st string
+	err := s.Pool.QueryRow(ctx, `WITH u AS (UPDATE `+s.T.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status = 'running' RETURNING status)
+		SELECT status FROM u UNION ALL SELECT status FROM `+s.T.Statuses+` WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, runID).Scan(&st)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("run %s: %w", runID, ErrRunNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("cancel run %s: %w", runID, err)
+	}
+	return workflow.RunStatus(st), nil
+}
+
+const runColumns = `run_id, status, coalesce(blueprint_id, ''), coalesce(blueprint_digest, ''), pending, coalesce(error, ''), status_data, created_at, updated_at, finished_at`
+
+func scanRun(row pgx.Row) (*Run, error) {
+	var r Run
+	var status string
+	var data []byte
+	if err := row.Scan(&r.RunID, &status, &r.BlueprintID, &r.Digest, &r.Pending, &r.Error, &data, &r.CreatedAt, &r.UpdatedAt, &r.FinishedAt); err != nil {
+		return nil, err
+	}
+	r.Status = workflow.RunStatus(status)
+	if m, ok := decodeJSON(data).(map[string]any); ok {
+		r.StatusData = m
+	}
+	return &r, nil
+}
+
+// GetRun reads a run's status row.
+func (s *Store) GetRun(ctx context.Context, runID string) (*Run, error) {
+	r, err := scanRun(s.Pool.QueryRow(ctx, `SELECT `+runColumns+` FROM `+s.T.Statuses+` WHERE run_id = $1`, runID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("run %s: %w", runID, ErrRunNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load run %s: %w", runID, err)
+	}
+	return r, nil
+}
+
+const stepColumns = `node_id, state, attempts, input, output, coalesce(action, ''), coalesce(taken, '{}'), coalesce(error, ''), wake_at, started_at, finished_at, created_at`
+
+func scanStep(row pgx.Row) (*Step, error) {
+	var st Step
+	var state string
+	var input, output []byte
+	if err := row.Scan(&st.NodeID, &state, &st.Attempts, &input, &output, &st.Action, &st.Taken, &st.Error, &st.WakeAt, &st.StartedAt, &st.FinishedAt, &st.CreatedAt); err != nil {
+		return nil, err
+	}
+	st.State = workflow.StepState(state)
+	st.Input = decodeJSON(input)
+	st.Output = decodeJSON(output)
+	return &st, nil
+}
+
+// Steps reads every step of a run, oldest first.
+func (s *Store) Steps(ctx context.Context, runID string) ([]*Step, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+stepColumns+` FROM `+s.T.Steps+` WHERE run_id = $1 ORDER BY created_at, node_id`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("load steps of %s: %w", runID, err)
+	}
+	defer rows.Close()
+	var out []*Step
+	for rows.Next() {
+		st, err := scanStep(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// Context reads a run's context.
+func (s *Store) Context(ctx context.Context, runID string) (map[string]any, error) {
+	var b []byte
+	err := s.Pool.QueryRow(ctx, `SELECT context_data FROM `+s.T.Contexts+` WHERE run_id = $1`, runID).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return map[string]any{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, _ := decodeJSON(b).(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+	}
+	return m, nil
+}

@@ -1,0 +1,205 @@
+// Package reconciler finds runs that stopped moving and republishes what
+// is missing, from what PostgreSQL knows.
+//
+// Every step that has to run has a row in the steps table in a pending
+// state (ready, retrying, sleeping): successors are made ready in the same
+// transaction that finishes their predecessor, with routing decisions,
+// skips and joins already applied. So the frontier of a stalled run is
+// exactly its pending rows; the reconciler never re-evaluates a condition
+// and cannot resurrect an untaken branch.
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/internal/wire"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+// Defaults.
+const (
+	DefaultThreshold = 300 * time.Second
+	DefaultBatchSize = 100
+	DefaultSchedule  = "@every 30s"
+	// OverdueGrace is how long past its wake time a delayed step may
+	// still be in the delay queues before it is presumed lost.
+	OverdueGrace = 10 * time.Second
+)
+
+// Publisher publishes one job after delay, with a broker confirm.
+type Publisher func(ctx context.Context, job bridge.Job, delay time.Duration) error
+
+// Options configure a Reconciler.
+type Options struct {
+	Store       *store.Store
+	Redis       *redis.Client // for lease checks; nil: no lease checks
+	RedisPrefix string
+	Publish     Publisher
+	Threshold   time.Duration // a running run with no step finished for this long is stalled
+	BatchSize   int
+	Logger      *slog.Logger
+}
+
+// Stats summarises one reconcile pass.
+type Stats struct {
+	StalledRuns    int `json:"stalledRuns"`
+	ReconciledRuns int `json:"reconciledRuns"`
+	FailedRuns     int `json:"failedRuns"`
+	Republished    int `json:"republishedJobs"`
+}
+
+// Reconciler repairs stalled runs.
+type Reconciler struct{ o Options }
+
+// New validates options and applies defaults.
+func New(o Options) (*Reconciler, error) {
+	if o.Store == nil || o.Publish == nil {
+		return nil, errors.New("reconciler: Store and Publish are required")
+	}
+	if o.Threshold <= 0 {
+		o.Threshold = DefaultThreshold
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Reconciler{o: o}, nil
+}
+
+// Run does one pass: it takes stalled runs in batches (FOR UPDATE SKIP
+// LOCKED, so reconcilers running at once share the work without doing it
+// twice) and republishes each run's missing jobs.
+func (r *Reconciler) Run(ctx context.Context) (Stats, error) {
+	var total Stats
+	seen := map[string]bool{}
+	for {
+		st, n, err := r.batch(ctx, seen)
+		total.StalledRuns += st.StalledRuns
+		total.ReconciledRuns += st.ReconciledRuns
+		total.FailedRuns += st.FailedRuns
+		total.Republished += st.Republished
+		if err != nil {
+			return total, err
+		}
+		if n < r.o.BatchSize {
+			return total, nil
+		}
+	}
+}
+
+type stalled struct {
+	runID, blueprintID string
+}
+
+func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, int, error) {
+	s := r.o.Store
+	var stats Stats
+	n := 0
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		stats, n = Stats{}, 0
+		rows, err := tx.Query(ctx, `SELECT run_id, coalesce(blueprint_id, '') FROM `+s.T.Statuses+`
+			WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1) AND NOT (run_id = ANY($3))
+			ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED`, r.o.Threshold.Seconds(), r.o.BatchSize, keys(seen))
+		if err != nil {
+			return fmt.Errorf("find stalled runs: %w", err)
+		}
+		runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (stalled, error) {
+			var x stalled
+			err := row.Scan(&x.runID, &x.blueprintID)
+			return x, err
+		})
+		if err != nil {
+			return fmt.Errorf("find stalled runs: %w", err)
+		}
+		n = len(runs)
+		for _, run := range runs {
+			seen[run.runID] = true
+			stats.StalledRuns++
+			published, touch, err := r.repair(ctx, tx, run)
+			if err != nil {
+				stats.FailedRuns++
+				r.o.Logger.Error("cannot reconcile run", "run_id", run.runID, "err", err)
+				continue
+			}
+			stats.Republished += published
+			if touch {
+				stats.ReconciledRuns++
+				if _, err := tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET updated_at = now() WHERE run_id = $1`, run.runID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return stats, n, err
+}
+
+// repair republishes the pending steps of one run that are not leased.
+// touch reports whether the run was repaired (and so gets its updated_at
+// bumped); a run that only waits for a future timer is left alone.
+func (r *Reconciler) repair(ctx context.Context, tx pgx.Tx, run stalled) (published int, touch bool, err error) {
+	s := r.o.Store
+	rows, err := tx.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.T.Steps+`
+		WHERE run_id = $1 AND state IN ('ready', 'retrying', 'sleeping')`, run.runID)
+	if err != nil {
+		return 0, false, err
+	}
+	type pendingStep struct {
+		node     string
+		state    workflow.StepState
+		attempts int
+		wake     *time.Time
+	}
+	pend, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pendingStep, error) {
+		var p pendingStep
+		var state string
+		err := row.Scan(&p.node, &state, &p.attempts, &p.wake)
+		p.state = workflow.StepState(state)
+		return p, err
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	now := time.Now()
+	for _, p := range pend {
+		if p.wake != nil && p.wake.Add(OverdueGrace).After(now) {
+			continue // its delayed job is still on its way
+		}
+		if r.o.Redis != nil {
+			n, err := r.o.Redis.Exists(ctx, wire.LeaseKey(r.o.RedisPrefix, run.runID, p.node)).Result()
+			if err == nil && n > 0 {
+				continue // being run right now
+			}
+		}
+		attempt := p.attempts + 1
+		if p.state == workflow.StepSleeping {
+			attempt = max(p.attempts, 0) + 1
+		}
+		job := bridge.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: p.node, Attempt: attempt}
+		if err := r.o.Publish(ctx, job, 0); err != nil {
+			return published, false, fmt.Errorf("republish %s: %w", job.ID(), err)
+		}
+		published++
+		r.o.Logger.Info("republished a missing job", "run_id", run.runID, "node_id", p.node, "attempt", attempt, "state", p.state)
+	}
+	return published, published > 0, nil
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
