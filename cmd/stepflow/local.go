@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/stepflow/stepflow/examples/nodes"
+	"github.com/stepflow/stepflow/schema"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+// registry is the node registry of this binary: built-ins and examples.
+func registry() *workflow.Registry { return nodes.Registry() }
+
+func readBlueprint(path string) (*workflow.Blueprint, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(io.LimitReader(os.Stdin, workflow.MaxBlueprintBytes+1))
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	bp, err := workflow.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return bp, nil
+}
+
+// parseInput reads --input: a JSON object, or @FILE holding one.
+func parseInput(s string) (map[string]any, error) {
+	if s == "" {
+		return map[string]any{}, nil
+	}
+	data := []byte(s)
+	if s[0] == '@' {
+		var err error
+		if data, err = os.ReadFile(s[1:]); err != nil {
+			return nil, fmt.Errorf("--input: %w", err)
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("--input: not valid JSON: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("--input: data after the JSON object")
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("--input: want a JSON object (the run's initial context), got %s", jsonKind(v))
+	}
+	return m, nil
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE...",
+		Short: "Check blueprints: shape, graph, expressions and node types",
+		Long: `Validate decodes each blueprint strictly and reports every problem at once:
+unknown fields, duplicate ids, edges or fallbacks naming missing nodes, cycles,
+node types this binary does not know, expressions that do not compile, bad join
+strategies, negative retries or timeouts. Exit 0 when all are valid, 1 otherwise.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bad := 0
+			for _, path := range args {
+				bp, err := readBlueprint(path)
+				if err == nil {
+					var w *workflow.Workflow
+					if w, err = workflow.Compile(bp, registry()); err == nil {
+						fmt.Printf("%s: ok — blueprint %q, %d nodes, %d edges, start %v, digest %s\n",
+							path, bp.ID, len(bp.Nodes), len(bp.Edges), w.StartNodes(), w.Digest)
+						continue
+					}
+				}
+				bad++
+				fmt.Fprintf(os.Stderr, "%s: %v\n", path, err)
+			}
+			if bad > 0 {
+				return exitCode(1, nil)
+			}
+			return nil
+		},
+	}
+}
+
+func newRunCmd() *cobra.Command {
+	var local bool
+	var input string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "run --local FILE [--input JSON]",
+		Short: "Run a blueprint in-process and print the result as JSON",
+		Long: `Run executes a whole run in this process with the same semantics as the
+distributed runtime (parallel branches, retries, timeouts, fallbacks, joins,
+skips) and prints one JSON object: status, output, context (with _outputs.<id>),
+steps and errors. --input is the run's initial context: a JSON object, or @FILE.
+Exit 0 when the run completed, 1 when it failed, 2 on bad usage.
+
+To run on the real stack, use "stepflow start".`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !local {
+				return exitCode(2, errors.New(`run needs --local (to run on RabbitMQ/PostgreSQL/Redis use "stepflow start FILE --wait")`))
+			}
+			bp, err := readBlueprint(args[0])
+			if err != nil {
+				return exitCode(2, err)
+			}
+			in, err := parseInput(input)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			res, err := workflow.Run(ctx, bp, registry(), in, workflow.RunOptions{})
+			if err != nil {
+				return exitCode(2, err)
+			}
+			if err := printJSON(res); err != nil {
+				return err
+			}
+			if res.Status != workflow.RunCompleted {
+				return exitCode(1, nil)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&local, "local", false, "run in this process (required)")
+	cmd.Flags().StringVar(&input, "input", "", "initial context: a JSON object, or @FILE")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "cancel the run after this long (0: no limit)")
+	return cmd
+}
+
+func newGraphCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "graph FILE",
+		Short: "Print a blueprint as a Mermaid flowchart",
+		Long:  "Graph prints the blueprint as a Mermaid flowchart: nodes with their types, edges with actions and conditions, fallbacks dotted.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bp, err := readBlueprint(args[0])
+			if err != nil {
+				return exitCode(1, err)
+			}
+			if _, err := workflow.Compile(bp, nil); err != nil {
+				return exitCode(1, err)
+			}
+			fmt.Print(workflow.Mermaid(bp))
+			return nil
+		},
+	}
+}
+
+func newMigrateCmd() *cobra.Command {
+	var c conn
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Create or upgrade stepflow's tables (idempotent, safe to run concurrently)",
+		Long: `Migrate applies the SQL migrations embedded in this binary under an advisory
+lock: running it twice, or from two processes at once, is safe. Tables created
+by the Flowcraft adapter are upgraded in place.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.validate(); err != nil {
+				return err
+			}
+			start := time.Now()
+			applied, err := migrate(cmd.Context(), c)
+			if err != nil {
+				return exitCode(1, err)
+			}
+			if len(applied) == 0 {
+				fmt.Printf("schema up to date (%s, %s)\n", redact(c.postgresURL), time.Since(start).Round(time.Millisecond))
+			} else {
+				fmt.Printf("applied %v (%s, %s)\n", applied, redact(c.postgresURL), time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		},
+	}
+	addConnFlags(cmd.Flags(), &c, "postgres")
+	return cmd
+}
+
+func migrate(ctx context.Context, c conn) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, c.postgresURL)
+	if err != nil {
+		return nil, fmt.Errorf("POSTGRES_URL: %w", err)
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("PostgreSQL at %s does not answer: %w", redact(c.postgresURL), err)
+	}
+	return schema.Migrate(ctx, pool, c.tables)
+}

@@ -1,0 +1,174 @@
+// Command stepflow runs durable workflows on RabbitMQ, PostgreSQL and
+// Redis: the step function, the bridge, the reconciler, and the tools to
+// validate, run and watch workflows.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/schema"
+)
+
+// exitError carries a process exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func exitCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "stepflow:", ee.err)
+		}
+		os.Exit(ee.code)
+	}
+	fmt.Fprintln(os.Stderr, "stepflow:", err)
+	os.Exit(2)
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "stepflow",
+		Short: "Durable workflows on RabbitMQ, PostgreSQL and Redis, one step per function call",
+		Long: `stepflow runs Flowcraft blueprints (JSON workflows) the serverless way: a bridge
+consumes jobs from RabbitMQ and calls a stateless step function over HTTP with a
+CloudEvent; the function runs one node against PostgreSQL and Redis and replies
+with the next jobs; a reconciler republishes what stalled runs are missing.
+
+Every setting is a flag and an environment variable (shown in each --help).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
+	root.PersistentFlags().String("log-format", envOr("LOG_FORMAT", "text"), "log format: text or json (env LOG_FORMAT)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		return setupLogging(cmd)
+	}
+	root.AddCommand(
+		newValidateCmd(), newRunCmd(), newGraphCmd(), newMigrateCmd(),
+		newFunctionCmd(), newBridgeCmd(), newReconcilerCmd(), newReconcileCmd(), newDevCmd(),
+		newStartCmd(), newStatusCmd(), newCancelCmd(),
+	)
+	return root
+}
+
+func setupLogging(cmd *cobra.Command) error {
+	levelName, _ := cmd.Flags().GetString("log-level")
+	format, _ := cmd.Flags().GetString("log-format")
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(levelName)); err != nil {
+		return exitCode(2, fmt.Errorf("--log-level %q: want debug, info, warn or error", levelName))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	switch format {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	default:
+		return exitCode(2, fmt.Errorf("--log-format %q: want text or json", format))
+	}
+	slog.SetDefault(slog.New(h))
+	return nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// conn holds the connection settings most commands share.
+type conn struct {
+	postgresURL, redisURL, amqpURL, queue, redisPrefix string
+	tables                                             schema.Tables
+}
+
+func addConnFlags(fs *pflag.FlagSet, c *conn, want ...string) {
+	has := func(s string) bool {
+		for _, w := range want {
+			if w == s {
+				return true
+			}
+		}
+		return false
+	}
+	if has("postgres") {
+		fs.StringVar(&c.postgresURL, "postgres-url", envOr("POSTGRES_URL", function.DefaultPostgresURL), "PostgreSQL URL (env POSTGRES_URL)")
+		d := schema.DefaultTables()
+		fs.StringVar(&c.tables.Contexts, "contexts-table", envOr("STEPFLOW_CONTEXTS_TABLE", d.Contexts), "contexts table (env STEPFLOW_CONTEXTS_TABLE)")
+		fs.StringVar(&c.tables.Statuses, "statuses-table", envOr("STEPFLOW_STATUSES_TABLE", d.Statuses), "statuses table (env STEPFLOW_STATUSES_TABLE)")
+		fs.StringVar(&c.tables.Steps, "steps-table", envOr("STEPFLOW_STEPS_TABLE", d.Steps), "steps table (env STEPFLOW_STEPS_TABLE)")
+		fs.StringVar(&c.tables.Blueprints, "blueprints-table", envOr("STEPFLOW_BLUEPRINTS_TABLE", d.Blueprints), "blueprint snapshots table (env STEPFLOW_BLUEPRINTS_TABLE)")
+	}
+	if has("redis") {
+		fs.StringVar(&c.redisURL, "redis-url", envOr("REDIS_URL", function.DefaultRedisURL), "Redis URL (env REDIS_URL)")
+		fs.StringVar(&c.redisPrefix, "redis-prefix", envOr("REDIS_PREFIX", function.DefaultRedisPrefix), "prefix of every Redis key (env REDIS_PREFIX)")
+	}
+	if has("amqp") {
+		fs.StringVar(&c.amqpURL, "rabbitmq-url", envOr("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ URL (env RABBITMQ_URL)")
+		fs.StringVar(&c.queue, "queue", envOr("STEPFLOW_QUEUE", bridge.DefaultQueue), "job queue name (env STEPFLOW_QUEUE)")
+	}
+}
+
+func (c *conn) validate() error {
+	if c.tables != (schema.Tables{}) {
+		if err := c.tables.Validate(); err != nil {
+			return exitCode(2, err)
+		}
+	}
+	return nil
+}
+
+// functionEnv is the function's configuration as the map func-go passes.
+func (c *conn) functionEnv() map[string]string {
+	return map[string]string{
+		"POSTGRES_URL":              c.postgresURL,
+		"REDIS_URL":                 c.redisURL,
+		"REDIS_PREFIX":              c.redisPrefix,
+		"STEPFLOW_CONTEXTS_TABLE":   c.tables.Contexts,
+		"STEPFLOW_STATUSES_TABLE":   c.tables.Statuses,
+		"STEPFLOW_STEPS_TABLE":      c.tables.Steps,
+		"STEPFLOW_BLUEPRINTS_TABLE": c.tables.Blueprints,
+	}
+}
+
+func redact(url string) string {
+	if i := strings.Index(url, "@"); i > 0 {
+		if j := strings.Index(url, "://"); j > 0 && j < i {
+			return url[:j+3] + "…@" + url[i+1:]
+		}
+	}
+	return url
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+func newClient(ctx context.Context, c conn) (*client.Client, error) {
+	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, Tables: c.tables})
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := cl.Store().Pool.Ping(pctx); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("PostgreSQL at %s does not answer: %w", redact(c.postgresURL), err)
+	}
+	return cl, nil
+}
+
+func newStartCmd() *cobra.Command {
+	var c conn
+	var input, runID string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "start FILE [--input JSON] [--wait [--timeout D]]",
+		Short: "Start a run on the real stack; print its id, or with --wait its result",
+		Long: `Start records a run of the blueprint in PostgreSQL (pinning the blueprint's
+version to the run) and publishes its start jobs to RabbitMQ. It prints the run
+id. With --wait it waits for the run to finish and prints the same JSON object
+as "stepflow run --local". Exit 0: started / completed; 1: failed or
+cancelled; 2: bad usage or timed out waiting.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.validate(); err != nil {
+				return err
+			}
+			bp, err := readBlueprint(args[0])
+			if err != nil {
+				return exitCode(2, err)
+			}
+			if _, err := workflow.Compile(bp, nil); err != nil {
+				return exitCode(2, err)
+			}
+			in, err := parseInput(input)
+			if err != nil {
+				return exitCode(2, err)
+			}
+			ctx := cmd.Context()
+			cl, err := newClient(ctx, c)
+			if err != nil {
+				return exitCode(1, err)
+			}
+			defer cl.Close()
+			id, err := cl.Start(ctx, bp, in, client.StartOptions{RunID: runID})
+			if err != nil {
+				return exitCode(1, err)
+			}
+			if !wait {
+				fmt.Println(id)
+				return nil
+			}
+			fmt.Fprintln(os.Stderr, "run", id, "started; waiting")
+			wctx := ctx
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			res, err := cl.Wait(wctx, id)
+			if errors.Is(err, client.ErrTimeout) {
+				return exitCode(2, fmt.Errorf("run %s still running after %s (see: stepflow status %s)", id, timeout, id))
+			}
+			if err != nil {
+				return exitCode(1, err)
+			}
+			if err := printJSON(res); err != nil {
+				return err
+			}
+			if res.Status != workflow.RunCompleted {
+				return exitCode(1, nil)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&input, "input", "", "initial context: a JSON object, or @FILE")
+	cmd.Flags().StringVar(&runID, "run-id", "", "run id (default: a new UUID)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the run to finish and print its result")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 2); 0 waits forever")
+	addConnFlags(cmd.Flags(), &c, "postgres", "amqp")
+	return cmd
+}
+
+func newStatusCmd() *cobra.Command {
+	var c conn
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status RUN",
+		Short: "Show a run's status and its steps",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.validate(); err != nil {
+				return err
+			}
+			cl, err := newClient(cmd.Context(), c)
+			if err != nil {
+				return exitCode(1, err)
+			}
+			defer cl.Close()
+			res, err := cl.Result(cmd.Context(), args[0])
+			if errors.Is(err, store.ErrRunNotFound) {
+				return exitCode(1, fmt.Errorf("run %s: not found", args[0]))
+			}
+			if err != nil {
+				return exitCode(1, err)
+			}
+			if asJSON {
+				return printJSON(res)
+			}
+			printStatus(res)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the run as JSON")
+	addConnFlags(cmd.Flags(), &c, "postgres")
+	return cmd
+}
+
+func printStatus(res *workflow.RunResult) {
+	fmt.Printf("run %s  blueprint %s  status %s  %.1f ms\n", res.RunID, res.BlueprintID, res.Status, res.DurationMs)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tTYPE\tSTATE\tATTEMPTS\tDURATION\tERROR")
+	for _, s := range res.Steps {
+		d := "-"
+		if s.DurationMs > 0 || s.FinishedAt != nil {
+			d = fmt.Sprintf("%.1f ms", s.DurationMs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.NodeID, s.Uses, s.State, s.Attempts, d, s.Error)
+	}
+	tw.Flush()
+	for _, e := range res.Errors {
+		fmt.Printf("error: %s: %s\n", e.NodeID, e.Message)
+	}
+	if res.Output != nil {
+		b, _ := json.MarshalIndent(res.Output, "", "  ")
+		fmt.Printf("output: %s\n", b)
+	}
+}
+
+func newCancelCmd() *cobra.Command {
+	var c conn
+	cmd := &cobra.Command{
+		Use:   "cancel RUN",
+		Short: "Cancel a run: no further step of it starts",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.validate(); err != nil {
+				return err
+			}
+			cl, err := newClient(cmd.Context(), c)
+			if err != nil {
+				return exitCode(1, err)
+			}
+			defer cl.Close()
+			st, err := cl.Cancel(cmd.Context(), args[0])
+			if err != nil {
+				return exitCode(1, err)
+			}
+			if st != workflow.RunCancelled {
+				return exitCode(1, fmt.Errorf("run %s is already %s", args[0], st))
+			}
+			fmt.Printf("run %s cancelled\n", args[0])
+			return nil
+		},
+	}
+	addConnFlags(cmd.Flags(), &c, "postgres")
+	return cmd
+}

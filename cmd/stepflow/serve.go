@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/robfig/cron/v3"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	fce "knative.dev/func-go/cloudevents"
+
+	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/reconciler"
+)
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// ---- function ----
+
+type functionFlags struct {
+	listen, blueprints string
+	stepTimeout        time.Duration
+}
+
+func addFunctionFlags(fs *pflag.FlagSet, f *functionFlags) {
+	fs.StringVar(&f.listen, "listen-address", envOr("LISTEN_ADDRESS", "127.0.0.1:8080"), "address the function serves CloudEvents, /health/* and /metrics on (env LISTEN_ADDRESS)")
+	fs.StringVar(&f.blueprints, "blueprints", os.Getenv("BLUEPRINTS_DIR"), "register every *.json blueprint of this folder, for runs started by other clients (env BLUEPRINTS_DIR)")
+	fs.DurationVar(&f.stepTimeout, "step-timeout", durationEnv("STEP_TIMEOUT", function.DefaultStepTimeout), "time limit of a node without its own timeout (env STEP_TIMEOUT)")
+}
+
+func durationEnv(key string, def time.Duration) time.Duration {
+	if v := os.Getenv(key); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+func newFunctionCmd() *cobra.Command {
+	var c conn
+	var ff functionFlags
+	cmd := &cobra.Command{
+		Use:   "function",
+		Short: "Serve the step function over HTTP (CloudEvents), as Knative would",
+		Long: `Function serves the step function as a plain process: POST a binary-mode
+CloudEvent of type dev.stepflow.job.v1 to run one node. It answers
+/health/readiness (false until PostgreSQL and Redis answer), /health/liveness
+and /metrics. It serves the built-in and example node types.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.validate(); err != nil {
+				return err
+			}
+			if ff.stepTimeout <= 0 {
+				return exitCode(2, fmt.Errorf("--step-timeout %s: must be positive", ff.stepTimeout))
+			}
+			return serveFunction(cmd.Context(), c, ff)
+		},
+	}
+	addConnFlags(cmd.Flags(), &c, "postgres", "redis")
+	addFunctionFlags(cmd.Flags(), &ff)
+	return cmd
+}
+
+func serveFunction(ctx context.Context, c conn, ff functionFlags) error {
+	reg := newRegistry()
+	f := function.New(function.Options{Registry: registry(), Logger: slog.Default(), Registerer: reg})
+	// func-go reads its configuration from the environment.
+	env := c.functionEnv()
+	env["LISTEN_ADDRESS"] = ff.listen
+	env["BLUEPRINTS_DIR"] = ff.blueprints
+	env["STEP_TIMEOUT"] = ff.stepTimeout.String()
+	for k, v := range env {
+		if err := os.Setenv(k, v); err != nil {
+			return err
+		}
+	}
+	svc := fce.New(f)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", svc.Handler)
+	svc.Handler = mux
+	slog.Info("step function listening", "address", ff.listen, "postgres", redact(c.postgresURL), "redis", redact(c.redisURL))
+	return svc.Start(ctx)
+}
+
+// ---- bridge ----
+
+type bridgeFlags struct {
+	cfg         bridge.Config
+	httpAddress string
+}
+
+func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, httpFlag string) {
+	if withFunctionURL {
+		fs.StringVar(&b.cfg.FunctionURL, "function-url", envOr("FUNCTION_URL", "http://127.0.0.1:8080/"), "URL of the step function (env FUNCTION_URL)")
+		fs.StringVar(&b.cfg.ReadinessURL, "readiness-url", os.Getenv("FUNCTION_READINESS_URL"), "function readiness URL, default FUNCTION_URL with path /health/readiness (env FUNCTION_READINESS_URL)")
+	}
+	fs.IntVar(&b.cfg.Prefetch, "prefetch", intEnv("BRIDGE_PREFETCH", bridge.DefaultPrefetch), "unacknowledged deliveries held (env BRIDGE_PREFETCH)")
+	fs.IntVar(&b.cfg.Concurrency, "concurrency", intEnv("BRIDGE_CONCURRENCY", bridge.DefaultConcurrency), "deliveries sent to the function at once (env BRIDGE_CONCURRENCY)")
+	fs.DurationVar(&b.cfg.RequestTimeout, "request-timeout", durationEnv("BRIDGE_REQUEST_TIMEOUT", bridge.DefaultRequestTimeout), "time limit of one call to the function (env BRIDGE_REQUEST_TIMEOUT)")
+	fs.IntVar(&b.cfg.MaxAttempts, "max-attempts", intEnv("BRIDGE_MAX_ATTEMPTS", bridge.DefaultMaxAttempts), "transport attempts before a job is dead-lettered (env BRIDGE_MAX_ATTEMPTS)")
+	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", durationEnv("BRIDGE_BACKOFF_BASE", bridge.DefaultBackoffBase), "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
+	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", durationEnv("BRIDGE_BACKOFF_MAX", bridge.DefaultBackoffMax), "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
+	fs.DurationVar(&b.cfg.ShutdownGrace, "shutdown-grace", durationEnv("BRIDGE_SHUTDOWN_GRACE", bridge.DefaultShutdownGrace), "how long in-flight deliveries may finish on SIGTERM before they are requeued (env BRIDGE_SHUTDOWN_GRACE)")
+	fs.StringVar(&b.httpAddress, httpFlag, envOr("BRIDGE_HTTP_ADDRESS", "127.0.0.1:9091"), "address of /health/* and /metrics (env BRIDGE_HTTP_ADDRESS)")
+}
+
+func intEnv(key string, def int) int {
+	if v := os.Getenv(key); v != "" {
+		var n int
+		if _, err := fmt.Sscan(v, &n); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+func newBridgeCmd() *cobra.Command {
+	var c conn
+	var bf bridgeFlags
+	cmd := &cobra.Command{
+		Use:   "bridge",
+		Short: "Consume the job queue and call the step function with CloudEvents",
+		Long: `Bridge consumes the job queue with manual acks and POSTs each job to the step
+function as a binary-mode CloudEvent. The reply decides: publish the next jobs
+(with publisher confirms) then ack; ack; retry later with backoff; or
+dead-letter to <queue>.dlq with the reason. Delays (retries, sleeps) wait in
+TTL queues and hold no worker. On SIGTERM it stops consuming, lets in-flight
+deliveries finish within the grace period and requeues the rest.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBridge(cmd.Context(), c, bf)
+		},
+	}
+	addConnFlags(cmd.Flags(), &c, "amqp")
+	addBridgeFlags(cmd.Flags(), &bf, true, "http-address")
+	return cmd
+}
+
+func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
+	reg := newRegistry()
+	cfg := bf.cfg
+	cfg.AMQPURL, cfg.Queue, cfg.Logger, cfg.Registerer = c.amqpURL, c.queue, slog.Default(), reg
+	if err := cfg.Validate(); err != nil {
+		return exitCode(2, err)
+	}
+	b, err := bridge.New(cfg)
+	if err != nil {
+		return exitCode(2, err)
+	}
+	stopHTTP, err := serveOps(bf.httpAddress, reg, b.Ready)
+	if err != nil {
+		return exitCode(2, err)
+	}
+	defer stopHTTP()
+	slog.Info("bridge starting", "queue", cfg.Queue, "function", cfg.FunctionURL, "rabbitmq", redact(cfg.AMQPURL), "http", bf.httpAddress)
+	return b.Run(ctx)
+}
+
+// serveOps serves /health/readiness, /health/liveness and /metrics.
+func serveOps(addr string, reg *prometheus.Registry, ready func() bool) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/health/liveness", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ALIVE") })
+	mux.HandleFunc("/health/readiness", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "READY")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http address %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// ---- reconciler ----
+
+type reconcilerFlags struct {
+	schedule    string
+	threshold   time.Duration
+	batch       int
+	httpAddress string
+}
+
+func addReconcilerFlags(fs *pflag.FlagSet, r *reconcilerFlags, service bool, httpFlag string) {
+	fs.DurationVar(&r.threshold, "threshold", durationEnv("RECONCILE_THRESHOLD", reconciler.DefaultThreshold), "a running run with no step finished for this long is stalled (env RECONCILE_THRESHOLD)")
+	fs.IntVar(&r.batch, "batch-size", intEnv("RECONCILE_BATCH_SIZE", reconciler.DefaultBatchSize), "stalled runs locked and repaired per transaction (env RECONCILE_BATCH_SIZE)")
+	if service {
+		fs.StringVar(&r.schedule, "schedule", envOr("RECONCILE_SCHEDULE", reconciler.DefaultSchedule), `when to reconcile: a cron spec ("*/1 * * * *") or "@every 30s" (env RECONCILE_SCHEDULE)`)
+		fs.StringVar(&r.httpAddress, httpFlag, envOr("RECONCILER_HTTP_ADDRESS", "127.0.0.1:9092"), "address of /health/* and /metrics (env RECONCILER_HTTP_ADDRESS)")
+	}
+}
+
+func (r reconcilerFlags) validate() error {
+	if r.threshold <= 0 {
+		return exitCode(2, fmt.Errorf("--threshold %s: must be positive", r.threshold))
+	}
+	if r.batch <= 0 {
+		return exitCode(2, fmt.Errorf("--batch-size %d: must be positive", r.batch))
+	}
+	if r.schedule != "" {
+		if _, err := cron.ParseStandard(r.schedule); err != nil {
+			return exitCode(2, fmt.Errorf("--schedule %q: %w", r.schedule, err))
+		}
+	}
+	return nil
+}
+
+// newReconciler builds a reconciler and what it needs; close releases it.
+func newReconciler(ctx context.Context, c conn, rf reconcilerFlags) (*reconciler.Reconciler, func(), error) {
+	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, Tables: c.tables})
+	if err != nil {
+		return nil, nil, err
+	}
+	ropts, err := redis.ParseURL(c.redisURL)
+	if err != nil {
+		cl.Close()
+		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(ropts)
+	rec, err := reconciler.New(reconciler.Options{
+		Store: cl.Store(), Redis: rdb, RedisPrefix: c.redisPrefix, Publish: cl.Publish,
+		Threshold: rf.threshold, BatchSize: rf.batch, Logger: slog.Default(),
+	})
+	if err != nil {
+		cl.Close()
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	return rec, func() { cl.Close(); _ = rdb.Close() }, nil
+}
+
+func newReconcilerCmd() *cobra.Command {
+	var c conn
+	var rf reconcilerFlags
+	cmd := &cobra.Command{
+		Use:   "reconciler",
+		Short: "Repair stalled runs on a cron schedule (long-lived service)",
+		Long: `Reconciler wakes on a cron schedule, finds running runs with no step finished
+within the threshold, and republishes the jobs they are missing (from the steps
+recorded in PostgreSQL, never re-evaluating a condition). Several reconcilers
+can run at once: runs are claimed with FOR UPDATE SKIP LOCKED.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.validate(); err != nil {
+				return err
+			}
+			if err := rf.validate(); err != nil {
+				return err
+			}
+			return runReconcilerService(cmd.Context(), c, rf)
+		},
+	}
+	addConnFlags(cmd.Flags(), &c, "postgres", "redis", "amqp")
+	addReconcilerFlags(cmd.Flags(), &rf, true, "http-address")
+	return cmd
+}
+
+func runReconcilerService(ctx context.Context, c conn, rf reconcilerFlags) error {
+	rec, closeRec, err := newReconciler(ctx, c, rf)
+	if err != nil {
+		return exitCode(1, err)
+	}
+	defer closeRec()
+	reg := newRegistry()
+	runs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stepflow_reconcile_runs_total", Help: "Runs seen by the reconciler, by result (stalled, reconciled, failed)."}, []string{"result"})
+	passes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stepflow_reconcile_passes_total", Help: "Reconcile passes, by outcome (ok, error)."}, []string{"outcome"})
+	duration := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "stepflow_reconcile_duration_seconds", Help: "Time one reconcile pass took."})
+	reg.MustRegister(runs, passes, duration)
+	var healthy sync.Map
+	healthy.Store("ok", true)
+	stopHTTP, err := serveOps(rf.httpAddress, reg, func() bool { v, _ := healthy.Load("ok"); return v.(bool) })
+	if err != nil {
+		return exitCode(2, err)
+	}
+	defer stopHTTP()
+	pass := func() {
+		start := time.Now()
+		st, err := rec.Run(ctx)
+		duration.Observe(time.Since(start).Seconds())
+		runs.WithLabelValues("stalled").Add(float64(st.StalledRuns))
+		runs.WithLabelValues("reconciled").Add(float64(st.ReconciledRuns))
+		runs.WithLabelValues("failed").Add(float64(st.FailedRuns))
+		if err != nil && ctx.Err() == nil {
+			passes.WithLabelValues("error").Inc()
+			healthy.Store("ok", false)
+			slog.Error("reconcile pass failed", "err", err)
+			return
+		}
+		passes.WithLabelValues("ok").Inc()
+		healthy.Store("ok", true)
+		if st.StalledRuns > 0 {
+			slog.Info("reconcile pass", "stalled", st.StalledRuns, "reconciled", st.ReconciledRuns, "failed", st.FailedRuns, "republished", st.Republished, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	cr := cron.New(cron.WithChain(cron.SkipIfStillRunning(cron.DiscardLogger)))
+	if _, err := cr.AddFunc(rf.schedule, pass); err != nil {
+		return exitCode(2, fmt.Errorf("--schedule %q: %w", rf.schedule, err))
+	}
+	slog.Info("reconciler started", "schedule", rf.schedule, "threshold", rf.threshold, "http", rf.httpAddress)
+	cr.Start()
+	<-ctx.Done()
+	<-cr.Stop().Done()
+	slog.Info("reconciler stopped")
+	return nil
+}
+
+func newReconcileCmd() *cobra.Command {
+	var c conn
+	var rf reconcilerFlags
+	var once bool
+	cmd := &cobra.Command{
+		Use:   "reconcile --once",
+		Short: "Repair stalled runs once and print the stats as JSON (for a CronJob)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !once {
+				return exitCode(2, errors.New(`reconcile needs --once (for a long-lived service use "stepflow reconciler")`))
+			}
+			if err := c.validate(); err != nil {
+				return err
+			}
+			if err := rf.validate(); err != nil {
+				return err
+			}
+			rec, closeRec, err := newReconciler(cmd.Context(), c, rf)
+			if err != nil {
+				return exitCode(1, err)
+			}
+			defer closeRec()
+			st, err := rec.Run(cmd.Context())
+			if err != nil {
+				return exitCode(1, err)
+			}
+			b, _ := json.Marshal(st)
+			fmt.Println(string(b))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&once, "once", false, "run one pass and exit (required)")
+	addConnFlags(cmd.Flags(), &c, "postgres", "redis", "amqp")
+	addReconcilerFlags(cmd.Flags(), &rf, false, "")
+	return cmd
+}
+
+// ---- dev ----
+
+func newDevCmd() *cobra.Command {
+	var c conn
+	var ff functionFlags
+	var bf bridgeFlags
+	var rf reconcilerFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Migrate, then run function, bridge and reconciler in one process (local work)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.validate(); err != nil {
+				return err
+			}
+			if err := rf.validate(); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			if _, err := migrate(ctx, c); err != nil {
+				return exitCode(1, err)
+			}
+			host := ff.listen
+			if strings.HasPrefix(host, ":") {
+				host = "127.0.0.1" + host
+			}
+			bf.cfg.FunctionURL = "http://" + host + "/"
+			errs := make(chan error, 3)
+			go func() { errs <- serveFunction(ctx, c, ff) }()
+			go func() { errs <- runBridge(ctx, c, bf) }()
+			go func() { errs <- runReconcilerService(ctx, c, rf) }()
+			var first error
+			for range 3 {
+				if err := <-errs; err != nil && first == nil {
+					first = err
+				}
+				cancel()
+			}
+			return first
+		},
+	}
+	addConnFlags(cmd.Flags(), &c, "postgres", "redis", "amqp")
+	addFunctionFlags(cmd.Flags(), &ff)
+	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address")
+	addReconcilerFlags(cmd.Flags(), &rf, true, "reconciler-http-address")
+	return cmd
+}
