@@ -567,6 +567,7 @@ func (b *Bridge) carryOut(ctx context.Context, log *slog.Logger, s *channels, d 
 		}
 	case KindDeadLetter:
 		msg := republishing(d)
+		msg.Headers[HeaderDeadLetterID] = uuid.NewString()
 		msg.Headers[HeaderErrorCode] = dec.Code
 		msg.Headers[HeaderErrorReason] = dec.Reason
 		msg.Headers[HeaderAttempts] = int32(attempt)

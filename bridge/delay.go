@@ -22,12 +22,13 @@ import (
 
 // AMQP headers the bridge reads and writes.
 const (
-	HeaderDue          = "x-stepflow-due"  // unix ms when a delayed message is due
-	HeaderAttempts     = "x-attempts"      // transport attempts already made
-	HeaderFirstFailure = "x-first-failure" // RFC 3339 time of the first failed attempt
-	HeaderErrorCode    = "x-error-code"    // dead letters: HTTP status or a Code* constant
-	HeaderErrorReason  = "x-error-reason"  // dead letters: response body or error text, ≤ 1 KB
-	HeaderTraceparent  = "traceparent"     // W3C trace context, passed on to the function
+	HeaderDue          = "x-stepflow-due"   // unix ms when a delayed message is due
+	HeaderAttempts     = "x-attempts"       // transport attempts already made
+	HeaderFirstFailure = "x-first-failure"  // RFC 3339 time of the first failed attempt
+	HeaderErrorCode    = "x-error-code"     // dead letters: HTTP status or a Code* constant
+	HeaderErrorReason  = "x-error-reason"   // dead letters: response body or error text, ≤ 1 KB
+	HeaderTraceparent  = "traceparent"      // W3C trace context, passed on to the function
+	HeaderDeadLetterID = "x-dead-letter-id" // dead letters: unique id, so recording one is idempotent
 )
 
 const (

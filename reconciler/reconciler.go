@@ -17,12 +17,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/wire"
-	"github.com/stepflow/stepflow/workflow"
 )
 
 // Defaults.
@@ -44,17 +44,23 @@ type Options struct {
 	Redis       *redis.Client // for lease checks; nil: no lease checks
 	RedisPrefix string
 	Publish     Publisher
-	Threshold   time.Duration // a running run with no step finished for this long is stalled
-	BatchSize   int
-	Logger      *slog.Logger
+	// Channel and Queue give access to the dead-letter queue <Queue>.dlq;
+	// a nil Channel skips dead-letter ingestion.
+	Channel   func() (*amqp.Channel, error)
+	Queue     string
+	Threshold time.Duration // a running run with no step finished for this long is stalled
+	BatchSize int
+	Logger    *slog.Logger
 }
 
 // Stats summarises one reconcile pass.
 type Stats struct {
-	StalledRuns    int `json:"stalledRuns"`
-	ReconciledRuns int `json:"reconciledRuns"`
-	FailedRuns     int `json:"failedRuns"`
+	StalledRuns    int `json:"stalledRuns"`    // running runs with no step finished within the threshold
+	ReconciledRuns int `json:"reconciledRuns"` // stalled runs whose missing jobs were republished
+	FailedRuns     int `json:"failedRuns"`     // runs that could not be reconciled (see the log)
 	Republished    int `json:"republishedJobs"`
+	DeadLetters    int `json:"deadLetters"`      // dead letters recorded
+	DeadLetterRuns int `json:"deadLetteredRuns"` // runs failed because their job was dead-lettered
 }
 
 // Reconciler repairs stalled runs.
@@ -67,6 +73,9 @@ func New(o Options) (*Reconciler, error) {
 	}
 	if o.Threshold <= 0 {
 		o.Threshold = DefaultThreshold
+	}
+	if o.Queue == "" {
+		o.Queue = bridge.DefaultQueue
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
@@ -82,6 +91,13 @@ func New(o Options) (*Reconciler, error) {
 // twice) and republishes each run's missing jobs.
 func (r *Reconciler) Run(ctx context.Context) (Stats, error) {
 	var total Stats
+	var err error
+	// Dead letters first: a run whose job was dead-lettered is failed with
+	// the reason, not republished.
+	total.DeadLetters, total.DeadLetterRuns, err = r.IngestDeadLetters(ctx)
+	if err != nil {
+		return total, err
+	}
 	seen := map[string]bool{}
 	for {
 		st, n, err := r.batch(ctx, seen)
@@ -149,49 +165,27 @@ func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, in
 // touch reports whether the run was repaired (and so gets its updated_at
 // bumped); a run that only waits for a future timer is left alone.
 func (r *Reconciler) repair(ctx context.Context, tx pgx.Tx, run stalled) (published int, touch bool, err error) {
-	s := r.o.Store
-	rows, err := tx.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.T.Steps+`
-		WHERE run_id = $1 AND state IN ('ready', 'retrying', 'sleeping')`, run.runID)
-	if err != nil {
-		return 0, false, err
-	}
-	type pendingStep struct {
-		node     string
-		state    workflow.StepState
-		attempts int
-		wake     *time.Time
-	}
-	pend, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pendingStep, error) {
-		var p pendingStep
-		var state string
-		err := row.Scan(&p.node, &state, &p.attempts, &p.wake)
-		p.state = workflow.StepState(state)
-		return p, err
-	})
+	pend, err := r.o.Store.PendingSteps(ctx, tx, run.runID)
 	if err != nil {
 		return 0, false, err
 	}
 	now := time.Now()
 	for _, p := range pend {
-		if p.wake != nil && p.wake.Add(OverdueGrace).After(now) {
+		if p.WakeAt != nil && p.WakeAt.Add(OverdueGrace).After(now) {
 			continue // its delayed job is still on its way
 		}
 		if r.o.Redis != nil {
-			n, err := r.o.Redis.Exists(ctx, wire.LeaseKey(r.o.RedisPrefix, run.runID, p.node)).Result()
+			n, err := r.o.Redis.Exists(ctx, wire.LeaseKey(r.o.RedisPrefix, run.runID, p.NodeID)).Result()
 			if err == nil && n > 0 {
 				continue // being run right now
 			}
 		}
-		attempt := p.attempts + 1
-		if p.state == workflow.StepSleeping {
-			attempt = max(p.attempts, 0) + 1
-		}
-		job := bridge.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: p.node, Attempt: attempt}
+		job := bridge.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			return published, false, fmt.Errorf("republish %s: %w", job.ID(), err)
 		}
 		published++
-		r.o.Logger.Info("republished a missing job", "run_id", run.runID, "node_id", p.node, "attempt", attempt, "state", p.state)
+		r.o.Logger.Info("republished a missing job", "run_id", run.runID, "node_id", p.NodeID, "attempt", job.Attempt, "state", p.State)
 	}
 	return published, published > 0, nil
 }

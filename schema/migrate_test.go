@@ -229,7 +229,7 @@ func TestMigrateRejectsHostileNames(t *testing.T) {
 		"injection aimed at the canary", `x"; DROP TABLE "` + canary + `"; --`,
 	})
 	for _, h := range cases {
-		for _, field := range []string{"Contexts", "Statuses", "Steps", "Blueprints"} {
+		for _, field := range []string{"Contexts", "Statuses", "Steps", "Blueprints", "DeadLetters"} {
 			tables := withField(b.tables, field, h.name)
 			applied, err := schema.Migrate(b.ctx, b.pool, tables)
 			if err == nil {
@@ -361,10 +361,11 @@ func TestMigrateLongNames(t *testing.T) {
 	b := setup(t)
 	pad := func(s string) string { return s + strings.Repeat("x", 63-len(s)) }
 	tables := schema.Tables{
-		Contexts:   pad(b.prefix + "c"),
-		Statuses:   pad(b.prefix + "s"),
-		Steps:      pad(b.prefix + "t"),
-		Blueprints: pad(b.prefix + "b"),
+		Contexts:    pad(b.prefix + "c"),
+		Statuses:    pad(b.prefix + "s"),
+		Steps:       pad(b.prefix + "t"),
+		Blueprints:  pad(b.prefix + "b"),
+		DeadLetters: pad(b.prefix + "d"),
 	}
 	t.Cleanup(func() { dropTableSet(t, b.pool, tables) })
 

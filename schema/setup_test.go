@@ -97,10 +97,11 @@ func randomPrefix(t *testing.T) string {
 
 func tablesWithPrefix(prefix string) schema.Tables {
 	return schema.Tables{
-		Contexts:   prefix + "contexts",
-		Statuses:   prefix + "statuses",
-		Steps:      prefix + "steps",
-		Blueprints: prefix + "blueprints",
+		Contexts:    prefix + "contexts",
+		Statuses:    prefix + "statuses",
+		Steps:       prefix + "steps",
+		Blueprints:  prefix + "blueprints",
+		DeadLetters: prefix + "dead_letters",
 	}
 }
 
@@ -111,7 +112,7 @@ func dropTableSet(t *testing.T, pool *pgxpool.Pool, tables schema.Tables) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	q := tables.Quoted()
-	if _, err := pool.Exec(ctx, "DROP TABLE IF EXISTS "+q.Contexts+", "+q.Statuses+", "+q.Steps+", "+q.Blueprints); err != nil {
+	if _, err := pool.Exec(ctx, "DROP TABLE IF EXISTS "+q.Contexts+", "+q.Statuses+", "+q.Steps+", "+q.Blueprints+", "+q.DeadLetters); err != nil {
 		t.Errorf("cleanup: drop tables of %s: %v", tables.Statuses, err)
 	}
 	if _, err := pool.Exec(ctx, `DO $$ BEGIN

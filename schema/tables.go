@@ -11,10 +11,11 @@ import (
 // Default table names. Contexts and Statuses are the Flowcraft adapter's, so a database
 // that adapter set up serves unchanged.
 const (
-	DefaultContextsTable   = "flowcraft_contexts"
-	DefaultStatusesTable   = "flowcraft_statuses"
-	DefaultStepsTable      = "stepflow_steps"
-	DefaultBlueprintsTable = "stepflow_blueprints"
+	DefaultContextsTable    = "flowcraft_contexts"
+	DefaultStatusesTable    = "flowcraft_statuses"
+	DefaultStepsTable       = "stepflow_steps"
+	DefaultBlueprintsTable  = "stepflow_blueprints"
+	DefaultDeadLettersTable = "stepflow_dead_letters"
 )
 
 // MigrationsTable records which migration was applied to which table set. Its name is
@@ -24,19 +25,21 @@ const MigrationsTable = "stepflow_schema_migrations"
 // Tables names the tables of one stepflow installation. The names are plain, unquoted
 // SQL identifiers; see Validate.
 type Tables struct {
-	Contexts   string // one row per run: its JSON context (Flowcraft adapter compatible)
-	Statuses   string // one row per run: status and bookkeeping (Flowcraft adapter compatible)
-	Steps      string // one row per (run, node): state, attempts, result, routing decision
-	Blueprints string // immutable blueprint snapshots by digest
+	Contexts    string // one row per run: its JSON context (Flowcraft adapter compatible)
+	Statuses    string // one row per run: status and bookkeeping (Flowcraft adapter compatible)
+	Steps       string // one row per (run, node): state, attempts, result, routing decision
+	Blueprints  string // immutable blueprint snapshots by digest
+	DeadLetters string // dead-lettered jobs, recorded by the reconciler for list and replay
 }
 
 // DefaultTables returns the default names, compatible with the Flowcraft adapter.
 func DefaultTables() Tables {
 	return Tables{
-		Contexts:   DefaultContextsTable,
-		Statuses:   DefaultStatusesTable,
-		Steps:      DefaultStepsTable,
-		Blueprints: DefaultBlueprintsTable,
+		Contexts:    DefaultContextsTable,
+		Statuses:    DefaultStatusesTable,
+		Steps:       DefaultStepsTable,
+		Blueprints:  DefaultBlueprintsTable,
+		DeadLetters: DefaultDeadLettersTable,
 	}
 }
 
@@ -48,7 +51,7 @@ var identifierPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 var ErrInvalidTableName = errors.New("invalid table name")
 
 // Validate reports whether every name is a plain SQL identifier
-// (^[a-z_][a-z0-9_]{0,62}$), the four names are distinct and none is MigrationsTable.
+// (^[a-z_][a-z0-9_]{0,62}$), the names are distinct and none is MigrationsTable.
 // The error names the field and quotes the offending value.
 func (t Tables) Validate() error {
 	fields := t.fields()
@@ -80,26 +83,29 @@ func (t Tables) fields() []field {
 		{"Statuses", t.Statuses},
 		{"Steps", t.Steps},
 		{"Blueprints", t.Blueprints},
+		{"DeadLetters", t.DeadLetters},
 	}
 }
 
 // QuotedTables holds the table names as quoted SQL identifiers, ready to be placed in
 // SQL text. Build it with Tables.Quoted after Tables.Validate passed.
 type QuotedTables struct {
-	Contexts   string
-	Statuses   string
-	Steps      string
-	Blueprints string
+	Contexts    string
+	Statuses    string
+	Steps       string
+	Blueprints  string
+	DeadLetters string
 }
 
 // Quoted returns each name quoted with pgx.Identifier.Sanitize. Quoting makes any string
 // a single identifier, but it does not make it a good one: call Validate first.
 func (t Tables) Quoted() QuotedTables {
 	return QuotedTables{
-		Contexts:   quote(t.Contexts),
-		Statuses:   quote(t.Statuses),
-		Steps:      quote(t.Steps),
-		Blueprints: quote(t.Blueprints),
+		Contexts:    quote(t.Contexts),
+		Statuses:    quote(t.Statuses),
+		Steps:       quote(t.Steps),
+		Blueprints:  quote(t.Blueprints),
+		DeadLetters: quote(t.DeadLetters),
 	}
 }
 

@@ -13,10 +13,11 @@ func TestDefaultTables(t *testing.T) {
 	t.Parallel()
 	got := schema.DefaultTables()
 	want := schema.Tables{
-		Contexts:   "flowcraft_contexts",
-		Statuses:   "flowcraft_statuses",
-		Steps:      "stepflow_steps",
-		Blueprints: "stepflow_blueprints",
+		Contexts:    "flowcraft_contexts",
+		Statuses:    "flowcraft_statuses",
+		Steps:       "stepflow_steps",
+		Blueprints:  "stepflow_blueprints",
+		DeadLetters: "stepflow_dead_letters",
 	}
 	if got != want {
 		t.Fatalf("DefaultTables() = %+v, want %+v", got, want)
@@ -48,7 +49,7 @@ var hostileNames = []struct {
 func TestValidateRejects(t *testing.T) {
 	t.Parallel()
 	for _, h := range hostileNames {
-		for _, field := range []string{"Contexts", "Statuses", "Steps", "Blueprints"} {
+		for _, field := range []string{"Contexts", "Statuses", "Steps", "Blueprints", "DeadLetters"} {
 			t.Run(h.desc+"/"+field, func(t *testing.T) {
 				t.Parallel()
 				tables := withField(schema.DefaultTables(), field, h.name)
@@ -105,10 +106,11 @@ func TestQuoted(t *testing.T) {
 	t.Parallel()
 	got := schema.DefaultTables().Quoted()
 	want := schema.QuotedTables{
-		Contexts:   `"flowcraft_contexts"`,
-		Statuses:   `"flowcraft_statuses"`,
-		Steps:      `"stepflow_steps"`,
-		Blueprints: `"stepflow_blueprints"`,
+		Contexts:    `"flowcraft_contexts"`,
+		Statuses:    `"flowcraft_statuses"`,
+		Steps:       `"stepflow_steps"`,
+		Blueprints:  `"stepflow_blueprints"`,
+		DeadLetters: `"stepflow_dead_letters"`,
 	}
 	if got != want {
 		t.Fatalf("Quoted() = %+v, want %+v", got, want)
@@ -129,6 +131,8 @@ func withField(t schema.Tables, field, value string) schema.Tables {
 		t.Steps = value
 	case "Blueprints":
 		t.Blueprints = value
+	case "DeadLetters":
+		t.DeadLetters = value
 	default:
 		panic("unknown field " + field)
 	}

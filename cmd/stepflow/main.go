@@ -76,7 +76,7 @@ Every setting is a flag and an environment variable (shown in each --help).`,
 	root.AddCommand(
 		newValidateCmd(), newRunCmd(), newGraphCmd(), newMigrateCmd(),
 		newFunctionCmd(), newBridgeCmd(), newReconcilerCmd(), newReconcileCmd(), newDevCmd(),
-		newStartCmd(), newStatusCmd(), newCancelCmd(),
+		newStartCmd(), newStatusCmd(), newCancelCmd(), newDLQCmd(),
 	)
 	return root
 }
@@ -131,6 +131,7 @@ func addConnFlags(fs *pflag.FlagSet, c *conn, want ...string) {
 		fs.StringVar(&c.tables.Statuses, "statuses-table", envOr("STEPFLOW_STATUSES_TABLE", d.Statuses), "statuses table (env STEPFLOW_STATUSES_TABLE)")
 		fs.StringVar(&c.tables.Steps, "steps-table", envOr("STEPFLOW_STEPS_TABLE", d.Steps), "steps table (env STEPFLOW_STEPS_TABLE)")
 		fs.StringVar(&c.tables.Blueprints, "blueprints-table", envOr("STEPFLOW_BLUEPRINTS_TABLE", d.Blueprints), "blueprint snapshots table (env STEPFLOW_BLUEPRINTS_TABLE)")
+		fs.StringVar(&c.tables.DeadLetters, "dead-letters-table", envOr("STEPFLOW_DEAD_LETTERS_TABLE", d.DeadLetters), "recorded dead letters table (env STEPFLOW_DEAD_LETTERS_TABLE)")
 	}
 	if has("redis") {
 		fs.StringVar(&c.redisURL, "redis-url", envOr("REDIS_URL", function.DefaultRedisURL), "Redis URL (env REDIS_URL)")
@@ -154,13 +155,14 @@ func (c *conn) validate() error {
 // functionEnv is the function's configuration as the map func-go passes.
 func (c *conn) functionEnv() map[string]string {
 	return map[string]string{
-		"POSTGRES_URL":              c.postgresURL,
-		"REDIS_URL":                 c.redisURL,
-		"REDIS_PREFIX":              c.redisPrefix,
-		"STEPFLOW_CONTEXTS_TABLE":   c.tables.Contexts,
-		"STEPFLOW_STATUSES_TABLE":   c.tables.Statuses,
-		"STEPFLOW_STEPS_TABLE":      c.tables.Steps,
-		"STEPFLOW_BLUEPRINTS_TABLE": c.tables.Blueprints,
+		"POSTGRES_URL":                c.postgresURL,
+		"REDIS_URL":                   c.redisURL,
+		"REDIS_PREFIX":                c.redisPrefix,
+		"STEPFLOW_CONTEXTS_TABLE":     c.tables.Contexts,
+		"STEPFLOW_STATUSES_TABLE":     c.tables.Statuses,
+		"STEPFLOW_STEPS_TABLE":        c.tables.Steps,
+		"STEPFLOW_BLUEPRINTS_TABLE":   c.tables.Blueprints,
+		"STEPFLOW_DEAD_LETTERS_TABLE": c.tables.DeadLetters,
 	}
 }
 

@@ -250,6 +250,7 @@ func newReconciler(ctx context.Context, c conn, rf reconcilerFlags) (*reconciler
 	rdb := redis.NewClient(ropts)
 	rec, err := reconciler.New(reconciler.Options{
 		Store: cl.Store(), Redis: rdb, RedisPrefix: c.redisPrefix, Publish: cl.Publish,
+		Channel: cl.Channel, Queue: c.queue,
 		Threshold: rf.threshold, BatchSize: rf.batch, Logger: slog.Default(),
 	})
 	if err != nil {
@@ -293,7 +294,7 @@ func runReconcilerService(ctx context.Context, c conn, rf reconcilerFlags) error
 	}
 	defer closeRec()
 	reg := newRegistry()
-	runs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stepflow_reconcile_runs_total", Help: "Runs seen by the reconciler, by result (stalled, reconciled, failed)."}, []string{"result"})
+	runs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stepflow_reconcile_runs_total", Help: "Runs seen by the reconciler, by result (stalled, reconciled, failed, dead_lettered)."}, []string{"result"})
 	passes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stepflow_reconcile_passes_total", Help: "Reconcile passes, by outcome (ok, error)."}, []string{"outcome"})
 	duration := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "stepflow_reconcile_duration_seconds", Help: "Time one reconcile pass took."})
 	reg.MustRegister(runs, passes, duration)
@@ -311,6 +312,7 @@ func runReconcilerService(ctx context.Context, c conn, rf reconcilerFlags) error
 		runs.WithLabelValues("stalled").Add(float64(st.StalledRuns))
 		runs.WithLabelValues("reconciled").Add(float64(st.ReconciledRuns))
 		runs.WithLabelValues("failed").Add(float64(st.FailedRuns))
+		runs.WithLabelValues("dead_lettered").Add(float64(st.DeadLetterRuns))
 		if err != nil && ctx.Err() == nil {
 			passes.WithLabelValues("error").Inc()
 			healthy.Store("ok", false)
@@ -319,8 +321,9 @@ func runReconcilerService(ctx context.Context, c conn, rf reconcilerFlags) error
 		}
 		passes.WithLabelValues("ok").Inc()
 		healthy.Store("ok", true)
-		if st.StalledRuns > 0 {
-			slog.Info("reconcile pass", "stalled", st.StalledRuns, "reconciled", st.ReconciledRuns, "failed", st.FailedRuns, "republished", st.Republished, "took", time.Since(start).Round(time.Millisecond))
+		if st.StalledRuns > 0 || st.DeadLetters > 0 {
+			slog.Info("reconcile pass", "stalled", st.StalledRuns, "reconciled", st.ReconciledRuns, "failed", st.FailedRuns, "republished", st.Republished,
+				"dead_letters", st.DeadLetters, "dead_lettered_runs", st.DeadLetterRuns, "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
 	cr := cron.New(cron.WithChain(cron.SkipIfStillRunning(cron.DiscardLogger)))
