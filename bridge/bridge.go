@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/stepflow/stepflow/internal/telemetry"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
 	"maps"
@@ -74,6 +77,9 @@ type Config struct {
 	// HTTPClient calls the function; nil builds one that follows no redirects
 	// (a 3xx is the function's answer, and it is dead-lettered).
 	HTTPClient *http.Client
+	// PublishCopies publishes every reply job this many times (default 1).
+	// Only for fault-injection tests: stepflow must absorb duplicates.
+	PublishCopies int
 }
 
 // Validate fills in defaults and reports every bad field by name.
@@ -129,6 +135,7 @@ func (c *Config) Validate() error {
 	positiveInt("Prefetch", &c.Prefetch, DefaultPrefetch, 65535) // AMQP prefetch-count is 16 bits
 	positiveInt("Concurrency", &c.Concurrency, DefaultConcurrency, 1<<20)
 	positiveInt("MaxAttempts", &c.MaxAttempts, DefaultMaxAttempts, 1<<20)
+	positiveInt("PublishCopies", &c.PublishCopies, 1, 10)
 
 	positiveDur := func(field string, v *time.Duration, def time.Duration) {
 		switch {
@@ -470,6 +477,15 @@ func (b *Bridge) handle(ctx context.Context, s *channels, d amqp.Delivery) {
 	log := b.log.With("job_id", jobID, "run_id", job.RunID, "node_id", job.NodeID,
 		"attempt", max(job.Attempt, 1), "delivery_attempt", attempt)
 
+	// Continue the run's trace: the delivery's traceparent is the parent,
+	// and the function call and the next jobs carry this span's context.
+	ctx = telemetry.Extract(ctx, telemetry.AMQPCarrier(d.Headers))
+	ctx, span := telemetry.Tracer().Start(ctx, "stepflow.bridge.deliver", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("stepflow.run_id", job.RunID), attribute.String("stepflow.node_id", job.NodeID),
+			attribute.Int("stepflow.attempt", max(job.Attempt, 1)), attribute.Int("stepflow.delivery_attempt", attempt),
+			attribute.String("messaging.destination.name", b.cfg.Queue)))
+	defer span.End()
+
 	reply := b.call(ctx, d, jobID, job, attempt)
 	dec := b.policy.Decide(reply)
 	b.carryOut(ctx, log, s, d, dec, attempt, reply)
@@ -487,6 +503,15 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Jo
 		ev.SetSubject(job.RunID)
 	}
 	_ = ev.SetData("application/json", d.Body) // []byte is passed through unchanged
+	tp := telemetry.Traceparent(ctx)
+	if tp == "" {
+		tp, _ = headerString(d.Headers, HeaderTraceparent) // pass through what came in
+	}
+	if tp != "" {
+		// The function sees the event, not the HTTP request: the trace
+		// context travels as the CloudEvents distributed-tracing extension.
+		ev.SetExtension(HeaderTraceparent, tp)
+	}
 
 	reqCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
 	defer cancel()
@@ -506,7 +531,7 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Jo
 		return r
 	}
 	req.Header.Set("X-Delivery-Attempt", strconv.Itoa(attempt))
-	if tp, ok := headerString(d.Headers, HeaderTraceparent); ok && tp != "" {
+	if tp != "" {
 		req.Header.Set(HeaderTraceparent, tp)
 	}
 
@@ -544,16 +569,23 @@ func (b *Bridge) carryOut(ctx context.Context, log *slog.Logger, s *channels, d 
 	switch dec.Kind {
 	case KindPublish:
 		var headers amqp.Table
-		if tp, ok := headerString(d.Headers, HeaderTraceparent); ok && tp != "" {
+		tp := telemetry.Traceparent(ctx)
+		if tp == "" {
+			tp, _ = headerString(d.Headers, HeaderTraceparent)
+		}
+		if tp != "" {
 			headers = amqp.Table{HeaderTraceparent: tp} // the next steps continue the trace
 		}
+	publish:
 		for _, j := range dec.Jobs {
-			var dc *amqp.DeferredConfirmation
-			dc, err = sendJob(pctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
-			if err != nil {
-				break
+			for range max(1, b.cfg.PublishCopies) {
+				var dc *amqp.DeferredConfirmation
+				dc, err = sendJob(pctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
+				if err != nil {
+					break publish
+				}
+				dcs = append(dcs, dc)
 			}
-			dcs = append(dcs, dc)
 		}
 	case KindRetry:
 		msg := republishing(d)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/stepflow/stepflow/internal/telemetry"
 	"github.com/stepflow/stepflow/internal/wire"
 	"time"
 
@@ -49,7 +50,11 @@ func deliveryJobID(messageID string, body []byte) string {
 // message id job.ID(). Clients, the reconciler and the bridge all enqueue jobs
 // through here.
 func Publish(ctx context.Context, ch *amqp.Channel, queue string, job Job, delay time.Duration) error {
-	dc, err := sendJob(ctx, ch, queue, job, delay, nil)
+	var headers amqp.Table
+	if tp := telemetry.Traceparent(ctx); tp != "" {
+		headers = amqp.Table{HeaderTraceparent: tp}
+	}
+	dc, err := sendJob(ctx, ch, queue, job, delay, headers)
 	if err != nil {
 		return err
 	}

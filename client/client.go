@@ -6,6 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/stepflow/stepflow/internal/telemetry"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"sync"
 	"time"
 
@@ -88,6 +91,10 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 	if runID == "" {
 		runID = uuid.NewString()
 	}
+	// The run's trace starts here (or joins the caller's span).
+	ctx, span := telemetry.Tracer().Start(ctx, "stepflow.run.start", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("stepflow.run_id", runID), attribute.String("stepflow.blueprint_id", bp.ID)))
+	defer span.End()
 	starts, err := c.store.CreateRun(ctx, runID, w, input)
 	if err != nil {
 		return "", err

@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/stepflow/stepflow/internal/telemetry"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"net/http"
 	"time"
@@ -51,6 +56,13 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return f.reject(http.StatusBadRequest, "bad_job", "%v", err)
 	}
 	log := f.log.With("run_id", job.RunID, "node_id", job.NodeID, "attempt", job.Attempt)
+	if tp, ok := e.Extensions()["traceparent"].(string); ok {
+		ctx = telemetry.Extract(ctx, propagation.MapCarrier{"traceparent": tp})
+	}
+	ctx, span := telemetry.Tracer().Start(ctx, "stepflow.function.step", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("stepflow.run_id", job.RunID), attribute.String("stepflow.node_id", job.NodeID),
+			attribute.Int("stepflow.attempt", job.Attempt)))
+	defer span.End()
 
 	// 1. Lease, before reading anything: a second delivery either waits
 	// for the first to commit or sees its result.
@@ -137,11 +149,17 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		resumed = step.WakeAt
 	}
 	attemptCtx, cancel := context.WithTimeout(ctx, limit)
+	attemptCtx, nodeSpan := telemetry.Tracer().Start(attemptCtx, "stepflow.node "+node.Uses, trace.WithAttributes(attribute.String("stepflow.node_type", node.Uses)))
 	started := time.Now()
 	res, runErr := workflow.Invoke(attemptCtx, node.Func, workflow.NodeInput{
 		RunID: job.RunID, NodeID: node.ID, Attempt: job.Attempt, Input: input,
 		Params: node.Params, Context: nodeCtx, Resumed: resumed,
 	})
+	if runErr != nil {
+		nodeSpan.RecordError(runErr)
+		nodeSpan.SetStatus(codes.Error, runErr.Error())
+	}
+	nodeSpan.End()
 	if runErr == nil && attemptCtx.Err() != nil {
 		runErr = attemptCtx.Err()
 	}
@@ -212,6 +230,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		outcome = "timed_out"
 	}
 	f.metrics.steps.WithLabelValues(outcome, node.Uses).Inc()
+	span.SetAttributes(attribute.String("stepflow.outcome", outcome))
+	log.Debug("node attempt", "uses", node.Uses, "outcome", outcome,
+		"started", started.UnixMicro(), "finished", finished.UnixMicro())
 	committed, err := st.CommitStep(ctx, w, o)
 	if err != nil {
 		return f.unavailable(log, "commit", err)

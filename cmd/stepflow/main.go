@@ -12,14 +12,19 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/internal/telemetry"
 	"github.com/stepflow/stepflow/schema"
 )
+
+// shutdownTracing flushes spans before the process exits.
+var shutdownTracing = func(context.Context) error { return nil }
 
 // exitError carries a process exit code.
 type exitError struct {
@@ -41,6 +46,9 @@ func main() {
 	defer stop()
 	root := newRoot()
 	err := root.ExecuteContext(ctx)
+	flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = shutdownTracing(flushCtx)
+	cancel()
 	if err == nil {
 		return
 	}
@@ -64,14 +72,24 @@ consumes jobs from RabbitMQ and calls a stateless step function over HTTP with a
 CloudEvent; the function runs one node against PostgreSQL and Redis and replies
 with the next jobs; a reconciler republishes what stalled runs are missing.
 
-Every setting is a flag and an environment variable (shown in each --help).`,
+Every setting is a flag and an environment variable (shown in each --help).
+Tracing: set the standard OTEL_* variables (e.g. OTEL_EXPORTER_OTLP_ENDPOINT) to
+export OpenTelemetry traces; one run is one trace.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
 	root.PersistentFlags().String("log-format", envOr("LOG_FORMAT", "text"), "log format: text or json (env LOG_FORMAT)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
-		return setupLogging(cmd)
+		if err := setupLogging(cmd); err != nil {
+			return err
+		}
+		shutdown, err := telemetry.Setup(cmd.Context(), "stepflow-"+cmd.Name())
+		if err != nil {
+			return exitCode(2, fmt.Errorf("OpenTelemetry (OTEL_* variables): %w", err))
+		}
+		shutdownTracing = shutdown
+		return nil
 	}
 	root.AddCommand(
 		newValidateCmd(), newRunCmd(), newGraphCmd(), newMigrateCmd(),

@@ -123,6 +123,7 @@ func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, htt
 	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", durationEnv("BRIDGE_BACKOFF_BASE", bridge.DefaultBackoffBase), "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
 	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", durationEnv("BRIDGE_BACKOFF_MAX", bridge.DefaultBackoffMax), "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
 	fs.DurationVar(&b.cfg.ShutdownGrace, "shutdown-grace", durationEnv("BRIDGE_SHUTDOWN_GRACE", bridge.DefaultShutdownGrace), "how long in-flight deliveries may finish on SIGTERM before they are requeued (env BRIDGE_SHUTDOWN_GRACE)")
+	fs.IntVar(&b.cfg.PublishCopies, "publish-copies", intEnv("BRIDGE_PUBLISH_COPIES", 1), "publish every reply job this many times: fault injection only, stepflow absorbs duplicates (env BRIDGE_PUBLISH_COPIES)")
 	fs.StringVar(&b.httpAddress, httpFlag, envOr("BRIDGE_HTTP_ADDRESS", "127.0.0.1:9091"), "address of /health/* and /metrics (env BRIDGE_HTTP_ADDRESS)")
 }
 
