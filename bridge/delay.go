@@ -35,7 +35,9 @@ const (
 	minDelayBucket   = 10 * time.Millisecond
 	delayBucketCount = 24
 	// earlyTolerance: a delayed message that comes back at most this early runs now.
-	earlyTolerance = 5 * time.Millisecond
+	// Zero: a job never runs before its due time; with 10 ms buckets it runs at
+	// most about 10 ms late.
+	earlyTolerance = 0
 )
 
 // ErrNacked is returned when a publish is not confirmed: the broker nacked it,
@@ -118,8 +120,8 @@ func delayRoute(queue string, remaining time.Duration) string {
 // redelayRoute is delayRoute for a message that came back early (more than
 // earlyTolerance before it is due). Under the smallest bucket it still uses the
 // smallest bucket: going straight to the main queue would spin the message
-// through the consumer until it is due; the bucket makes it at most
-// earlyTolerance late instead.
+// through the consumer until it is due; the bucket makes it at most one
+// smallest bucket late instead.
 func redelayRoute(queue string, remaining time.Duration) string {
 	return delayRoute(queue, max(remaining, minDelayBucket))
 }
