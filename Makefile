@@ -5,7 +5,9 @@ export PATH := $(PATH):/usr/local/go/bin
 BIN := bin/stepflow
 PKGS := ./...
 
-.PHONY: all build test test-short fuzz vet lint demo up func-check clean
+.PHONY: all build test test-short test-faults fuzz vet lint demo up down compose-check func-check clean
+
+COMPOSE ?= docker compose
 
 all: build
 
@@ -21,7 +23,7 @@ lint: vet
 
 # Every test, against the real PostgreSQL, Redis and RabbitMQ (.ci/run starts
 # them), then a short fuzz of blueprint decoding and validation.
-test: vet
+test: vet compose-check
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
 	$(GO) test -run '^$$' -fuzz FuzzDecodeValidate -fuzztime 10s ./workflow/
 
@@ -35,6 +37,23 @@ fuzz:
 # as separate processes, run examples/order.json, print its steps and output.
 demo: build
 	@bash scripts/demo.sh
+
+# The fault-injection suite three times in a row (kill -9, cut connections,
+# Redis loss, duplicates, poison messages).
+test-faults:
+	$(GO) test -count=3 -timeout 30m -v -run . ./faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok)'
+
+# The stack in containers (compose.yaml); waits until function, bridge and reconciler are ready.
+up:
+	$(COMPOSE) up --build --detach
+	@bash scripts/compose-check.sh --ready
+
+down:
+	$(COMPOSE) down --volumes --remove-orphans
+
+# The Dockerfile builds with `make build`; compose.yaml validates (docker-compose, when installed).
+compose-check:
+	@bash scripts/compose-check.sh
 
 func-check:
 	@bash scripts/func-check.sh

@@ -83,6 +83,11 @@ func (f *Function) Register(bp *workflow.Blueprint) error {
 
 // RegisterDir registers every *.json blueprint file of dir.
 func (f *Function) RegisterDir(dir string) ([]string, error) {
+	if st, err := os.Stat(dir); err != nil {
+		return nil, err
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("%s is not a folder", dir)
+	}
 	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {
 		return nil, err
@@ -108,6 +113,9 @@ func (f *Function) RegisterDir(dir string) ([]string, error) {
 			continue
 		}
 		ids = append(ids, bp.ID)
+	}
+	if len(paths) == 0 && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("%s holds no *.json blueprint", dir))
 	}
 	return ids, errors.Join(errs...)
 }

@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	fce "knative.dev/func-go/cloudevents"
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/function"
@@ -81,6 +83,9 @@ export OpenTelemetry traces; one run is one trace.`,
 	root.PersistentFlags().String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
 	root.PersistentFlags().String("log-format", envOr("LOG_FORMAT", "text"), "log format: text or json (env LOG_FORMAT)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := applyEnv(cmd); err != nil {
+			return err
+		}
 		if err := setupLogging(cmd); err != nil {
 			return err
 		}
@@ -99,6 +104,34 @@ export OpenTelemetry traces; one run is one trace.`,
 	return root
 }
 
+var envInUsage = regexp.MustCompile(`\(env ([A-Z0-9_]+)\)`)
+
+// applyEnv parses, for every flag not given on the command line, the
+// environment variable its usage names, so that a bad value fails fast
+// with a message naming the variable — exactly as the flag would.
+func applyEnv(cmd *cobra.Command) error {
+	var errs []error
+	visit := func(f *pflag.Flag) {
+		m := envInUsage.FindStringSubmatch(f.Usage)
+		if m == nil || f.Changed {
+			return
+		}
+		v, ok := os.LookupEnv(m[1])
+		if !ok || v == "" {
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q (for --%s): %v", m[1], v, f.Name, err))
+		}
+	}
+	cmd.Flags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+	if len(errs) > 0 {
+		return exitCode(2, errors.Join(errs...))
+	}
+	return nil
+}
+
 func setupLogging(cmd *cobra.Command) error {
 	levelName, _ := cmd.Flags().GetString("log-level")
 	format, _ := cmd.Flags().GetString("log-format")
@@ -107,6 +140,15 @@ func setupLogging(cmd *cobra.Command) error {
 		return exitCode(2, fmt.Errorf("--log-level %q: want debug, info, warn or error", levelName))
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	// func-go logs through zerolog; keep it at our level.
+	switch {
+	case level <= slog.LevelDebug:
+		fce.SetLogLevel(fce.LogDebug)
+	case level <= slog.LevelInfo:
+		fce.SetLogLevel(fce.LogInfo)
+	default:
+		fce.SetLogLevel(fce.LogWarn)
+	}
 	var h slog.Handler
 	switch format {
 	case "text":
