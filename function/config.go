@@ -78,3 +78,21 @@ func or(v, def string) string {
 	}
 	return v
 }
+
+func (c *Config) applyDefaults() {
+	c.PostgresURL = or(c.PostgresURL, DefaultPostgresURL)
+	c.RedisURL = or(c.RedisURL, DefaultRedisURL)
+	c.RedisPrefix = or(c.RedisPrefix, DefaultRedisPrefix)
+	if c.StepTimeout <= 0 {
+		c.StepTimeout = DefaultStepTimeout
+	}
+	if c.PGMaxConns <= 0 {
+		c.PGMaxConns = DefaultPGMaxConns
+	}
+	d := schema.DefaultTables()
+	c.Tables.Contexts = or(c.Tables.Contexts, d.Contexts)
+	c.Tables.Statuses = or(c.Tables.Statuses, d.Statuses)
+	c.Tables.Steps = or(c.Tables.Steps, d.Steps)
+	c.Tables.Blueprints = or(c.Tables.Blueprints, d.Blueprints)
+	c.Tables.DeadLetters = or(c.Tables.DeadLetters, d.DeadLetters)
+}

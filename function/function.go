@@ -132,8 +132,14 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	return f.StartWith(ctx, c)
 }
 
-// StartWith is Start with a parsed configuration.
+// StartWith is Start with a parsed configuration; zero fields take the
+// defaults.
 func (f *Function) StartWith(ctx context.Context, c Config) error {
+	c.applyDefaults()
+	if err := c.Tables.Validate(); err != nil {
+		f.fail(err)
+		return err
+	}
 	if c.BlueprintsDir != "" {
 		ids, err := f.RegisterDir(c.BlueprintsDir)
 		if err != nil {

@@ -291,6 +291,12 @@ func (g *gate) node(ctx context.Context, in workflow.NodeInput) (workflow.NodeRe
 	}
 }
 
+func (g *gate) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls
+}
+
 // waitEntered waits for the next call of the gated node.
 func (tb *testBundle) waitEntered() int {
 	tb.t.Helper()

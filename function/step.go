@@ -143,7 +143,13 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		}
 	}
 	input := w.ResolveInput(node.ID, step.Input, ld.Context, outputs)
-	nodeCtx := workflow.NewMapContext(copyMap(ld.Context))
+	// The node sees the outputs it names as _outputs.<id>, as in the local
+	// runner; they are not changes, so they are not written back.
+	nodeValues := copyMap(ld.Context)
+	for id, v := range outputs {
+		nodeValues[workflow.OutputKey(id)] = v
+	}
+	nodeCtx := workflow.NewMapContext(nodeValues)
 	var resumed *time.Time
 	if step.State == workflow.StepSleeping {
 		resumed = step.WakeAt

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -41,7 +42,7 @@ func (r *Reconciler) IngestDeadLetters(ctx context.Context) (recorded, failedRun
 			break
 		}
 		dl := deadLetterFrom(d)
-		failed, err := r.o.Store.RecordDeadLetter(ctx, dl)
+		inserted, failed, err := r.o.Store.RecordDeadLetter(ctx, dl)
 		if err != nil {
 			_ = d.Nack(false, true)
 			return recorded, failedRuns, err
@@ -49,7 +50,9 @@ func (r *Reconciler) IngestDeadLetters(ctx context.Context) (recorded, failedRun
 		if err := d.Ack(false); err != nil {
 			return recorded, failedRuns, fmt.Errorf("ack dead letter: %w", err)
 		}
-		recorded++
+		if inserted {
+			recorded++
+		}
 		if failed {
 			failedRuns++
 			r.o.Logger.Warn("run failed: its job was dead-lettered", "run_id", dl.RunID, "node_id", dl.NodeID, "code", dl.Code, "reason", dl.Reason)
@@ -94,18 +97,27 @@ func deadLetterFrom(d amqp.Delivery) store.DeadLetter {
 	}
 	var job bridge.Job
 	if json.Unmarshal(d.Body, &job) == nil {
-		dl.RunID, dl.NodeID, dl.BlueprintID = job.RunID, job.NodeID, job.BlueprintID
+		dl.RunID, dl.NodeID, dl.BlueprintID, dl.JobAttempt = clean(job.RunID), clean(job.NodeID), clean(job.BlueprintID), job.Attempt
 	}
+	dl.MessageID, dl.Code, dl.Reason, dl.DeadLetterID = clean(dl.MessageID), clean(dl.Code), clean(dl.Reason), clean(dl.DeadLetterID)
 	return dl
+}
+
+// clean makes a poison message's text storable: PostgreSQL text holds no
+// NUL byte and only valid UTF-8.
+func clean(s string) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
 }
 
 // headerValue turns an AMQP header value into something JSON can hold.
 func headerValue(v any) any {
 	switch x := v.(type) {
-	case nil, string, bool, int32, int64, float32, float64, int:
+	case string:
+		return clean(x)
+	case nil, bool, int32, int64, float32, float64, int:
 		return x
 	case []byte:
-		return string(x)
+		return clean(string(x))
 	case time.Time:
 		return x.UTC().Format(time.RFC3339Nano)
 	case amqp.Table:

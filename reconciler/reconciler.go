@@ -96,7 +96,8 @@ func (r *Reconciler) Run(ctx context.Context) (Stats, error) {
 	// the reason, not republished.
 	total.DeadLetters, total.DeadLetterRuns, err = r.IngestDeadLetters(ctx)
 	if err != nil {
-		return total, err
+		// Dead letters wait for the next pass; stalled runs are repaired now.
+		r.o.Logger.Error("cannot record dead letters", "err", err)
 	}
 	seen := map[string]bool{}
 	for {

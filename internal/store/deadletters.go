@@ -21,7 +21,8 @@ type DeadLetter struct {
 	Headers      map[string]any `json:"headers,omitempty"`
 	Code         string         `json:"errorCode"`
 	Reason       string         `json:"errorReason"`
-	Attempts     int            `json:"attempts"`
+	Attempts     int            `json:"attempts"`   // transport attempts the bridge made
+	JobAttempt   int            `json:"jobAttempt"` // the job's node attempt (1-based)
 	FirstFailure *time.Time     `json:"firstFailure,omitempty"`
 	At           time.Time      `json:"deadLetteredAt"`
 	ReplayedAt   *time.Time     `json:"replayedAt,omitempty"`
@@ -31,33 +32,42 @@ type DeadLetter struct {
 const DeadLetterErrorPrefix = "dead-lettered: "
 
 // RecordDeadLetter stores a dead letter (idempotently, by its dead-letter
-// id) and fails its run, if still running, with the dead-letter reason.
-// It reports whether it failed the run.
-func (s *Store) RecordDeadLetter(ctx context.Context, dl DeadLetter) (failedRun bool, err error) {
+// id: inserted is false for one already recorded) and fails its run with
+// the dead-letter reason when the job was the run's way forward: its step
+// is still pending at the job's attempt, or the run never got its
+// blueprint pinned (a Flowcraft-style start whose start job died). A dead
+// letter of a stale duplicate leaves a healthy run alone.
+func (s *Store) RecordDeadLetter(ctx context.Context, dl DeadLetter) (inserted, failedRun bool, err error) {
 	headers, err := jsonArg(dl.Headers)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO `+s.T.DeadLetters+` (dead_letter_id, message_id, run_id, node_id, blueprint_id, body, headers, error_code, error_reason, attempts, first_failure)
 			VALUES ($1, nullif($2, ''), nullif($3, ''), nullif($4, ''), nullif($5, ''), $6, $7, $8, $9, $10, $11) ON CONFLICT (dead_letter_id) DO NOTHING`,
 			dl.DeadLetterID, dl.MessageID, dl.RunID, dl.NodeID, dl.BlueprintID, dl.Body, headers, dl.Code, dl.Reason, dl.Attempts, dl.FirstFailure)
-		if err != nil || tag.RowsAffected() == 0 || dl.RunID == "" {
+		if err != nil || tag.RowsAffected() == 0 {
 			return err
+		}
+		inserted = true
+		if dl.RunID == "" {
+			return nil
 		}
 		msg := DeadLetterErrorPrefix + dl.Reason
 		if dl.Code != "" {
 			msg = DeadLetterErrorPrefix + dl.Code + ": " + dl.Reason
 		}
 		tag, err = tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), finished_at = now(), updated_at = now()
-			WHERE run_id = $1 AND status = 'running'`, dl.RunID, msg, dl.NodeID)
+			WHERE run_id = $1 AND status = 'running' AND (blueprint_digest IS NULL OR EXISTS (
+				SELECT 1 FROM `+s.T.Steps+` WHERE run_id = $1 AND node_id = $3 AND state IN ('ready', 'retrying', 'sleeping') AND attempts < $4))`,
+			dl.RunID, msg, dl.NodeID, max(dl.JobAttempt, 1))
 		failedRun = err == nil && tag.RowsAffected() > 0
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("record dead letter %s: %w", dl.DeadLetterID, err)
+		return false, false, fmt.Errorf("record dead letter %s: %w", dl.DeadLetterID, err)
 	}
-	return failedRun, nil
+	return inserted, failedRun, nil
 }
 
 // DeadLetterFilter selects dead letters.

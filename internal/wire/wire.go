@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 // CloudEvent types.
@@ -17,6 +19,9 @@ const (
 	JobsEventType  = "dev.stepflow.jobs.v1" // function → bridge (reply)
 	FunctionSource = "stepflow/function"
 )
+
+// MaxIDBytes bounds a run, blueprint or node id.
+const MaxIDBytes = 512
 
 // MaxJobBytes bounds a job body.
 const MaxJobBytes = 64 << 10
@@ -73,6 +78,14 @@ func (j Job) Validate() error {
 	}
 	if j.Attempt < 0 {
 		errs = append(errs, fmt.Errorf("attempt must be positive, got %d", j.Attempt))
+	}
+	for _, f := range []struct{ name, v string }{{"runId", j.RunID}, {"blueprintId", j.BlueprintID}, {"nodeId", j.NodeID}} {
+		switch {
+		case len(f.v) > MaxIDBytes:
+			errs = append(errs, fmt.Errorf("%s is %d bytes, more than %d", f.name, len(f.v), MaxIDBytes))
+		case !utf8.ValidString(f.v) || strings.ContainsRune(f.v, 0):
+			errs = append(errs, fmt.Errorf("%s %q holds a NUL byte or invalid UTF-8", f.name, f.v))
+		}
 	}
 	return errors.Join(errs...)
 }
