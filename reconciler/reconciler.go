@@ -23,6 +23,7 @@ import (
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/wire"
+	"github.com/stepflow/stepflow/workflow"
 )
 
 // Defaults.
@@ -46,11 +47,14 @@ type Options struct {
 	Publish     Publisher
 	// Channel and Queue give access to the dead-letter queue <Queue>.dlq;
 	// a nil Channel skips dead-letter ingestion.
-	Channel   func() (*amqp.Channel, error)
-	Queue     string
-	Threshold time.Duration // a running run with no step finished for this long is stalled
-	BatchSize int
-	Logger    *slog.Logger
+	Channel func() (*amqp.Channel, error)
+	Queue   string
+	// Blueprints by id, for runs started the Flowcraft way whose start
+	// jobs were lost before any ran (optional).
+	Blueprints map[string]*workflow.Workflow
+	Threshold  time.Duration // a running run with no step finished for this long is stalled
+	BatchSize  int
+	Logger     *slog.Logger
 }
 
 // Stats summarises one reconcile pass.
@@ -117,6 +121,7 @@ func (r *Reconciler) Run(ctx context.Context) (Stats, error) {
 
 type stalled struct {
 	runID, blueprintID string
+	pinned             bool
 }
 
 func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, int, error) {
@@ -125,7 +130,7 @@ func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, in
 	n := 0
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		stats, n = Stats{}, 0
-		rows, err := tx.Query(ctx, `SELECT run_id, coalesce(blueprint_id, '') FROM `+s.T.Statuses+`
+		rows, err := tx.Query(ctx, `SELECT run_id, coalesce(blueprint_id, ''), blueprint_digest IS NOT NULL FROM `+s.T.Statuses+`
 			WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1) AND NOT (run_id = ANY($3))
 			ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED`, r.o.Threshold.Seconds(), r.o.BatchSize, keys(seen))
 		if err != nil {
@@ -133,7 +138,7 @@ func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, in
 		}
 		runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (stalled, error) {
 			var x stalled
-			err := row.Scan(&x.runID, &x.blueprintID)
+			err := row.Scan(&x.runID, &x.blueprintID, &x.pinned)
 			return x, err
 		})
 		if err != nil {
@@ -170,6 +175,14 @@ func (r *Reconciler) repair(ctx context.Context, tx pgx.Tx, run stalled) (publis
 	if err != nil {
 		return 0, false, err
 	}
+	if !run.pinned {
+		// Started the Flowcraft way and no job of it ever ran: its start
+		// jobs died before the function pinned its blueprint.
+		return r.restartUnpinned(ctx, tx, run)
+	}
+	if len(pend) == 0 {
+		return 0, false, fmt.Errorf("run is running but has no pending step (inspect it with: stepflow status %s)", run.runID)
+	}
 	now := time.Now()
 	for _, p := range pend {
 		if p.WakeAt != nil && p.WakeAt.Add(OverdueGrace).After(now) {
@@ -197,4 +210,30 @@ func keys(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// restartUnpinned republishes the start jobs of a run started without a
+// pinned blueprint, when the reconciler knows the blueprint by id.
+func (r *Reconciler) restartUnpinned(ctx context.Context, tx pgx.Tx, run stalled) (int, bool, error) {
+	id := run.blueprintID
+	if id == "" {
+		err := tx.QueryRow(ctx, `SELECT coalesce(context_data->>'blueprintId', '') FROM `+r.o.Store.T.Contexts+` WHERE run_id = $1`, run.runID).Scan(&id)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return 0, false, err
+		}
+	}
+	w := r.o.Blueprints[id]
+	if w == nil {
+		return 0, false, fmt.Errorf("run has no pinned blueprint and blueprint %q is not registered with the reconciler (--blueprints)", id)
+	}
+	n := 0
+	for _, node := range w.StartNodes() {
+		job := bridge.Job{RunID: run.runID, BlueprintID: id, NodeID: node, Attempt: 1}
+		if err := r.o.Publish(ctx, job, 0); err != nil {
+			return n, false, fmt.Errorf("republish %s: %w", job.ID(), err)
+		}
+		n++
+	}
+	r.o.Logger.Info("republished the start jobs of an unpinned run", "run_id", run.runID, "blueprint", id, "jobs", n)
+	return n, true, nil
 }

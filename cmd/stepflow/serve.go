@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/reconciler"
+	"github.com/stepflow/stepflow/workflow"
 )
 
 func newRegistry() *prometheus.Registry {
@@ -207,6 +209,7 @@ func serveOps(addr string, reg *prometheus.Registry, ready func() bool) (stop fu
 // ---- reconciler ----
 
 type reconcilerFlags struct {
+	blueprints  string
 	schedule    string
 	threshold   time.Duration
 	batch       int
@@ -215,6 +218,9 @@ type reconcilerFlags struct {
 
 func addReconcilerFlags(fs *pflag.FlagSet, r *reconcilerFlags, service bool, httpFlag string) {
 	fs.DurationVar(&r.threshold, "threshold", durationEnv("RECONCILE_THRESHOLD", reconciler.DefaultThreshold), "a running run with no step finished for this long is stalled (env RECONCILE_THRESHOLD)")
+	if httpFlag != "reconciler-http-address" { // dev shares the function's --blueprints
+		fs.StringVar(&r.blueprints, "blueprints", os.Getenv("BLUEPRINTS_DIR"), "blueprints (*.json) of runs started by other clients, to restart those whose start jobs were lost (env BLUEPRINTS_DIR)")
+	}
 	fs.IntVar(&r.batch, "batch-size", intEnv("RECONCILE_BATCH_SIZE", reconciler.DefaultBatchSize), "stalled runs locked and repaired per transaction (env RECONCILE_BATCH_SIZE)")
 	if service {
 		fs.StringVar(&r.schedule, "schedule", envOr("RECONCILE_SCHEDULE", reconciler.DefaultSchedule), `when to reconcile: a cron spec ("*/1 * * * *") or "@every 30s" (env RECONCILE_SCHEDULE)`)
@@ -249,8 +255,16 @@ func newReconciler(ctx context.Context, c conn, rf reconcilerFlags) (*reconciler
 		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	rdb := redis.NewClient(ropts)
+	var blueprints map[string]*workflow.Workflow
+	if rf.blueprints != "" {
+		if blueprints, err = loadBlueprintDir(rf.blueprints); err != nil {
+			cl.Close()
+			return nil, nil, fmt.Errorf("BLUEPRINTS_DIR %s: %w", rf.blueprints, err)
+		}
+	}
 	rec, err := reconciler.New(reconciler.Options{
-		Store: cl.Store(), Redis: rdb, RedisPrefix: c.redisPrefix, Publish: cl.Publish,
+		Blueprints: blueprints,
+		Store:      cl.Store(), Redis: rdb, RedisPrefix: c.redisPrefix, Publish: cl.Publish,
 		Channel: cl.Channel, Queue: c.queue,
 		Threshold: rf.threshold, BatchSize: rf.batch, Logger: slog.Default(),
 	})
@@ -395,6 +409,7 @@ func newDevCmd() *cobra.Command {
 			if err := rf.validate(); err != nil {
 				return err
 			}
+			rf.blueprints = ff.blueprints
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			if _, err := migrate(ctx, c); err != nil {
@@ -424,4 +439,32 @@ func newDevCmd() *cobra.Command {
 	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address")
 	addReconcilerFlags(cmd.Flags(), &rf, true, "reconciler-http-address")
 	return cmd
+}
+
+// loadBlueprintDir compiles every *.json blueprint of dir (example inputs,
+// *.input.json, excepted).
+func loadBlueprintDir(dir string) (map[string]*workflow.Workflow, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*workflow.Workflow{}
+	for _, p := range paths {
+		if strings.HasSuffix(p, ".input.json") {
+			continue
+		}
+		bp, err := readBlueprint(p)
+		if err != nil {
+			return nil, err
+		}
+		w, err := workflow.Compile(bp, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		out[bp.ID] = w
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no *.json blueprint")
+	}
+	return out, nil
 }

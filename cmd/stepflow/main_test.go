@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Every command builds, documents its flags with their environment
+// variables, and answers --help.
+func TestEveryCommandHasHelp(t *testing.T) {
+	root := newRoot()
+	var walk func(path []string, names []string)
+	seen := 0
+	walk = func(path []string, _ []string) {
+		cmd, _, err := root.Find(path)
+		if err != nil {
+			t.Fatalf("find %v: %v", path, err)
+		}
+		for _, sub := range cmd.Commands() {
+			if sub.Name() == "help" || sub.Name() == "completion" {
+				continue
+			}
+			walk(append(append([]string{}, path...), sub.Name()), nil)
+		}
+		if len(path) == 0 {
+			return
+		}
+		seen++
+		var out bytes.Buffer
+		r := newRoot()
+		r.SetOut(&out)
+		r.SetErr(&out)
+		r.SetArgs(append(append([]string{}, path...), "--help"))
+		if err := r.Execute(); err != nil {
+			t.Errorf("%v --help: %v", path, err)
+		}
+		help := out.String()
+		if !strings.Contains(help, "Usage:") {
+			t.Errorf("%v --help printed no usage:\n%s", path, help)
+		}
+		for _, line := range strings.Split(help, "\n") {
+			l := strings.TrimSpace(line)
+			if strings.HasPrefix(l, "--") && strings.Contains(l, "-url") && !strings.Contains(l, "(env ") {
+				t.Errorf("%v: flag without its environment variable: %s", path, l)
+			}
+		}
+	}
+	walk(nil, nil)
+	if seen < 12 {
+		t.Errorf("only %d commands found", seen)
+	}
+}
+
+func TestValidateExamples(t *testing.T) {
+	paths, _ := filepath.Glob("../../examples/*.json")
+	var bps []string
+	for _, p := range paths {
+		if !strings.HasSuffix(p, ".input.json") {
+			bps = append(bps, p)
+		}
+	}
+	r := newRoot()
+	var out bytes.Buffer
+	r.SetOut(&out)
+	r.SetArgs(append([]string{"validate"}, bps...))
+	if err := r.Execute(); err != nil {
+		t.Fatalf("validate examples: %v", err)
+	}
+}
+
+func TestBadEnvironmentValueFailsFast(t *testing.T) {
+	t.Setenv("STEP_TIMEOUT", "soon")
+	r := newRoot()
+	r.SetArgs([]string{"function"})
+	err := r.Execute()
+	if err == nil || !strings.Contains(err.Error(), `STEP_TIMEOUT="soon"`) {
+		t.Fatalf("err = %v, want one naming STEP_TIMEOUT", err)
+	}
+	_ = os.Unsetenv("STEP_TIMEOUT")
+}
