@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# func-check: prove the repository root is a working Knative function with the
+# real func CLI (knative.dev/func v0.49.2) and its host builder:
+#
+#   1. build the func CLI once into ~/.cache/stepflow/func-<version>/func (outside the repository, which
+#      the host builder copies into the image; from the Go module cache,
+#      downloading knative.dev/func@v0.49.2 through the module proxy if needed);
+#   2. func build --builder=host   (OCI image under .func/build, nothing pushed);
+#   3. func run --builder=host     (background; POSTGRES_URL / REDIS_URL);
+#   4. wait, bounded, for GET /health/readiness;
+#   5. func invoke a dev.stepflow.job.v1 CloudEvent carrying
+#      {"runId","blueprintId","nodeId","attempt":1} built from RUN_ID,
+#      BLUEPRINT_ID and NODE_ID (the caller prepares that run beforehand);
+#   6. print the reply and assert it: a dev.stepflow.jobs.v1 event, or a 2xx;
+#   7. always stop the function (trap).
+#
+# Environment:
+#   RUN_ID, BLUEPRINT_ID, NODE_ID   the job to send (default: a new run of
+#                                   examples/order.json, job for node validate)
+#   POSTGRES_URL, REDIS_URL         passed to the function (defaults: local test services)
+#   FUNC_ADDRESS                    host:port for func run (default: func picks
+#                                   127.0.0.1:8080, or a free port if 8080 is taken)
+#   FUNC_BIN                        func CLI to use/build (default ~/.cache/stepflow/func-<version>/func)
+#   FUNC_VERSION                    func version to build (default v0.49.2)
+#   FUNC_CHECK_SKIP_BUILD=1         skip step 2 (func run scaffolds and compiles by itself)
+#   READY_TIMEOUT                   seconds to wait for the running function (default 300:
+#                                   func run compiles before it serves)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+FUNC_VERSION=${FUNC_VERSION:-v0.49.2}
+FUNC_BIN=${FUNC_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/stepflow/func-$FUNC_VERSION/func}
+READY_TIMEOUT=${READY_TIMEOUT:-300}
+export POSTGRES_URL=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+
+JOB_TYPE=dev.stepflow.job.v1
+REPLY_TYPE=dev.stepflow.jobs.v1
+
+now_ms() { date +%s%3N; }
+since() { # since START_MS -> "12.345s"
+	local ms=$(($(now_ms) - $1))
+	printf '%d.%03ds' $((ms / 1000)) $((ms % 1000))
+}
+log() { printf '==> %s\n' "$*"; }
+die() {
+	printf 'func-check: %s\n' "$*" >&2
+	exit 1
+}
+json_str() { # minimal JSON string escaping for ids
+	local s=${1//\\/\\\\}
+	s=${s//\"/\\\"}
+	printf '"%s"' "$s"
+}
+
+if [ -z "${RUN_ID:-}" ]; then
+	# Prepare a run of examples/order.json whose start job waits on a queue
+	# no bridge consumes, then send that job to the function ourselves.
+	export STEPFLOW_QUEUE=${STEPFLOW_QUEUE:-stepflow-func-check}
+	log "preparing a run of examples/order.json (queue $STEPFLOW_QUEUE)"
+	make -s build
+	bin/stepflow migrate >/dev/null
+	RUN_ID=$(bin/stepflow start examples/order.json --input @examples/order.input.json --run-id "func-check-$(date +%s)-$$")
+	BLUEPRINT_ID=order
+	NODE_ID=validate
+	cleanup_run() {
+		bin/stepflow cancel "$RUN_ID" >/dev/null 2>&1 || true
+		command -v rabbitmqctl >/dev/null 2>&1 && rabbitmqctl -q purge_queue "$STEPFLOW_QUEUE" >/dev/null 2>&1 || true
+	}
+	trap cleanup_run EXIT
+fi
+: "${BLUEPRINT_ID:?set BLUEPRINT_ID}"
+: "${NODE_ID:?set NODE_ID}"
+for tool in go curl; do
+	command -v "$tool" >/dev/null 2>&1 || die "$tool is required on PATH"
+done
+
+T0=$(now_ms)
+
+# --- 1. the func CLI ---------------------------------------------------------------------
+build_func_cli() {
+	local t modcache src work
+	t=$(now_ms)
+	modcache=$(go env GOMODCACHE)
+	src="$modcache/knative.dev/func@$FUNC_VERSION"
+	if [ ! -f "$src/go.mod" ]; then
+		log "downloading knative.dev/func@$FUNC_VERSION into the module cache"
+		# Outside any module, by exact version (the proxy's version list may omit it,
+		# so `go install ...@version` can be refused).
+		(cd / && GO111MODULE=on go mod download knative.dev/func@"$FUNC_VERSION")
+	fi
+	[ -f "$src/go.mod" ] || die "knative.dev/func@$FUNC_VERSION not found in $modcache"
+	work=$(mktemp -d -t func-src.XXXXXX)
+	log "copying $src to $work (the module cache is read-only)"
+	cp -r "$src/." "$work/"
+	chmod -R u+w "$work"
+	mkdir -p "$(dirname "$FUNC_BIN")"
+	log "building func $FUNC_VERSION into $FUNC_BIN (a cold build takes about 10-15 minutes on 2 cores)"
+	(cd "$work" && go build -ldflags "-X knative.dev/func/pkg/version.Vers=$FUNC_VERSION" -o "$FUNC_BIN.tmp" ./cmd/func)
+	mv "$FUNC_BIN.tmp" "$FUNC_BIN"
+	rm -rf "$work"
+	log "func CLI built in $(since "$t"): $("$FUNC_BIN" version)"
+}
+if [ -x "$FUNC_BIN" ]; then
+	log "using $FUNC_BIN ($("$FUNC_BIN" version))"
+else
+	build_func_cli
+fi
+
+# The scaffolded go.mod (.func/build/go.mod) pins knative.dev/func-go v0.21.3 and older
+# indirect versions than ours; func build runs a plain `go build` there and fails with
+# "updates to go.mod needed". -mod=mod lets go resolve the higher versions (ours win by
+# MVS). func run is not affected: it runs `go mod tidy` first. Keep the user's GOFLAGS
+# (e.g. -buildvcs=false from `go env -w`): an exported GOFLAGS replaces that setting.
+BUILD_GOFLAGS="$(go env GOFLAGS) -mod=mod"
+
+# --- 2. func build -------------------------------------------------------------------------
+if [ "${FUNC_CHECK_SKIP_BUILD:-}" = 1 ]; then
+	log "skipping func build (FUNC_CHECK_SKIP_BUILD=1)"
+else
+	t=$(now_ms)
+	log "func build --builder=host (linux/amd64, linux/arm64, linux/arm/v7; nothing is pushed)"
+	GOFLAGS=$BUILD_GOFLAGS "$FUNC_BIN" build --builder=host --path "$ROOT"
+	log "func build done in $(since "$t"): image $(cat .func/built-image 2>/dev/null || echo '?')"
+fi
+
+# --- 3. func run in the background -------------------------------------------------------------
+LOGS=$(mktemp -d -t func-check.XXXXXX)
+RUN_PID=
+stop_function() {
+	local code=$?
+	if [ -n "$RUN_PID" ] && kill -0 "$RUN_PID" 2>/dev/null; then
+		log "stopping the function (SIGINT to func run $RUN_PID)"
+		# func run forwards the interrupt to the function (its Stop runs) and removes
+		# .func/runs/PORT. Fall back to killing the process group it leads.
+		kill -INT "$RUN_PID" 2>/dev/null || true
+		for _ in $(seq 1 40); do
+			kill -0 "$RUN_PID" 2>/dev/null || break
+			sleep 0.25
+		done
+		if kill -0 "$RUN_PID" 2>/dev/null; then
+			log "func run did not stop; killing its process group"
+			kill -KILL -- "-$RUN_PID" 2>/dev/null || true
+		fi
+		wait "$RUN_PID" 2>/dev/null || true
+	fi
+	if [ "$code" -ne 0 ]; then
+		echo "func-check failed (exit $code); logs in $LOGS:" >&2
+		tail -n 30 "$LOGS"/run.out "$LOGS"/run.err >&2 2>/dev/null || true
+	else
+		rm -rf "$LOGS"
+	fi
+	if declare -F cleanup_run >/dev/null; then cleanup_run; fi
+	log "total $(since "$T0")"
+	exit "$code"
+}
+trap stop_function EXIT
+trap 'exit 130' INT TERM
+
+run_args=(run --builder=host --json --path "$ROOT")
+if [ -n "${FUNC_ADDRESS:-}" ]; then
+	run_args+=(--address "$FUNC_ADDRESS")
+fi
+t=$(now_ms)
+log "func ${run_args[*]} (POSTGRES_URL=$POSTGRES_URL REDIS_URL=$REDIS_URL)"
+# setsid: func run and the function binary get their own process group (the fallback above).
+setsid "$FUNC_BIN" "${run_args[@]}" >"$LOGS/run.out" 2>"$LOGS/run.err" </dev/null &
+RUN_PID=$!
+
+# --- 4. wait for readiness -------------------------------------------------------------------
+# func run scaffolds .func/runs/PORT, runs go mod tidy and go build there, starts the
+# binary, waits for GET /health/readiness = 200 and only then prints its JSON address.
+ADDR=
+deadline=$(($(date +%s) + READY_TIMEOUT))
+while :; do
+	ADDR=$(sed -n 's/^{"address":"\([^"]*\)".*/\1/p' "$LOGS/run.out" | head -n 1)
+	[ -n "$ADDR" ] && break
+	kill -0 "$RUN_PID" 2>/dev/null || die "func run exited before the function was ready"
+	[ "$(date +%s)" -lt "$deadline" ] || die "function not ready within ${READY_TIMEOUT}s"
+	sleep 1
+done
+ready=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "$ADDR/health/readiness" || true)
+[ "$ready" = 200 ] || die "GET $ADDR/health/readiness answered $ready"
+live=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "$ADDR/health/liveness" || true)
+log "function running at $ADDR after $(since "$t") (readiness 200, liveness $live)"
+
+# --- 5. func invoke ---------------------------------------------------------------------------
+JOB="{\"runId\":$(json_str "$RUN_ID"),\"blueprintId\":$(json_str "$BLUEPRINT_ID"),\"nodeId\":$(json_str "$NODE_ID"),\"attempt\":1}"
+JOB_ID="$RUN_ID:$NODE_ID:1"
+log "func invoke --target $ADDR --type $JOB_TYPE --id $JOB_ID --data $JOB"
+set +e
+REPLY=$("$FUNC_BIN" invoke --path "$ROOT" --target "$ADDR" \
+	--type "$JOB_TYPE" --source stepflow/func-check --id "$JOB_ID" \
+	--content-type application/json --data "$JOB" 2>&1)
+rc=$?
+set -e
+printf '%s\n' "$REPLY"
+[ "$rc" -eq 0 ] || die "func invoke failed (exit $rc)"
+
+# --- 6. assert the reply -----------------------------------------------------------------------
+if grep -Eq "^[[:space:]]*type: $REPLY_TYPE\$" <<<"$REPLY"; then
+	log "OK: reply is a $REPLY_TYPE event"
+	exit 0
+fi
+# func invoke exits 0 and prints nothing both for a 2xx without an event and for an
+# error status (4xx/5xx): it reports only undelivered requests. Redeliver the same job
+# (same ce-id, as the bridge does on a redelivery) with curl to read the status.
+log "func invoke printed no $REPLY_TYPE event; redelivering the same job with curl to read the HTTP status"
+status=$(curl -sS -m 60 -o "$LOGS/reply.body" -D "$LOGS/reply.headers" -w '%{http_code}' -X POST "$ADDR" \
+	-H 'ce-specversion: 1.0' -H "ce-id: $JOB_ID" -H "ce-type: $JOB_TYPE" \
+	-H 'ce-source: stepflow/func-check' -H "ce-subject: $RUN_ID" \
+	-H 'content-type: application/json' --data "$JOB" || true)
+echo "HTTP $status"
+grep -i '^ce-type:' "$LOGS/reply.headers" || true
+cat "$LOGS/reply.body"
+echo
+case "$status" in
+2??) log "OK: HTTP $status" ;;
+*) die "function answered HTTP $status" ;;
+esac
