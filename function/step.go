@@ -155,6 +155,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		resumed = step.WakeAt
 	}
 	attemptCtx, cancel := context.WithTimeout(ctx, limit)
+	attemptCtx, cancelAttempt := context.WithCancelCause(attemptCtx)
+	stopWatching := f.watchRun(attemptCtx, st, job.RunID, cancelAttempt)
 	attemptCtx, nodeSpan := telemetry.Tracer().Start(attemptCtx, "stepflow.node "+node.Uses, trace.WithAttributes(attribute.String("stepflow.node_type", node.Uses)))
 	started := time.Now()
 	res, runErr := workflow.Invoke(attemptCtx, node.Func, workflow.NodeInput{
@@ -166,6 +168,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		nodeSpan.SetStatus(codes.Error, runErr.Error())
 	}
 	nodeSpan.End()
+	stopWatching()
 	if runErr == nil && attemptCtx.Err() != nil {
 		runErr = attemptCtx.Err()
 	}
@@ -338,4 +341,37 @@ func copyMap(m map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// cancelPoll is how often a running node's run is checked for cancellation.
+const cancelPoll = 250 * time.Millisecond
+
+// errRunStopped cancels a node attempt whose run was cancelled (or ended)
+// while it ran.
+var errRunStopped = errors.New("run is no longer running")
+
+// watchRun cancels a node attempt when its run stops running (stepflow
+// cancel), checking every cancelPoll while the node runs; nodes shorter
+// than that cost nothing. It returns a function that stops watching.
+func (f *Function) watchRun(ctx context.Context, st *store.Store, runID string, cancel context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(cancelPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				status, err := st.Status(ctx, runID)
+				if err == nil && status != workflow.RunRunning {
+					cancel(fmt.Errorf("%w (%s)", errRunStopped, status))
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }

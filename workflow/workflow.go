@@ -468,15 +468,25 @@ func (w *Workflow) outputRefs(id string) ([]string, bool) {
 			addKey(n.Inputs.Key)
 		}
 	}
-	for _, e := range w.out[id] {
-		for _, x := range []*Expression{e.Condition, e.Transform} {
-			if x == nil {
-				continue
+	// A fallback's result is also routed along the edges of the nodes it
+	// stands in for, so their expressions' references count too.
+	routed := []string{id}
+	seen := map[string]bool{id: true}
+	for backed, ok := w.backedBy[id]; ok && !seen[backed]; backed, ok = w.backedBy[backed] {
+		seen[backed] = true
+		routed = append(routed, backed)
+	}
+	for _, src := range routed {
+		for _, e := range w.out[src] {
+			for _, x := range []*Expression{e.Condition, e.Transform} {
+				if x == nil {
+					continue
+				}
+				for _, r := range x.Refs {
+					refs[r] = true
+				}
+				all = all || x.AllOutputs
 			}
-			for _, r := range x.Refs {
-				refs[r] = true
-			}
-			all = all || x.AllOutputs
 		}
 	}
 	if x := n.nodeExpressions(); x != nil {

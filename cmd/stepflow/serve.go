@@ -21,7 +21,6 @@ import (
 	"github.com/robfig/cron/v3"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	fce "knative.dev/func-go/cloudevents"
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/client"
@@ -67,7 +66,9 @@ func newFunctionCmd() *cobra.Command {
 		Long: `Function serves the step function as a plain process: POST a binary-mode
 CloudEvent of type dev.stepflow.job.v1 to run one node. It answers
 /health/readiness (false until PostgreSQL and Redis answer), /health/liveness
-and /metrics. It serves the built-in and example node types.`,
+and /metrics, and drains on SIGTERM. It serves the built-in and example node
+types. (As a Knative function, the repository root serves the same through
+func-go: see docs/knative.md.)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := c.validate(); err != nil {
@@ -87,23 +88,42 @@ and /metrics. It serves the built-in and example node types.`,
 func serveFunction(ctx context.Context, c conn, ff functionFlags) error {
 	reg := newRegistry()
 	f := function.New(function.Options{Registry: registry(), Logger: slog.Default(), Registerer: reg})
-	// func-go reads its configuration from the environment.
 	env := c.functionEnv()
-	env["LISTEN_ADDRESS"] = ff.listen
 	env["BLUEPRINTS_DIR"] = ff.blueprints
 	env["STEP_TIMEOUT"] = ff.stepTimeout.String()
-	for k, v := range env {
-		if err := os.Setenv(k, v); err != nil {
-			return err
-		}
+	cfg, err := function.ConfigFromMap(env)
+	if err != nil {
+		return exitCode(2, err)
 	}
-	svc := fce.New(f)
+	if err := f.StartWith(ctx, cfg); err != nil {
+		return exitCode(1, err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/", svc.Handler)
-	svc.Handler = mux
-	slog.Info("step function listening", "address", ff.listen, "postgres", redact(c.postgresURL), "redis", redact(c.redisURL))
-	return svc.Start(ctx)
+	mux.Handle("/health/", f.Health())
+	mux.Handle("/", f)
+	ln, err := net.Listen("tcp", ff.listen)
+	if err != nil {
+		return exitCode(2, fmt.Errorf("--listen-address %s: %w", ff.listen, err))
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 90 * time.Second}
+	slog.Info("step function listening", "address", ln.Addr().String(), "postgres", redact(c.postgresURL), "redis", redact(c.redisURL))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		// Drain: finish the steps being run, refuse new ones.
+		slog.Info("step function draining")
+		sctx, cancel := context.WithTimeout(context.Background(), ff.stepTimeout+5*time.Second)
+		err = srv.Shutdown(sctx)
+		cancel()
+	}
+	stopErr := f.Stop(context.Background())
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, stopErr)
 }
 
 // ---- bridge ----

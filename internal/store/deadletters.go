@@ -50,7 +50,9 @@ func (s *Store) RecordDeadLetter(ctx context.Context, dl DeadLetter) (inserted, 
 			return err
 		}
 		inserted = true
-		if dl.RunID == "" {
+		if dl.RunID == "" || dl.Code == "409" {
+			// 409: another delivery held the step's lease all along; that
+			// delivery, or the reconciler, moves the run on.
 			return nil
 		}
 		msg := DeadLetterErrorPrefix + dl.Reason

@@ -304,3 +304,13 @@ func (s *Store) Context(ctx context.Context, runID string) (map[string]any, erro
 	}
 	return m, nil
 }
+
+// Status reads a run's status only.
+func (s *Store) Status(ctx context.Context, runID string) (workflow.RunStatus, error) {
+	var st string
+	err := s.Pool.QueryRow(ctx, `SELECT status FROM `+s.T.Statuses+` WHERE run_id = $1`, runID).Scan(&st)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("run %s: %w", runID, ErrRunNotFound)
+	}
+	return workflow.RunStatus(st), err
+}

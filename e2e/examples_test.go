@@ -1,0 +1,110 @@
+package e2e
+
+// The example workflows end to end, as `make demo` runs them, and under
+// load.
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stepflow/stepflow/workflow"
+)
+
+// The order example with examples/order.input.json: every node's output
+// as examples/README.md lists it.
+func TestOrderExample(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := exampleBlueprint(t, "order")
+
+	runID := tb.start(bp, exampleInput(t, "order"))
+	res := tb.wait(runID, 20*time.Second)
+
+	if res.Status != workflow.RunCompleted {
+		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
+	}
+	assertJSON(t, "output", res.Output, `{"notified":"ada@example.com","channel":"email"}`)
+	assertSteps(t, res, map[string]wantStep{
+		"validate": {workflow.StepSucceeded, 1}, "review": {workflow.StepSucceeded, 1}, "reserve": {workflow.StepSucceeded, 1},
+		"payment-gateway": {workflow.StepSucceeded, 2}, "charge": {workflow.StepSucceeded, 1}, "ship": {workflow.StepSucceeded, 1},
+		"notify": {workflow.StepSucceeded, 1},
+	})
+	order := `{"orderId":"A-1001","total":138.9,"items":[{"sku":"KB-101","qty":1,"price":89.9},{"sku":"MS-202","qty":2,"price":24.5}],"customer":"ada@example.com"}`
+	outputs := map[string]string{
+		"validate":        order,
+		"review":          `{"reviewed":true}`,
+		"reserve":         `{"reserved":["KB-101","MS-202"],"warehouse":"central"}`,
+		"payment-gateway": order,
+		"charge":          fmt.Sprintf(`{"chargeId":"ch-%s","amount":138.9,"currency":"EUR"}`, runID),
+		"ship":            fmt.Sprintf(`{"trackingId":"trk-%s","carrier":"DHL"}`, runID),
+		"notify":          `{"notified":"ada@example.com","channel":"email"}`,
+	}
+	for id, want := range outputs {
+		assertJSON(t, "_outputs."+id, res.Context["_outputs."+id], want)
+	}
+	for _, s := range res.Steps {
+		if s.NodeID == "validate" && s.Action != "big" {
+			t.Errorf("validate's action %q, want big", s.Action)
+		}
+	}
+	gw := tb.nodes.of(runID, "payment-gateway")
+	if len(gw) != 2 || errString(gw[0].Err) != "flaky: attempt 1 of 1 planned failures" || gw[1].Err != nil {
+		t.Errorf("payment-gateway calls %+v, want a planned failure then a success", gw)
+	}
+	steps := tb.steps(runID)
+	assertJSON(t, "ship's input", steps["ship"].Input, fmt.Sprintf(`{"review":{"reviewed":true},"reserve":{"reserved":["KB-101","MS-202"],"warehouse":"central"},"charge":{"chargeId":"ch-%s","amount":138.9,"currency":"EUR"}}`, runID))
+	assertJSON(t, "notify's input", steps["notify"].Input, fmt.Sprintf(`{"customer":"ada@example.com","trackingId":"trk-%s"}`, runID))
+	for id := range outputs {
+		want := 1
+		if id == "payment-gateway" {
+			want = 2
+		}
+		if n := tb.nodes.count(runID, id); n != want {
+			t.Errorf("node %s ran %d times, want %d", id, n, want)
+		}
+	}
+}
+
+// 100 runs of the fan-out example at once all complete, each with its own
+// output, within a bounded time.
+func TestManyConcurrentRuns(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := exampleBlueprint(t, "fanout")
+	const runs = 100
+
+	began := time.Now()
+	ids := make([]string, runs)
+	var wg sync.WaitGroup
+	for i := range runs {
+		wg.Go(func() { ids[i] = tb.start(bp, map[string]any{"i": i}) })
+	}
+	wg.Wait()
+	deadline := began.Add(60 * time.Second)
+	for i, runID := range ids {
+		res := tb.wait(runID, time.Until(deadline))
+		if res.Status != workflow.RunCompleted {
+			t.Errorf("run %d (%s): status %s, errors %v", i, runID, res.Status, res.Errors)
+			continue
+		}
+		want := map[string]any{}
+		for b := 1; b <= 8; b++ {
+			want[fmt.Sprintf("b%d", b)] = map[string]any{"i": i}
+		}
+		assertJSON(t, fmt.Sprintf("run %d output", i), res.Output, toJSON(want))
+		if len(res.Steps) != 11 {
+			t.Errorf("run %d: %d steps, want 11", i, len(res.Steps))
+		}
+		for _, s := range res.Steps {
+			if s.State != workflow.StepSucceeded || s.Attempts != 1 {
+				t.Errorf("run %d: step %s %s after %d attempts", i, s.NodeID, s.State, s.Attempts)
+			}
+			if n := tb.nodes.count(runID, s.NodeID); n != 1 {
+				t.Errorf("run %d: node %s ran %d times", i, s.NodeID, n)
+			}
+		}
+	}
+	t.Logf("%d runs of fanout (%d steps) in %s", runs, runs*11, time.Since(began).Round(time.Millisecond))
+}
