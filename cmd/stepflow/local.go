@@ -100,7 +100,7 @@ strategies, negative retries or timeouts. Exit 0 when all are valid, 1 otherwise
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bad := 0
 			for _, path := range args {
-				bp, err := readBlueprint(path)
+				bp, err := readBlueprint(path) // errors name the path
 				if err == nil {
 					var w *workflow.Workflow
 					if w, err = workflow.Compile(bp, registry()); err == nil {
@@ -108,9 +108,10 @@ strategies, negative retries or timeouts. Exit 0 when all are valid, 1 otherwise
 							path, bp.ID, len(bp.Nodes), len(bp.Edges), w.StartNodes(), w.Digest)
 						continue
 					}
+					err = fmt.Errorf("%s: %w", path, err)
 				}
 				bad++
-				fmt.Fprintf(os.Stderr, "%s: %v\n", path, err)
+				fmt.Fprintln(os.Stderr, err)
 			}
 			if bad > 0 {
 				return exitCode(1, nil)
