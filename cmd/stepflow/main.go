@@ -25,6 +25,10 @@ import (
 	"github.com/stepflow/stepflow/schema"
 )
 
+// pprofEnabled serves net/http/pprof on the HTTP address of long-lived
+// commands.
+var pprofEnabled bool
+
 // shutdownTracing flushes spans before the process exits.
 var shutdownTracing = func(context.Context) error { return nil }
 
@@ -82,6 +86,7 @@ export OpenTelemetry traces; one run is one trace.`,
 	}
 	root.PersistentFlags().String("log-level", envOr("LOG_LEVEL", "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
 	root.PersistentFlags().String("log-format", envOr("LOG_FORMAT", "text"), "log format: text or json (env LOG_FORMAT)")
+	root.PersistentFlags().BoolVar(&pprofEnabled, "pprof", false, "serve Go profiles at /debug/pprof/ on the command's HTTP address (env STEPFLOW_PPROF)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if err := applyEnv(cmd); err != nil {
 			return err

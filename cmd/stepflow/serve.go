@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,6 +101,7 @@ func serveFunction(ctx context.Context, c conn, ff functionFlags) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	addPprof(mux)
 	mux.Handle("/health/", f.Health())
 	mux.Handle("/", f)
 	ln, err := net.Listen("tcp", ff.listen)
@@ -205,6 +207,7 @@ func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
 func serveOps(addr string, reg *prometheus.Registry, ready func() bool) (stop func(), err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	addPprof(mux)
 	mux.HandleFunc("/health/liveness", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ALIVE") })
 	mux.HandleFunc("/health/readiness", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {
@@ -487,4 +490,16 @@ func loadBlueprintDir(dir string) (map[string]*workflow.Workflow, error) {
 		return nil, errors.New("no *.json blueprint")
 	}
 	return out, nil
+}
+
+// addPprof serves Go's profiles under /debug/pprof/ when --pprof is set.
+func addPprof(mux *http.ServeMux) {
+	if !pprofEnabled {
+		return
+	}
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
