@@ -103,8 +103,7 @@ func TestMigrateTwice(t *testing.T) {
 	}
 	wantPrimaryKey(t, b, b.tables.Steps, "run_id, node_id")
 	wantPrimaryKey(t, b, b.tables.Blueprints, "digest")
-	wantIndex(t, b, b.tables.Statuses, b.tables.Statuses+"_stalled_idx", "(updated_at) WHERE (status = 'running'::text)")
-	wantIndex(t, b, b.tables.Steps, b.tables.Steps+"_run_state_idx", "(run_id, state)")
+	wantIndex(t, b, b.tables.Statuses, b.tables.Statuses+"_running_idx", "(created_at) WHERE (status = 'running'::text)")
 	wantRecordedOnce(t, appliedRecords(t, b.ctx, b.pool, b.tables.Statuses))
 }
 
@@ -347,7 +346,7 @@ func TestMigrateUpgradesFlowcraftTables(t *testing.T) {
 	if got := columnsOf(t, b.ctx, b.pool, b.tables.Steps); !maps.Equal(got, wantSteps) {
 		t.Errorf("columns of %s = %v, want %v", b.tables.Steps, got, wantSteps)
 	}
-	wantIndex(t, b, b.tables.Statuses, b.tables.Statuses+"_stalled_idx", "(updated_at) WHERE (status = 'running'::text)")
+	wantIndex(t, b, b.tables.Statuses, b.tables.Statuses+"_running_idx", "(created_at) WHERE (status = 'running'::text)")
 
 	if applied, err := schema.Migrate(b.ctx, b.pool, b.tables); err != nil || len(applied) != 0 {
 		t.Errorf("Migrate again: applied %v, err %v; want nothing, nil", applied, err)
@@ -376,7 +375,7 @@ func TestMigrateLongNames(t *testing.T) {
 	if !slices.Equal(applied, schema.Versions()) {
 		t.Fatalf("applied %v, want %v", applied, schema.Versions())
 	}
-	for table, want := range map[string]string{tables.Statuses: "_stalled_idx", tables.Steps: "_run_state_idx"} {
+	for table, want := range map[string]string{tables.Statuses: "_running_idx", tables.DeadLetters: "_run_idx"} {
 		rows, err := b.pool.Query(b.ctx, "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1 AND indexname::text LIKE '%' || $2", table, want)
 		if err != nil {
 			t.Fatal(err)

@@ -130,7 +130,7 @@ type Committed struct {
 // once), skips, and the run's bookkeeping (pending count, final status when
 // nothing is pending).
 //
-// Every commit of a run first locks the run's status row, so the commits
+// Every commit of a run first locks the run's status row (FOR UPDATE), so the commits
 // of one run are serialised and a join sees every predecessor's committed
 // result. The transaction takes two round trips: one pipelined batch locks
 // the run, updates the step and reads the rows the join and skip decisions
@@ -199,7 +199,7 @@ func (s *Store) commitStep(ctx context.Context, w *workflow.Workflow, o Outcome)
 	states := &txStates{s: s, conn: conn, ctx: ctx, runID: o.RunID, rows: map[string]*stateRow{}}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(`UPDATE `+s.T.Statuses+` SET updated_at = now() WHERE run_id = $1 RETURNING status, pending`, o.RunID).QueryRow(func(row pgx.Row) error {
+	b.Queue(`SELECT status, pending FROM `+s.T.Statuses+` WHERE run_id = $1 FOR UPDATE`, o.RunID).QueryRow(func(row pgx.Row) error {
 		err := row.Scan(&status, &pending)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("run %s: %w", o.RunID, ErrRunNotFound)
@@ -257,7 +257,7 @@ func (s *Store) commitStep(ctx context.Context, w *workflow.Workflow, o Outcome)
 		delta-- // this step is no longer pending
 	}
 	if o.State == workflow.StepFailed {
-		b.Queue(`UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), pending = 0, finished_at = now() WHERE run_id = $1`,
+		b.Queue(`UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`,
 			o.RunID, o.Error, o.NodeID)
 		res.RunStatus = workflow.RunFailed
 	} else {
@@ -300,7 +300,8 @@ func (s *Store) commitStep(ctx context.Context, w *workflow.Workflow, o Outcome)
 		}
 		pending += delta + len(readyIDs)
 		if pending > 0 {
-			b.Queue(`UPDATE `+s.T.Statuses+` SET pending = $2 WHERE run_id = $1`, o.RunID, pending)
+			// Touching updated_at is what tells the reconciler the run moves.
+			b.Queue(`UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, o.RunID, pending)
 		} else {
 			// Nothing pending: the run is complete. Its final context (user
 			// keys and _outputs.<id>) goes to the context row and, as
@@ -310,7 +311,7 @@ func (s *Store) commitStep(ctx context.Context, w *workflow.Workflow, o Outcome)
 					FROM `+s.T.Steps+` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
 				ctx AS (
 					UPDATE `+s.T.Contexts+` c SET context_data = c.context_data || outs.o FROM outs WHERE c.run_id = $1 RETURNING c.context_data)
-				UPDATE `+s.T.Statuses+` SET status = 'completed', pending = 0, finished_at = now(), error = NULL,
+				UPDATE `+s.T.Statuses+` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,
 					status_data = coalesce((SELECT context_data FROM ctx), (SELECT o FROM outs))
 				WHERE run_id = $1`, o.RunID)
 			res.RunStatus = workflow.RunCompleted
