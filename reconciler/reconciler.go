@@ -90,9 +90,9 @@ func New(o Options) (*Reconciler, error) {
 	return &Reconciler{o: o}, nil
 }
 
-// Run does one pass: it takes stalled runs in batches (FOR UPDATE SKIP
-// LOCKED, so reconcilers running at once share the work without doing it
-// twice) and republishes each run's missing jobs.
+// Run does one pass: it claims stalled runs in batches (FOR UPDATE SKIP
+// LOCKED and a claim stamp, so reconcilers running at once share the work
+// without doing it twice) and republishes each run's missing jobs.
 func (r *Reconciler) Run(ctx context.Context) (Stats, error) {
 	var total Stats
 	var err error
@@ -127,50 +127,54 @@ type stalled struct {
 func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, int, error) {
 	s := r.o.Store
 	var stats Stats
-	n := 0
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		stats, n = Stats{}, 0
-		rows, err := tx.Query(ctx, `SELECT run_id, coalesce(blueprint_id, ''), blueprint_digest IS NOT NULL FROM `+s.T.Statuses+`
-			WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1) AND NOT (run_id = ANY($3))
-			ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED`, r.o.Threshold.Seconds(), r.o.BatchSize, keys(seen))
-		if err != nil {
-			return fmt.Errorf("find stalled runs: %w", err)
-		}
-		runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (stalled, error) {
-			var x stalled
-			err := row.Scan(&x.runID, &x.blueprintID, &x.pinned)
-			return x, err
-		})
-		if err != nil {
-			return fmt.Errorf("find stalled runs: %w", err)
-		}
-		n = len(runs)
-		for _, run := range runs {
-			seen[run.runID] = true
-			stats.StalledRuns++
-			published, touch, err := r.repair(ctx, tx, run)
-			if err != nil {
-				stats.FailedRuns++
-				r.o.Logger.Error("cannot reconcile run", "run_id", run.runID, "err", err)
-				continue
-			}
-			stats.Republished += published
-			if touch {
-				stats.ReconciledRuns++
-				if _, err := tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET updated_at = now() WHERE run_id = $1`, run.runID); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+	// Claim a batch in a short transaction: FOR UPDATE SKIP LOCKED keeps
+	// concurrent reconcilers from claiming the same runs, and the stamp
+	// keeps them off until a threshold has passed. No lock is held while
+	// jobs are republished, so step commits of these runs never wait on it.
+	rows, err := s.Pool.Query(ctx, `UPDATE `+s.T.Statuses+` SET reconciled_at = now() WHERE run_id IN (
+			SELECT run_id FROM `+s.T.Statuses+`
+			WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1)
+				AND (reconciled_at IS NULL OR reconciled_at < now() - make_interval(secs => $1)) AND NOT (run_id = ANY($3))
+			ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+		RETURNING run_id, coalesce(blueprint_id, ''), blueprint_digest IS NOT NULL`, r.o.Threshold.Seconds(), r.o.BatchSize, keys(seen))
+	if err != nil {
+		return stats, 0, fmt.Errorf("claim stalled runs: %w", err)
+	}
+	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (stalled, error) {
+		var x stalled
+		err := row.Scan(&x.runID, &x.blueprintID, &x.pinned)
+		return x, err
 	})
-	return stats, n, err
+	if err != nil {
+		return stats, 0, fmt.Errorf("claim stalled runs: %w", err)
+	}
+	for _, run := range runs {
+		seen[run.runID] = true
+		stats.StalledRuns++
+		published, touch, err := r.repair(ctx, s.Pool, run)
+		if err != nil {
+			stats.FailedRuns++
+			r.o.Logger.Error("cannot reconcile run", "run_id", run.runID, "err", err)
+		}
+		stats.Republished += published
+		if touch {
+			stats.ReconciledRuns++
+		}
+		// Release the claim; a repaired run is also touched, so it is not
+		// stalled any more. A run that only waits for a timer is left as it
+		// was and looked at again next pass.
+		if _, err := s.Pool.Exec(ctx, `UPDATE `+s.T.Statuses+` SET reconciled_at = NULL,
+				updated_at = CASE WHEN $2 AND status = 'running' THEN now() ELSE updated_at END WHERE run_id = $1`, run.runID, touch); err != nil {
+			return stats, len(runs), err
+		}
+	}
+	return stats, len(runs), nil
 }
 
 // repair republishes the pending steps of one run that are not leased.
 // touch reports whether the run was repaired (and so gets its updated_at
 // bumped); a run that only waits for a future timer is left alone.
-func (r *Reconciler) repair(ctx context.Context, tx pgx.Tx, run stalled) (published int, touch bool, err error) {
+func (r *Reconciler) repair(ctx context.Context, tx store.Querier, run stalled) (published int, touch bool, err error) {
 	pend, err := r.o.Store.PendingSteps(ctx, tx, run.runID)
 	if err != nil {
 		return 0, false, err
@@ -214,7 +218,7 @@ func keys(m map[string]bool) []string {
 
 // restartUnpinned republishes the start jobs of a run started without a
 // pinned blueprint, when the reconciler knows the blueprint by id.
-func (r *Reconciler) restartUnpinned(ctx context.Context, tx pgx.Tx, run stalled) (int, bool, error) {
+func (r *Reconciler) restartUnpinned(ctx context.Context, tx store.Querier, run stalled) (int, bool, error) {
 	id := run.blueprintID
 	if id == "" {
 		err := tx.QueryRow(ctx, `SELECT coalesce(context_data->>'blueprintId', '') FROM `+r.o.Store.T.Contexts+` WHERE run_id = $1`, run.runID).Scan(&id)

@@ -33,6 +33,7 @@ var (
 		"error":            {"text", true, false},
 		"created_at":       {"timestamptz", false, true},
 		"finished_at":      {"timestamptz", true, false},
+		"reconciled_at":    {"timestamptz", true, false},
 	}
 	wantSteps = map[string]column{
 		"run_id":      {"text", false, false},
