@@ -5,7 +5,7 @@ export PATH := $(PATH):/usr/local/go/bin
 BIN := bin/stepflow
 PKGS := ./...
 
-.PHONY: all build test test-short test-faults fuzz vet lint demo up down compose-check func-check clean
+.PHONY: all build test test-short test-faults fuzz vet lint demo bench up down compose-check func-check clean
 
 COMPOSE ?= docker compose
 
@@ -37,6 +37,12 @@ fuzz:
 # as separate processes, run examples/order.json, print its steps and output.
 demo: build
 	@bash scripts/demo.sh
+
+# The benchmark (docs/benchmarks.md): function and bridge as separate processes on the
+# local services; W, C, L and the component baselines. Figures in bin/bench.json.
+bench:
+	@mkdir -p bin
+	$(GO) run ./bench --json bin/bench.json $(BENCH_FLAGS)
 
 # The fault-injection suite three times in a row (kill -9, cut connections,
 # Redis loss, duplicates, poison messages).

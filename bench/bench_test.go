@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// requiredKeys are the figures every run must report (issue 6), as paths
+// into the JSON file.
+var requiredKeys = []string{
+	"W.steps_per_s", "W.runs_per_s",
+	"W.step_latency_ms.p50", "W.step_latency_ms.p95", "W.step_latency_ms.p99",
+	"C.single_run_ms.p50", "C.single_run_ms.p90", "C.steps_per_s",
+	"L.growth_ratio",
+	"baselines.amqp_msgs_per_s", "baselines.pg_tx_per_s", "baselines.redis_ops_per_s", "baselines.http_req_per_s",
+	"rss_mb.bridge", "rss_mb.function", "cpu_s.bridge", "cpu_s.function",
+	"machine.cores", "config.n", "config.prefetch", "config.concurrency", "config.pg_conns",
+}
+
+// TestQuick runs the benchmark in smoke mode against the real services and
+// checks that the JSON file has every figure, positive. Every run it
+// starts is verified by the benchmark itself (a wrong result fails run).
+func TestQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the benchmark against the real services; skipped with -short")
+	}
+	cfg := defaultConfig()
+	cfg.applyQuick(nil)
+	cfg.JSONPath = filepath.Join(t.TempDir(), "bench.json")
+	root, err := findRepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RepoRoot = root
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	res, err := run(ctx, cfg, &log)
+	if err != nil {
+		t.Fatalf("bench --quick: %v\n%s", err, log.String())
+	}
+	if res.W.Runs != 50 || res.C.Batch.Runs != 50 || res.C.Runs != 10 || res.L.Nodes != 60 {
+		t.Errorf("quick sizes: W %d runs, C %d batch runs and %d single runs, L %d nodes; want 50, 50, 10, 60",
+			res.W.Runs, res.C.Batch.Runs, res.C.Runs, res.L.Nodes)
+	}
+	b, err := os.ReadFile(cfg.JSONPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("JSON: %v", err)
+	}
+	for _, key := range requiredKeys {
+		var v any = doc
+		for _, part := range strings.Split(key, ".") {
+			m, ok := v.(map[string]any)
+			if !ok {
+				v = nil
+				break
+			}
+			v = m[part]
+		}
+		switch x := v.(type) {
+		case float64:
+			if x <= 0 {
+				t.Errorf("%s = %v, want > 0", key, x)
+			}
+		case nil:
+			t.Errorf("%s missing from the JSON", key)
+		default:
+			t.Errorf("%s = %v (%T), want a number", key, x, x)
+		}
+	}
+	for _, key := range []string{"machine.cpu_model", "machine.go_version", "machine.date"} {
+		parts := strings.Split(key, ".")
+		if s, _ := doc[parts[0]].(map[string]any)[parts[1]].(string); s == "" {
+			t.Errorf("%s missing from the JSON", key)
+		}
+	}
+	if t.Failed() {
+		t.Logf("progress:\n%s", log.String())
+	}
+}

@@ -1,0 +1,436 @@
+package main
+
+// The stack under test: the stepflow binary built from this repository, its
+// own tables, queue and Redis prefix, and the function and bridge started as
+// separate processes, as they are deployed.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/schema"
+)
+
+type stack struct {
+	cfg *config
+	log *logger
+
+	id          string // 8 hex digits naming everything this run creates
+	dir         string // binary and process logs
+	bin         string
+	tables      schema.Tables
+	queue       string
+	redisPrefix string
+
+	pool *pgxpool.Pool // this program's own queries
+	rdb  *redis.Client
+
+	fnAddr, brAddr string
+	fn, br         *process
+	failed         bool // keep the logs
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newStack(ctx context.Context, cfg *config, log *logger) (*stack, error) {
+	s := &stack{cfg: cfg, log: log, id: randHex(4)}
+	prefix := "bench_" + s.id + "_"
+	s.tables = schema.Tables{
+		Contexts:    prefix + "contexts",
+		Statuses:    prefix + "statuses",
+		Steps:       prefix + "steps",
+		Blueprints:  prefix + "blueprints",
+		DeadLetters: prefix + "dead_letters",
+	}
+	s.queue = "bench-" + s.id
+	s.redisPrefix = "bench:" + s.id + ":"
+	dir, err := os.MkdirTemp("", "stepflow-bench-"+s.id+"-")
+	if err != nil {
+		return nil, err
+	}
+	s.dir = dir
+	s.pool, err = pgxpool.New(ctx, cfg.PostgresURL)
+	if err != nil {
+		return s, fmt.Errorf("postgres: %w", err)
+	}
+	if err := s.pool.Ping(ctx); err != nil {
+		return s, fmt.Errorf("postgres %s: %w", cfg.PostgresURL, err)
+	}
+	ropts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return s, fmt.Errorf("redis url: %w", err)
+	}
+	s.rdb = redis.NewClient(ropts)
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return s, fmt.Errorf("redis %s: %w", cfg.RedisURL, err)
+	}
+	conn, err := amqp.Dial(cfg.AMQPURL)
+	if err != nil {
+		return s, fmt.Errorf("rabbitmq: %w", err)
+	}
+	_ = conn.Close()
+	return s, nil
+}
+
+// build compiles ./cmd/stepflow of the repository into the stack's folder.
+func (s *stack) build(ctx context.Context) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		if root := os.Getenv("GOROOT"); root != "" {
+			goBin = filepath.Join(root, "bin", "go")
+		} else {
+			goBin = "/usr/local/go/bin/go"
+		}
+	}
+	s.bin = filepath.Join(s.dir, "stepflow")
+	t0 := time.Now()
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", s.bin, "./cmd/stepflow")
+	cmd.Dir = s.cfg.RepoRoot
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go build ./cmd/stepflow: %w\n%s", err, out)
+	}
+	s.log.printf("built %s in %.1f s", s.bin, time.Since(t0).Seconds())
+	return nil
+}
+
+// env is the processes' environment: this one's, without OpenTelemetry
+// settings (tracing is off as deployed by default), plus the stack's.
+func (s *stack) env(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "OTEL_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"LOG_LEVEL=warn",
+		"POSTGRES_URL="+s.cfg.PostgresURL,
+		"REDIS_URL="+s.cfg.RedisURL,
+		"RABBITMQ_URL="+s.cfg.AMQPURL,
+		"REDIS_PREFIX="+s.redisPrefix,
+		"STEPFLOW_QUEUE="+s.queue,
+		"STEPFLOW_CONTEXTS_TABLE="+s.tables.Contexts,
+		"STEPFLOW_STATUSES_TABLE="+s.tables.Statuses,
+		"STEPFLOW_STEPS_TABLE="+s.tables.Steps,
+		"STEPFLOW_BLUEPRINTS_TABLE="+s.tables.Blueprints,
+		"STEPFLOW_DEAD_LETTERS_TABLE="+s.tables.DeadLetters,
+	)
+}
+
+// migrate creates the stack's tables with `stepflow migrate`.
+func (s *stack) migrate(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, s.bin, "migrate")
+	cmd.Env = s.env()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("stepflow migrate: %w\n%s", err, out)
+	}
+	s.log.printf("migrated tables %s*", "bench_"+s.id+"_")
+	return nil
+}
+
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *stack) spawn(name string, args []string, env []string) (*process, error) {
+	logPath := filepath.Join(s.dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(s.bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = f, f
+	// The processes die with this program, however it ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// start runs `stepflow function` and `stepflow bridge` and waits until both
+// report ready.
+func (s *stack) start(ctx context.Context) error {
+	var err error
+	if s.fnAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	if s.brAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	s.fn, err = s.spawn("function", []string{"function", "--listen-address", s.fnAddr},
+		s.env("POSTGRES_MAX_CONNS="+strconv.Itoa(s.cfg.PGConns)))
+	if err != nil {
+		return err
+	}
+	s.br, err = s.spawn("bridge", []string{"bridge",
+		"--function-url", "http://" + s.fnAddr + "/",
+		"--http-address", s.brAddr,
+		"--prefetch", strconv.Itoa(s.cfg.Prefetch),
+		"--concurrency", strconv.Itoa(s.cfg.Concurrency),
+		"--shutdown-grace", "5s",
+	}, s.env())
+	if err != nil {
+		return err
+	}
+	if err := s.waitReady(ctx, s.fn, "http://"+s.fnAddr+"/health/readiness"); err != nil {
+		return err
+	}
+	if err := s.waitReady(ctx, s.br, "http://"+s.brAddr+"/health/readiness"); err != nil {
+		return err
+	}
+	s.log.printf("function (pid %d, %s) and bridge (pid %d) ready in %.2f s", s.fn.pid(), s.fnAddr, s.br.pid(), time.Since(t0).Seconds())
+	return nil
+}
+
+func (s *stack) waitReady(ctx context.Context, p *process, url string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	hc := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			return fmt.Errorf("%s exited before it was ready (%v); log: %s\n%s", p.name, p.err, p.log, tail(p.log, 20))
+		}
+		resp, err := hc.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready at %s within 30 s; log: %s\n%s", p.name, url, p.log, tail(p.log, 20))
+}
+
+// alive fails when the function or the bridge has exited.
+func (s *stack) alive() error {
+	for _, p := range []*process{s.fn, s.br} {
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s exited during the benchmark (%v); log: %s\n%s", p.name, p.err, p.log, tail(p.log, 20))
+		}
+	}
+	return nil
+}
+
+func (s *stack) pids() map[string]int {
+	m := map[string]int{}
+	if s.fn != nil && !s.fn.exited() {
+		m["function"] = s.fn.pid()
+	}
+	if s.br != nil && !s.br.exited() {
+		m["bridge"] = s.br.pid()
+	}
+	return m
+}
+
+// stop sends SIGTERM to the bridge, then the function, and waits for them
+// (SIGKILL after 10 s).
+func (s *stack) stop() {
+	for _, p := range []*process{s.br, s.fn} {
+		if p == nil || p.exited() {
+			continue
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// warnings returns the log lines the processes wrote (they log at warn).
+func (s *stack) warnings() map[string]int {
+	out := map[string]int{}
+	for _, p := range []*process{s.fn, s.br} {
+		if p == nil {
+			continue
+		}
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			continue
+		}
+		out[p.name] = len(strings.Split(strings.TrimSpace(string(b)), "\n"))
+		if len(strings.TrimSpace(string(b))) == 0 {
+			out[p.name] = 0
+		}
+	}
+	return out
+}
+
+// cleanup stops the processes and removes what the run created: queues,
+// tables (unless --keep), Redis keys, and the temporary folder (unless the
+// run failed: then the process logs stay).
+func (s *stack) cleanup(extraTables []string, extraQueues []string) {
+	s.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var errs []error
+	if conn, err := amqp.Dial(s.cfg.AMQPURL); err == nil {
+		queues := append(bridge.TopologyQueues(s.queue), extraQueues...)
+		for _, q := range queues {
+			ch, err := conn.Channel()
+			if err != nil {
+				errs = append(errs, err)
+				break
+			}
+			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+				errs = append(errs, fmt.Errorf("delete queue %s: %w", q, err))
+			}
+			_ = ch.Close()
+		}
+		_ = conn.Close()
+	} else {
+		errs = append(errs, err)
+	}
+	if s.pool != nil {
+		q := s.tables.Quoted()
+		drop := []string{q.Steps, q.Statuses, q.Contexts, q.Blueprints, q.DeadLetters}
+		for _, t := range extraTables {
+			drop = append(drop, pgx.Identifier{t}.Sanitize())
+		}
+		if s.cfg.Keep {
+			s.log.printf("--keep: tables %s* kept", "bench_"+s.id+"_")
+			drop = drop[5:]
+		}
+		if len(drop) > 0 {
+			if _, err := s.pool.Exec(ctx, "DROP TABLE IF EXISTS "+strings.Join(drop, ", ")); err != nil {
+				errs = append(errs, fmt.Errorf("drop tables: %w", err))
+			}
+		}
+		if !s.cfg.Keep {
+			if _, err := s.pool.Exec(ctx, `DO $$ BEGIN
+  IF to_regclass('`+schema.MigrationsTable+`') IS NOT NULL THEN
+    DELETE FROM `+schema.MigrationsTable+` WHERE tables = '`+s.tables.Statuses+`';
+  END IF;
+END $$`); err != nil {
+				errs = append(errs, fmt.Errorf("forget migrations: %w", err))
+			}
+		}
+		s.pool.Close()
+	}
+	if s.rdb != nil {
+		iter := s.rdb.Scan(ctx, 0, s.redisPrefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+			if len(keys) == 1000 {
+				_ = s.rdb.Del(ctx, keys...).Err()
+				keys = keys[:0]
+			}
+		}
+		if len(keys) > 0 {
+			_ = s.rdb.Del(ctx, keys...).Err()
+		}
+		if err := iter.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("redis cleanup: %w", err))
+		}
+		_ = s.rdb.Close()
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.printf("cleanup: %v", err)
+	}
+	if s.failed {
+		s.log.printf("process logs kept in %s", s.dir)
+	} else if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
+	}
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// queueDepths returns the ready messages of every queue of the stack's
+// topology.
+func (s *stack) queueDepths() (map[string]int, error) {
+	conn, err := amqp.Dial(s.cfg.AMQPURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	out := map[string]int{}
+	for _, q := range bridge.TopologyQueues(s.queue) {
+		ch, err := conn.Channel()
+		if err != nil {
+			return nil, err
+		}
+		info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		if err == nil {
+			out[q] = info.Messages
+			_ = ch.Close()
+		}
+	}
+	return out, nil
+}
