@@ -44,7 +44,9 @@ func (l *lease) release() {
 	_ = releaseScript.Run(ctx, l.rdb, []string{l.key}, l.token).Err()
 }
 
-// extend sets the lease's time to live to ttl.
-func (l *lease) extend(ctx context.Context, ttl time.Duration) error {
-	return l.rdb.PExpire(ctx, l.key, ttl).Err()
+var renewScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
+
+// renew sets the lease's time to live to ttl if it is still ours.
+func (l *lease) renew(ctx context.Context, ttl time.Duration) error {
+	return renewScript.Run(ctx, l.rdb, []string{l.key}, l.token, ttl.Milliseconds()).Err()
 }

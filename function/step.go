@@ -21,8 +21,10 @@ import (
 	"github.com/stepflow/stepflow/workflow"
 )
 
-// leaseMargin is how much longer than a node's time limit its lease lives.
-const leaseMargin = 5 * time.Second
+// LeaseTTL is how long a step's lease lives unless renewed. It is renewed
+// every LeaseTTL/3 while the node runs, so a killed function's leases free
+// their steps within LeaseTTL, whatever the node's time limit.
+const LeaseTTL = 5 * time.Second
 
 // earlyTolerance: a sleeping step woken this much before its due time runs.
 const earlyTolerance = 50 * time.Millisecond
@@ -66,7 +68,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 
 	// 1. Lease, before reading anything: a second delivery either waits
 	// for the first to commit or sees its result.
-	l, ok, err := acquireLease(ctx, rdb, cfg.RedisPrefix, job.RunID, job.NodeID, cfg.StepTimeout+leaseMargin)
+	l, ok, err := acquireLease(ctx, rdb, cfg.RedisPrefix, job.RunID, job.NodeID, LeaseTTL)
 	if err != nil {
 		return f.unavailable(log, "lease", err)
 	}
@@ -114,7 +116,11 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		log.Warn("job for a node that is not ready; ignored")
 		return f.done("not_ready")
 	case step.State.Terminal() || step.State == workflow.StepAwaitingFallback:
-		return f.reply(e, f.reemit(w, job, step), "reemitted")
+		next, err := f.reemit(ctx, st, w, job, step)
+		if err != nil {
+			return f.unavailable(log, "reemit", err)
+		}
+		return f.reply(e, next, "reemitted")
 	case job.Attempt <= step.Attempts:
 		return f.done("stale_attempt")
 	case step.State == workflow.StepSleeping && step.WakeAt != nil && time.Until(*step.WakeAt) > earlyTolerance:
@@ -124,11 +130,6 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	limit := cfg.StepTimeout
 	if node.Timeout > 0 {
 		limit = node.Timeout
-	}
-	if limit > cfg.StepTimeout {
-		if err := l.extend(ctx, limit+leaseMargin); err != nil {
-			return f.unavailable(log, "lease", err)
-		}
 	}
 
 	// 3. Run the node.
@@ -156,7 +157,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	}
 	attemptCtx, cancel := context.WithTimeout(ctx, limit)
 	attemptCtx, cancelAttempt := context.WithCancelCause(attemptCtx)
-	stopWatching := f.watchRun(attemptCtx, st, job.RunID, cancelAttempt)
+	stopWatching := f.watchRun(attemptCtx, st, job.RunID, l, cancelAttempt)
 	attemptCtx, nodeSpan := telemetry.Tracer().Start(attemptCtx, "stepflow.node "+node.Uses, trace.WithAttributes(attribute.String("stepflow.node_type", node.Uses)))
 	started := time.Now()
 	res, runErr := workflow.Invoke(attemptCtx, node.Func, workflow.NodeInput{
@@ -279,9 +280,11 @@ func (f *Function) recovered(w *workflow.Workflow, nodeID string, res workflow.N
 }
 
 // reemit re-sends what a finished step's stored routing decision made
-// ready, without running anything or re-evaluating a condition. Duplicate
-// jobs are harmless: each is absorbed by its step row.
-func (f *Function) reemit(w *workflow.Workflow, job wire.Job, step *store.Step) []wire.NextJob {
+// ready and is still pending, without running anything or re-evaluating a
+// condition (a successor that already ran needs nothing, so a duplicate
+// does not replay the finished part of the graph). Duplicate jobs are
+// harmless: each is absorbed by its step row.
+func (f *Function) reemit(ctx context.Context, st *store.Store, w *workflow.Workflow, job wire.Job, step *store.Step) ([]wire.NextJob, error) {
 	var targets []string
 	switch step.State {
 	case workflow.StepSucceeded, workflow.StepRecovered:
@@ -291,11 +294,22 @@ func (f *Function) reemit(w *workflow.Workflow, job wire.Job, step *store.Step) 
 			targets = []string{n.Fallback}
 		}
 	}
-	next := make([]wire.NextJob, 0, len(targets))
-	for _, t := range targets {
-		next = append(next, wire.NextJob{Job: wire.Job{RunID: job.RunID, BlueprintID: job.BlueprintID, NodeID: t, Attempt: 1}})
+	if len(targets) == 0 {
+		return nil, nil
 	}
-	return next
+	pending, err := st.PendingAmong(ctx, job.RunID, targets)
+	if err != nil {
+		return nil, err
+	}
+	next := make([]wire.NextJob, 0, len(pending))
+	for _, p := range pending {
+		var delay int64
+		if p.WakeAt != nil {
+			delay = max(0, time.Until(*p.WakeAt).Milliseconds())
+		}
+		next = append(next, wire.NextJob{Job: wire.Job{RunID: job.RunID, BlueprintID: job.BlueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}, DelayMs: delay})
+	}
+	return next, nil
 }
 
 var errTransient = errors.New("transient")
@@ -350,14 +364,16 @@ const cancelPoll = 250 * time.Millisecond
 // while it ran.
 var errRunStopped = errors.New("run is no longer running")
 
-// watchRun cancels a node attempt when its run stops running (stepflow
-// cancel), checking every cancelPoll while the node runs; nodes shorter
-// than that cost nothing. It returns a function that stops watching.
-func (f *Function) watchRun(ctx context.Context, st *store.Store, runID string, cancel context.CancelCauseFunc) (stop func()) {
+// watchRun renews the step's lease and cancels the node attempt when its
+// run stops running (stepflow cancel), checking every cancelPoll while the
+// node runs; nodes shorter than that cost nothing. It returns a function
+// that stops watching.
+func (f *Function) watchRun(ctx context.Context, st *store.Store, runID string, l *lease, cancel context.CancelCauseFunc) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(cancelPoll)
 		defer t.Stop()
+		lastRenew := time.Now()
 		for {
 			select {
 			case <-done:
@@ -365,6 +381,12 @@ func (f *Function) watchRun(ctx context.Context, st *store.Store, runID string, 
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				if time.Since(lastRenew) >= LeaseTTL/3 {
+					// Keep the lease while the node runs.
+					if err := l.renew(ctx, LeaseTTL); err == nil {
+						lastRenew = time.Now()
+					}
+				}
 				status, err := st.Status(ctx, runID)
 				if err == nil && status != workflow.RunRunning {
 					cancel(fmt.Errorf("%w (%s)", errRunStopped, status))

@@ -152,3 +152,17 @@ func (s *Store) ReviveRun(ctx context.Context, runID string, deadLetterIDs []int
 	}
 	return running, nil
 }
+
+// PendingAmong returns which of the given nodes have a pending step.
+func (s *Store) PendingAmong(ctx context.Context, runID string, ids []string) ([]PendingStep, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.T.Steps+`
+		WHERE run_id = $1 AND node_id = ANY($2) AND state IN ('ready', 'retrying', 'sleeping')`, runID, ids)
+	if err != nil {
+		return nil, fmt.Errorf("pending steps of %s: %w", runID, err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (PendingStep, error) {
+		var p PendingStep
+		err := row.Scan(&p.NodeID, &p.State, &p.Attempts, &p.WakeAt)
+		return p, err
+	})
+}
