@@ -46,16 +46,7 @@ type functionFlags struct {
 func addFunctionFlags(fs *pflag.FlagSet, f *functionFlags) {
 	fs.StringVar(&f.listen, "listen-address", envOr("LISTEN_ADDRESS", "127.0.0.1:8080"), "address the function serves CloudEvents, /health/* and /metrics on (env LISTEN_ADDRESS)")
 	fs.StringVar(&f.blueprints, "blueprints", os.Getenv("BLUEPRINTS_DIR"), "register every *.json blueprint of this folder, for runs started by other clients (env BLUEPRINTS_DIR)")
-	fs.DurationVar(&f.stepTimeout, "step-timeout", durationEnv("STEP_TIMEOUT", function.DefaultStepTimeout), "time limit of a node without its own timeout (env STEP_TIMEOUT)")
-}
-
-func durationEnv(key string, def time.Duration) time.Duration {
-	if v := os.Getenv(key); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
+	fs.DurationVar(&f.stepTimeout, "step-timeout", function.DefaultStepTimeout, "time limit of a node without its own timeout (env STEP_TIMEOUT)")
 }
 
 func newFunctionCmd() *cobra.Command {
@@ -140,25 +131,15 @@ func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, htt
 		fs.StringVar(&b.cfg.FunctionURL, "function-url", envOr("FUNCTION_URL", "http://127.0.0.1:8080/"), "URL of the step function (env FUNCTION_URL)")
 		fs.StringVar(&b.cfg.ReadinessURL, "readiness-url", os.Getenv("FUNCTION_READINESS_URL"), "function readiness URL, default FUNCTION_URL with path /health/readiness (env FUNCTION_READINESS_URL)")
 	}
-	fs.IntVar(&b.cfg.Prefetch, "prefetch", intEnv("BRIDGE_PREFETCH", bridge.DefaultPrefetch), "unacknowledged deliveries held (env BRIDGE_PREFETCH)")
-	fs.IntVar(&b.cfg.Concurrency, "concurrency", intEnv("BRIDGE_CONCURRENCY", bridge.DefaultConcurrency), "deliveries sent to the function at once (env BRIDGE_CONCURRENCY)")
-	fs.DurationVar(&b.cfg.RequestTimeout, "request-timeout", durationEnv("BRIDGE_REQUEST_TIMEOUT", bridge.DefaultRequestTimeout), "time limit of one call to the function (env BRIDGE_REQUEST_TIMEOUT)")
-	fs.IntVar(&b.cfg.MaxAttempts, "max-attempts", intEnv("BRIDGE_MAX_ATTEMPTS", bridge.DefaultMaxAttempts), "transport attempts before a job is dead-lettered (env BRIDGE_MAX_ATTEMPTS)")
-	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", durationEnv("BRIDGE_BACKOFF_BASE", bridge.DefaultBackoffBase), "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
-	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", durationEnv("BRIDGE_BACKOFF_MAX", bridge.DefaultBackoffMax), "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
-	fs.DurationVar(&b.cfg.ShutdownGrace, "shutdown-grace", durationEnv("BRIDGE_SHUTDOWN_GRACE", bridge.DefaultShutdownGrace), "how long in-flight deliveries may finish on SIGTERM before they are requeued (env BRIDGE_SHUTDOWN_GRACE)")
-	fs.IntVar(&b.cfg.PublishCopies, "publish-copies", intEnv("BRIDGE_PUBLISH_COPIES", 1), "publish every reply job this many times: fault injection only, stepflow absorbs duplicates (env BRIDGE_PUBLISH_COPIES)")
+	fs.IntVar(&b.cfg.Prefetch, "prefetch", bridge.DefaultPrefetch, "unacknowledged deliveries held (env BRIDGE_PREFETCH)")
+	fs.IntVar(&b.cfg.Concurrency, "concurrency", bridge.DefaultConcurrency, "deliveries sent to the function at once (env BRIDGE_CONCURRENCY)")
+	fs.DurationVar(&b.cfg.RequestTimeout, "request-timeout", bridge.DefaultRequestTimeout, "time limit of one call to the function (env BRIDGE_REQUEST_TIMEOUT)")
+	fs.IntVar(&b.cfg.MaxAttempts, "max-attempts", bridge.DefaultMaxAttempts, "transport attempts before a job is dead-lettered (env BRIDGE_MAX_ATTEMPTS)")
+	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", bridge.DefaultBackoffBase, "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
+	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", bridge.DefaultBackoffMax, "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
+	fs.DurationVar(&b.cfg.ShutdownGrace, "shutdown-grace", bridge.DefaultShutdownGrace, "how long in-flight deliveries may finish on SIGTERM before they are requeued (env BRIDGE_SHUTDOWN_GRACE)")
+	fs.IntVar(&b.cfg.PublishCopies, "publish-copies", 1, "publish every reply job this many times: fault injection only, stepflow absorbs duplicates (env BRIDGE_PUBLISH_COPIES)")
 	fs.StringVar(&b.httpAddress, httpFlag, envOr("BRIDGE_HTTP_ADDRESS", "127.0.0.1:9091"), "address of /health/* and /metrics (env BRIDGE_HTTP_ADDRESS)")
-}
-
-func intEnv(key string, def int) int {
-	if v := os.Getenv(key); v != "" {
-		var n int
-		if _, err := fmt.Sscan(v, &n); err == nil {
-			return n
-		}
-	}
-	return def
 }
 
 func newBridgeCmd() *cobra.Command {
@@ -240,11 +221,11 @@ type reconcilerFlags struct {
 }
 
 func addReconcilerFlags(fs *pflag.FlagSet, r *reconcilerFlags, service bool, httpFlag string) {
-	fs.DurationVar(&r.threshold, "threshold", durationEnv("RECONCILE_THRESHOLD", reconciler.DefaultThreshold), "a running run with no step finished for this long is stalled (env RECONCILE_THRESHOLD)")
+	fs.DurationVar(&r.threshold, "threshold", reconciler.DefaultThreshold, "a running run with no step finished for this long is stalled (env RECONCILE_THRESHOLD)")
 	if httpFlag != "reconciler-http-address" { // dev shares the function's --blueprints
 		fs.StringVar(&r.blueprints, "blueprints", os.Getenv("BLUEPRINTS_DIR"), "blueprints (*.json) of runs started by other clients, to restart those whose start jobs were lost (env BLUEPRINTS_DIR)")
 	}
-	fs.IntVar(&r.batch, "batch-size", intEnv("RECONCILE_BATCH_SIZE", reconciler.DefaultBatchSize), "stalled runs locked and repaired per transaction (env RECONCILE_BATCH_SIZE)")
+	fs.IntVar(&r.batch, "batch-size", reconciler.DefaultBatchSize, "stalled runs locked and repaired per transaction (env RECONCILE_BATCH_SIZE)")
 	if service {
 		fs.StringVar(&r.schedule, "schedule", envOr("RECONCILE_SCHEDULE", reconciler.DefaultSchedule), `when to reconcile: a cron spec ("*/1 * * * *") or "@every 30s" (env RECONCILE_SCHEDULE)`)
 		fs.StringVar(&r.httpAddress, httpFlag, envOr("RECONCILER_HTTP_ADDRESS", "127.0.0.1:9092"), "address of /health/* and /metrics (env RECONCILER_HTTP_ADDRESS)")
