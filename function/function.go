@@ -47,6 +47,7 @@ type Function struct {
 	compiled   sync.Map                      // digest → *workflow.Workflow
 	started    bool
 	startErr   error
+	releasing  sync.WaitGroup // lease releases after answers (releaseLater)
 }
 
 // New returns an unstarted function. Invalid blueprints in opts are a
@@ -180,8 +181,10 @@ func (f *Function) fail(err error) {
 	f.log.Error("step function cannot start", "err", err)
 }
 
-// Stop closes the connections.
+// Stop closes the connections, once the leases of answered requests are
+// released.
 func (f *Function) Stop(ctx context.Context) error {
+	f.releasing.Wait() // each release is bounded by its own time limit
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.started {

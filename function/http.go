@@ -1,44 +1,50 @@
 package function
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/stepflow/stepflow/internal/wire"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 )
 
-// ServeHTTP serves one CloudEvent per request (binary or structured mode)
-// with sdk-go's HTTP bindings, calling Handle in the request's own
-// goroutine and context.
+// ServeHTTP serves one CloudEvent per request (binary or structured mode),
+// or a CloudEvents batch (wire.BatchContentType), with sdk-go's HTTP
+// bindings, calling the step algorithm in the request's own goroutine and
+// context.
 //
 // `stepflow function` serves this rather than func-go's CloudEvents
 // handler: that handler (sdk-go v2.16 EventReceiver) hands each request's
 // message to whichever request goroutine is waiting on a shared channel, so
 // one request whose client went away before its message was taken leaves
-// every later request waiting for the next one to arrive. Under Knative the
-// func-go scaffolding still uses it; see docs/knative.md.
+// every later request waiting for the next one to arrive; and it takes no
+// batches. Under Knative the func-go scaffolding still uses it; see
+// docs/knative.md.
 func (f *Function) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "POST a CloudEvent", http.StatusMethodNotAllowed)
 		return
 	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == wire.BatchContentType {
+		f.serveBatch(w, r)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxEventBytes)
 	e, err := cehttp.NewEventFromHTTPRequest(r)
 	if err != nil {
-		status := http.StatusBadRequest
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			status = http.StatusRequestEntityTooLarge
-		}
-		f.metrics.replies.WithLabelValues(fmt.Sprint(status), "bad_event").Inc()
-		http.Error(w, "not a CloudEvent: "+err.Error(), status)
+		f.badRequest(w, err, "not a CloudEvent")
 		return
 	}
-	resp, err := f.Handle(r.Context(), *e)
+	resp, err, release := f.handleOne(r.Context(), *e)
+	defer f.releaseLater(release)
 	if err != nil {
 		status, msg := http.StatusInternalServerError, err.Error()
 		var res *cehttp.Result
@@ -59,8 +65,85 @@ func (f *Function) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// serveBatch answers a batch of job events with a batch of result events:
+// one per job, in order, each with its job's id (see docs/contract.md).
+func (f *Function) serveBatch(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBatchBytes)
+	events, err := cehttp.NewEventsFromHTTPRequest(r)
+	if err != nil {
+		f.badRequest(w, err, "not a CloudEvents batch")
+		return
+	}
+	if len(events) == 0 || len(events) > wire.MaxBatch {
+		f.metrics.replies.WithLabelValues("400", "bad_batch").Inc()
+		http.Error(w, fmt.Sprintf("a batch holds 1 to %d events, got %d", wire.MaxBatch, len(events)), http.StatusBadRequest)
+		return
+	}
+	// An event that is not a valid CloudEvent is answered alone, with 400;
+	// the others run.
+	results := make([]wire.Result, len(events))
+	var valid []event.Event
+	var at []int
+	for i, e := range events {
+		if err := e.Validate(); err != nil {
+			results[i] = f.reject(http.StatusBadRequest, "bad_event", "event %d of the batch: %v", i, err)
+			continue
+		}
+		valid, at = append(valid, e), append(at, i)
+	}
+	if len(valid) > 0 {
+		rs, release := f.handleBatch(r.Context(), valid)
+		defer f.releaseLater(release)
+		for j, res := range rs {
+			results[at[j]] = res
+		}
+	}
+	out := make([]event.Event, len(events))
+	for i, e := range events {
+		re := event.New()
+		id := e.ID()
+		if id == "" {
+			id = fmt.Sprintf("batch-event-%d", i)
+		}
+		re.SetID(id)
+		re.SetType(wire.ResultEventType)
+		re.SetSource(wire.FunctionSource)
+		if s := e.Subject(); s != "" {
+			re.SetSubject(s)
+		}
+		if err := re.SetData(event.ApplicationJSON, results[i]); err != nil {
+			http.Error(w, "encode result: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		out[i] = re
+	}
+	w.Header().Set("Content-Type", wire.BatchContentType)
+	if err := json.NewEncoder(w).Encode(out); err != nil {
+		f.log.Error("write batch reply", "err", err)
+	}
+}
+
+// releaseLater releases a request's leases once its answer is out, off
+// the answer's path (see handleBatch); Stop waits for it.
+func (f *Function) releaseLater(release func()) {
+	f.releasing.Go(release)
+}
+
+func (f *Function) badRequest(w http.ResponseWriter, err error, what string) {
+	status := http.StatusBadRequest
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		status = http.StatusRequestEntityTooLarge
+	}
+	f.metrics.replies.WithLabelValues(fmt.Sprint(status), "bad_event").Inc()
+	http.Error(w, what+": "+err.Error(), status)
+}
+
 // maxEventBytes bounds a request body; a job is far smaller.
 const maxEventBytes = 1 << 20
+
+// maxBatchBytes bounds a batch request body.
+const maxBatchBytes = 8 << 20
 
 // Health serves /health/readiness and /health/liveness as func-go does.
 func (f *Function) Health() http.Handler {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -22,26 +23,51 @@ type lease struct {
 	token string
 }
 
-var releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
+// releaseSource deletes a lease if it is still ours. It is sent with EVAL
+// (not EVALSHA) in pipelines, where a NOSCRIPT error could not be retried.
+const releaseSource = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`
 
-// acquireLease takes the lease of (run, node) for ttl; ok is false when
-// another delivery holds it.
-func acquireLease(ctx context.Context, rdb *redis.Client, prefix, runID, nodeID string, ttl time.Duration) (*lease, bool, error) {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	l := &lease{rdb: rdb, key: wire.LeaseKey(prefix, runID, nodeID), token: hex.EncodeToString(b[:])}
-	ok, err := rdb.SetNX(ctx, l.key, l.token, ttl).Result()
-	if err != nil {
-		return nil, false, err
+// acquireLeases takes the leases of the given steps for ttl in one
+// pipeline; a nil entry means another delivery holds that one.
+func acquireLeases(ctx context.Context, rdb *redis.Client, prefix string, steps []store.StepKey, ttl time.Duration) ([]*lease, error) {
+	out := make([]*lease, len(steps))
+	if len(steps) == 0 {
+		return out, nil
 	}
-	return l, ok, nil
+	cmds := make([]*redis.BoolCmd, len(steps))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range steps {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			out[i] = &lease{rdb: rdb, key: wire.LeaseKey(prefix, k.RunID, k.NodeID), token: hex.EncodeToString(b[:])}
+			cmds[i] = p.SetNX(ctx, out[i].key, out[i].token, ttl)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range cmds {
+		if !c.Val() {
+			out[i] = nil
+		}
+	}
+	return out, nil
 }
 
-// release gives the lease up if it is still ours.
-func (l *lease) release() {
+// releaseLeases gives up, in one pipeline, those of the leases that are
+// still ours (nil entries are skipped).
+func releaseLeases(rdb *redis.Client, leases []*lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_ = releaseScript.Run(ctx, l.rdb, []string{l.key}, l.token).Err()
+	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, l := range leases {
+			if l != nil {
+				p.Eval(ctx, releaseSource, []string{l.key}, l.token)
+			}
+		}
+		return nil
+	})
 }
 
 var renewScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)

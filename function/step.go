@@ -4,19 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/stepflow/stepflow/internal/telemetry"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/internal/telemetry"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -29,124 +30,314 @@ const LeaseTTL = 5 * time.Second
 // earlyTolerance: a sleeping step woken this much before its due time runs.
 const earlyTolerance = 50 * time.Millisecond
 
-// Handle runs one job: the step algorithm.
-//
-//  1. Decode the job (malformed → 400). Take the step's lease in Redis
-//     (held by another delivery → 409, the bridge retries later), so two
-//     deliveries of one job never run its node at the same time.
-//  2. Load the run, the step and the context in one round trip. A run that
-//     is not running → 200 without jobs. A finished step is not run again:
-//     its stored routing decision is re-emitted.
-//  3. Run the node with its time limit.
-//  4. Commit the result, routing, context changes, successors and run
-//     bookkeeping in one transaction (see store.CommitStep).
-//  5. Reply with the jobs to publish: successors, a delayed retry, a
-//     fallback, or the wake-up of a sleeping node.
-//
-// Error replies carry a status the bridge acts on: 4xx dead-letters the
-// job, 409 and 503 are retried.
+// Handle runs one job (HandleBatch of one) and answers in the one-event
+// form: the reply event with the next jobs, no event, or an error carrying
+// the HTTP status.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	st, rdb, cfg := f.deps()
-	if st == nil {
-		return f.reject(http.StatusServiceUnavailable, "not_started", "step function is not started")
+	resp, err, release := f.handleOne(ctx, e)
+	release()
+	return resp, err
+}
+
+// handleOne is Handle, leaving the release of the step's lease to the
+// caller (see handleBatch).
+func (f *Function) handleOne(ctx context.Context, e event.Event) (*event.Event, error, func()) {
+	rs, release := f.handleBatch(ctx, []event.Event{e})
+	r := rs[0]
+	if r.Status != http.StatusOK {
+		return nil, cehttp.NewResult(r.Status, "%s", r.Error), release
 	}
+	if len(r.Jobs) == 0 {
+		return nil, nil, release
+	}
+	resp := event.New()
+	resp.SetID(e.ID() + "/reply")
+	resp.SetType(wire.JobsEventType)
+	resp.SetSource(wire.FunctionSource)
+	if s := e.Subject(); s != "" {
+		resp.SetSubject(s)
+	}
+	if err := resp.SetData(event.ApplicationJSON, wire.Reply{Jobs: r.Jobs}); err != nil {
+		return nil, cehttp.NewResult(http.StatusInternalServerError, "encode reply: %v", err), release
+	}
+	return &resp, nil, release
+}
+
+// HandleBatch runs the step algorithm for every job of a batch and returns
+// one result per event, in order. Each job's result is what it would get
+// alone; the work is shared where that saves round trips:
+//
+//  1. Decode each job (malformed → 400). Take the steps' leases in Redis,
+//     one pipeline for the batch (held by another delivery → 409, the
+//     bridge retries later), so two deliveries of one job never run its
+//     node at the same time.
+//  2. Load the runs, the steps and the contexts: one round trip for the
+//     batch. A run that is not running → 200 without jobs. A finished step
+//     is not run again: its stored routing decision is re-emitted.
+//  3. Run the nodes, each with its time limit, side by side.
+//  4. Commit every result — routing, context changes, successors, run
+//     bookkeeping — in one transaction (store.CommitSteps: group commit).
+//  5. Answer each job with the jobs to publish: successors, a delayed
+//     retry, a fallback, or the wake-up of a sleeping node.
+//
+// Error results carry a status the bridge acts on: 4xx dead-letters the
+// job, 409 and 503 are retried.
+func (f *Function) HandleBatch(ctx context.Context, events []event.Event) []wire.Result {
+	out, release := f.handleBatch(ctx, events)
+	release()
+	return out
+}
+
+// handleBatch is HandleBatch, leaving the release of the steps' leases to
+// the caller, who may answer first: the leases only keep out concurrent
+// deliveries of the same jobs, which cannot start before the answer.
+func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out []wire.Result, release func()) {
+	st, rdb, cfg := f.deps()
+	out = make([]wire.Result, len(events))
+	release = func() {}
+	if st == nil {
+		for i := range out {
+			out[i] = f.reject(http.StatusServiceUnavailable, "not_started", "step function is not started")
+		}
+		return out, release
+	}
+
+	// 1. Decode, then lease, before reading anything: a second delivery
+	// either waits for the first to commit or sees its result.
+	steps := make([]*stepRun, 0, len(events))
+	seen := make(map[store.StepKey]bool, len(events))
+	for i, e := range events {
+		s, res := f.decode(ctx, e)
+		if res != nil {
+			out[i] = *res
+			continue
+		}
+		s.out = &out[i]
+		if k := s.key(); seen[k] {
+			s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", k.RunID, k.NodeID))
+			s.span.End()
+			continue
+		}
+		seen[s.key()] = true
+		steps = append(steps, s)
+	}
+	defer func() {
+		for _, s := range steps {
+			s.span.End()
+		}
+	}()
+	if len(steps) == 0 {
+		return out, release
+	}
+	leases, err := acquireLeases(ctx, rdb, cfg.RedisPrefix, keys(steps), LeaseTTL)
+	if err != nil {
+		for _, s := range steps {
+			s.finish(f.unavailable(s.log, "lease", err))
+		}
+		return out, release
+	}
+	release = func() { releaseLeases(rdb, leases) }
+	var leased []*stepRun
+	for i, s := range steps {
+		if leases[i] == nil {
+			s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", s.job.RunID, s.job.NodeID))
+			continue
+		}
+		s.lease = leases[i]
+		leased = append(leased, s)
+	}
+
+	// 2. Load.
+	if len(leased) == 0 {
+		return out, release
+	}
+	lds, err := st.LoadSteps(ctx, keys(leased))
+	if err != nil {
+		for _, s := range leased {
+			s.finish(f.unavailable(s.log, "load", err))
+		}
+		return out, release
+	}
+	var ready []*stepRun
+	for i, s := range leased {
+		if f.prepare(ctx, st, s, lds[i]) {
+			ready = append(ready, s)
+		}
+	}
+
+	// 3. Run the nodes.
+	if len(ready) == 1 {
+		f.run(ready[0], st, cfg)
+	} else {
+		var wg sync.WaitGroup
+		for _, s := range ready {
+			wg.Go(func() { f.run(s, st, cfg) })
+		}
+		wg.Wait()
+	}
+
+	// 4. Commit.
+	var commits []*store.Commit
+	var committing []*stepRun
+	for _, s := range ready {
+		if s.commit != nil {
+			commits = append(commits, s.commit)
+			committing = append(committing, s)
+		}
+	}
+	if len(commits) > 0 {
+		st.CommitSteps(ctx, commits)
+	}
+
+	// 5. Answer.
+	for _, s := range committing {
+		f.answer(s)
+	}
+	return out, release
+}
+
+// stepRun is one job of a batch on its way through the step algorithm.
+type stepRun struct {
+	job  wire.Job
+	ctx  context.Context // the request's, with the step's span
+	span trace.Span
+	log  *slog.Logger
+	out  *wire.Result // where the job's result goes
+
+	lease *lease
+	w     *workflow.Workflow
+	node  *workflow.CompiledNode
+	load  *store.StepLoad
+
+	// Set by run: what to commit, and what the answer will carry besides
+	// the successors the commit makes ready.
+	commit  *store.Commit
+	next    []wire.NextJob
+	outcome string
+}
+
+func (s *stepRun) key() store.StepKey { return store.StepKey{RunID: s.job.RunID, NodeID: s.job.NodeID} }
+
+func (s *stepRun) finish(r wire.Result) { *s.out = r }
+
+func keys(steps []*stepRun) []store.StepKey {
+	out := make([]store.StepKey, len(steps))
+	for i, s := range steps {
+		out[i] = s.key()
+	}
+	return out
+}
+
+// decode reads a job event; a result instead when it is malformed.
+func (f *Function) decode(ctx context.Context, e event.Event) (*stepRun, *wire.Result) {
 	if e.Type() != wire.JobEventType {
-		return f.reject(http.StatusBadRequest, "bad_event", "event type %q: want %q", e.Type(), wire.JobEventType)
+		r := f.reject(http.StatusBadRequest, "bad_event", "event type %q: want %q", e.Type(), wire.JobEventType)
+		return nil, &r
 	}
 	job, err := wire.ParseJob(e.Data())
 	if err != nil {
-		return f.reject(http.StatusBadRequest, "bad_job", "%v", err)
+		r := f.reject(http.StatusBadRequest, "bad_job", "%v", err)
+		return nil, &r
 	}
-	log := f.log.With("run_id", job.RunID, "node_id", job.NodeID, "attempt", job.Attempt)
 	if tp, ok := e.Extensions()["traceparent"].(string); ok {
 		ctx = telemetry.Extract(ctx, propagation.MapCarrier{"traceparent": tp})
 	}
 	ctx, span := telemetry.Tracer().Start(ctx, "stepflow.function.step", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("stepflow.run_id", job.RunID), attribute.String("stepflow.node_id", job.NodeID),
 			attribute.Int("stepflow.attempt", job.Attempt)))
-	defer span.End()
+	return &stepRun{
+		job: job, ctx: ctx, span: span,
+		log: f.log.With("run_id", job.RunID, "node_id", job.NodeID, "attempt", job.Attempt),
+	}, nil
+}
 
-	// 1. Lease, before reading anything: a second delivery either waits
-	// for the first to commit or sees its result.
-	l, ok, err := acquireLease(ctx, rdb, cfg.RedisPrefix, job.RunID, job.NodeID, LeaseTTL)
-	if err != nil {
-		return f.unavailable(log, "lease", err)
-	}
-	if !ok {
-		return f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", job.RunID, job.NodeID)
-	}
-	defer l.release()
-
-	// 2. Load.
-	ld, err := st.LoadStep(ctx, job.RunID, job.NodeID)
-	if err != nil {
-		return f.unavailable(log, "load", err)
-	}
+// prepare decides, from what was loaded, whether the job's node runs; when
+// it does not, it sets the job's result.
+func (f *Function) prepare(ctx context.Context, st *store.Store, s *stepRun, ld *store.StepLoad) bool {
+	job, log := s.job, s.log
 	if ld.Run == nil {
-		return f.reject(http.StatusUnprocessableEntity, "unknown_run", "run %q does not exist", job.RunID)
+		s.finish(f.reject(http.StatusUnprocessableEntity, "unknown_run", "run %q does not exist", job.RunID))
+		return false
 	}
 	if ld.Run.Status != workflow.RunRunning {
-		return f.done("run_" + string(ld.Run.Status))
+		s.finish(f.done("run_" + string(ld.Run.Status)))
+		return false
 	}
 	w, err := f.workflowFor(ctx, st, ld.Run.Digest, job.BlueprintID)
 	if err != nil {
 		if errors.Is(err, errTransient) || ctx.Err() != nil {
-			return f.unavailable(log, "blueprint", err)
+			s.finish(f.unavailable(log, "blueprint", err))
+		} else {
+			s.finish(f.reject(http.StatusUnprocessableEntity, "unknown_blueprint", "run %s: %v", job.RunID, err))
 		}
-		return f.reject(http.StatusUnprocessableEntity, "unknown_blueprint", "run %s: %v", job.RunID, err)
+		return false
 	}
 	node, ok := w.Node(job.NodeID)
 	if !ok {
-		return f.reject(http.StatusUnprocessableEntity, "unknown_node", "blueprint %q (%s) has no node %q", w.Blueprint.ID, w.Digest, job.NodeID)
+		s.finish(f.reject(http.StatusUnprocessableEntity, "unknown_node", "blueprint %q (%s) has no node %q", w.Blueprint.ID, w.Digest, job.NodeID))
+		return false
 	}
 	if ld.Run.Digest == "" {
 		// Started the Flowcraft way: pin the registered blueprint and
 		// create the start steps, then read the step again.
 		if err := st.PinBlueprint(ctx, job.RunID, w); err != nil {
-			return f.unavailable(log, "pin blueprint", err)
+			s.finish(f.unavailable(log, "pin blueprint", err))
+			return false
 		}
 		if ld, err = st.LoadStep(ctx, job.RunID, job.NodeID); err != nil {
-			return f.unavailable(log, "load", err)
+			s.finish(f.unavailable(log, "load", err))
+			return false
 		}
 	}
+	s.w, s.node, s.load = w, node, ld
 	step := ld.Step
 	switch {
 	case step == nil:
 		// Not made ready (a stray or forged job): nothing to do.
 		log.Warn("job for a node that is not ready; ignored")
-		return f.done("not_ready")
+		s.finish(f.done("not_ready"))
 	case step.State.Terminal() || step.State == workflow.StepAwaitingFallback:
 		next, err := f.reemit(ctx, st, w, job, step)
 		if err != nil {
-			return f.unavailable(log, "reemit", err)
+			s.finish(f.unavailable(log, "reemit", err))
+		} else {
+			s.finish(f.reply(next, "reemitted"))
 		}
-		return f.reply(e, next, "reemitted")
 	case job.Attempt <= step.Attempts:
-		return f.done("stale_attempt")
+		s.finish(f.done("stale_attempt"))
 	case step.State == workflow.StepSleeping && step.WakeAt != nil && time.Until(*step.WakeAt) > earlyTolerance:
-		return f.reply(e, []wire.NextJob{{Job: job, DelayMs: time.Until(*step.WakeAt).Milliseconds()}}, "early")
+		s.finish(f.reply([]wire.NextJob{{Job: job, DelayMs: time.Until(*step.WakeAt).Milliseconds()}}, "early"))
+	default:
+		return true
 	}
+	return false
+}
 
+// run runs the job's node and decides what to commit: the result and its
+// routing, a retry, a fallback, a sleep or the run's failure.
+func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
+	ctx, job, log, node, w := s.ctx, s.job, s.log, s.node, s.w
+	step := s.load.Step
 	limit := cfg.StepTimeout
 	if node.Timeout > 0 {
 		limit = node.Timeout
 	}
-
-	// 3. Run the node.
 	var outputs map[string]any
 	if node.AllOutputs || len(node.OutputRefs) > 0 {
 		var ids []string
 		if !node.AllOutputs {
 			ids = node.OutputRefs
 		}
+		var err error
 		if outputs, err = st.Outputs(ctx, nil, job.RunID, ids); err != nil {
-			return f.unavailable(log, "load outputs", err)
+			s.finish(f.unavailable(log, "load outputs", err))
+			return
 		}
 	}
-	input := w.ResolveInput(node.ID, step.Input, ld.Context, outputs)
+	input := w.ResolveInput(node.ID, step.Input, s.load.Context, outputs)
 	// The node sees the outputs it names as _outputs.<id>, as in the local
 	// runner; they are not changes, so they are not written back.
-	nodeValues := copyMap(ld.Context)
+	nodeValues := copyMap(s.load.Context)
 	for id, v := range outputs {
 		nodeValues[workflow.OutputKey(id)] = v
 	}
@@ -157,7 +348,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	}
 	attemptCtx, cancel := context.WithTimeout(ctx, limit)
 	attemptCtx, cancelAttempt := context.WithCancelCause(attemptCtx)
-	stopWatching := f.watchRun(attemptCtx, st, job.RunID, l, cancelAttempt)
+	stopWatching := f.watchRun(attemptCtx, st, job.RunID, s.lease, cancelAttempt)
 	attemptCtx, nodeSpan := telemetry.Tracer().Start(attemptCtx, "stepflow.node "+node.Uses, trace.WithAttributes(attribute.String("stepflow.node_type", node.Uses)))
 	started := time.Now()
 	res, runErr := workflow.Invoke(attemptCtx, node.Func, workflow.NodeInput{
@@ -180,48 +371,47 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if ctx.Err() != nil {
 		// The request itself was cancelled (bridge timeout or shutdown):
 		// commit nothing; the job will be delivered again.
-		return f.unavailable(log, "run node", ctx.Err())
+		s.finish(f.unavailable(log, "run node", ctx.Err()))
+		return
 	}
 	if timedOut {
 		runErr = fmt.Errorf("node %s timed out after %s", node.ID, limit)
 	}
 
-	// 4. Decide and commit.
 	o := store.Outcome{
 		RunID: job.RunID, NodeID: node.ID, LoadedAttempts: step.Attempts, Attempts: job.Attempt,
 		StartedAt: started, FinishedAt: finished,
 	}
-	var next []wire.NextJob
-	var outcome string
 	var suspend *workflow.SuspendError
 	switch {
 	case errors.As(runErr, &suspend):
 		wake := suspend.Until
 		o.State, o.WakeAt, o.Attempts = workflow.StepSleeping, &wake, step.Attempts
-		next = []wire.NextJob{{Job: job, DelayMs: max(0, time.Until(wake).Milliseconds())}}
-		outcome = "suspended"
+		s.next = []wire.NextJob{{Job: job, DelayMs: max(0, time.Until(wake).Milliseconds())}}
+		s.outcome = "suspended"
 	case runErr != nil && job.Attempt < node.MaxAttempts:
 		delay := node.RetryDelayFor(job.Attempt + 1)
 		wake := finished.Add(delay)
 		o.State, o.Error, o.WakeAt = workflow.StepRetrying, runErr.Error(), &wake
 		retry := job
 		retry.Attempt++
-		next = []wire.NextJob{{Job: retry, DelayMs: delay.Milliseconds()}}
-		outcome = "retried"
+		s.next = []wire.NextJob{{Job: retry, DelayMs: delay.Milliseconds()}}
+		s.outcome = "retried"
 		log.Warn("node attempt failed; retrying", "err", runErr, "delay", delay)
 	case runErr != nil && node.Fallback != "":
 		o.State, o.Error = workflow.StepAwaitingFallback, runErr.Error()
 		o.Fallback, o.FallbackInput = node.Fallback, input
-		outcome = "fallback"
+		s.outcome = "fallback"
 		log.Warn("node failed; running its fallback", "err", runErr, "fallback", node.Fallback)
 	case runErr != nil:
 		o.State, o.Error = workflow.StepFailed, runErr.Error()
-		outcome = "failed"
+		s.outcome = "failed"
 		log.Warn("node failed; failing the run", "err", runErr)
 	default:
 		o.State, o.Result = workflow.StepSucceeded, res
 		o.ContextSet, o.ContextDeleted = nodeCtx.Changes()
 		env := workflow.Env{Context: nodeCtx.Snapshot(), Outputs: outputs}
+		var err error
 		o.Routing, err = w.Route(node.ID, res, env)
 		if err == nil {
 			o.Recovered, err = f.recovered(w, node.ID, res, env)
@@ -230,36 +420,43 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 			// A condition or transform that cannot be evaluated fails the
 			// run: retrying would evaluate it the same way.
 			o.State, o.Error, o.Routing, o.Recovered = workflow.StepFailed, err.Error(), workflow.Routing{}, nil
-			outcome = "failed"
+			s.outcome = "failed"
 			log.Warn("routing failed; failing the run", "err", err)
 		} else {
-			outcome = "succeeded"
+			s.outcome = "succeeded"
 		}
 	}
 	if timedOut {
-		outcome = "timed_out"
+		s.outcome = "timed_out"
 	}
-	f.metrics.steps.WithLabelValues(outcome, node.Uses).Inc()
-	span.SetAttributes(attribute.String("stepflow.outcome", outcome))
-	log.Debug("node attempt", "uses", node.Uses, "outcome", outcome,
+	f.metrics.steps.WithLabelValues(s.outcome, node.Uses).Inc()
+	s.span.SetAttributes(attribute.String("stepflow.outcome", s.outcome))
+	log.Debug("node attempt", "uses", node.Uses, "outcome", s.outcome,
 		"started", started.UnixMicro(), "finished", finished.UnixMicro())
-	committed, err := st.CommitStep(ctx, w, o)
-	if err != nil {
-		return f.unavailable(log, "commit", err)
+	s.commit = &store.Commit{W: w, O: o}
+}
+
+// answer turns a committed step into its job's result.
+func (f *Function) answer(s *stepRun) {
+	c := s.commit
+	if c.Err != nil {
+		s.finish(f.unavailable(s.log, "commit", c.Err))
+		return
 	}
-	if !committed.Applied {
-		log.Info("result not committed: run no longer running or step already finished", "run_status", committed.RunStatus)
-		return f.done("not_applied")
+	if !c.Res.Applied {
+		s.log.Info("result not committed: run no longer running or step already finished", "run_status", c.Res.RunStatus)
+		s.finish(f.done("not_applied"))
+		return
 	}
-	if committed.RunStatus.Final() {
-		f.metrics.runs.WithLabelValues(string(committed.RunStatus)).Inc()
-		log.Info("run finished", "status", committed.RunStatus)
+	if c.Res.RunStatus.Final() {
+		f.metrics.runs.WithLabelValues(string(c.Res.RunStatus)).Inc()
+		s.log.Info("run finished", "status", c.Res.RunStatus)
 	}
-	// 5. Reply.
-	for _, id := range committed.Ready {
-		next = append(next, wire.NextJob{Job: wire.Job{RunID: job.RunID, BlueprintID: job.BlueprintID, NodeID: id, Attempt: 1}})
+	next := s.next
+	for _, id := range c.Res.Ready {
+		next = append(next, wire.NextJob{Job: wire.Job{RunID: s.job.RunID, BlueprintID: s.job.BlueprintID, NodeID: id, Attempt: 1}})
 	}
-	return f.reply(e, next, outcome)
+	s.finish(f.reply(next, s.outcome))
 }
 
 // recovered routes a fallback's result along the edges of the node it
@@ -314,39 +511,27 @@ func (f *Function) reemit(ctx context.Context, st *store.Store, w *workflow.Work
 
 var errTransient = errors.New("transient")
 
-func (f *Function) reply(req event.Event, jobs []wire.NextJob, reason string) (*event.Event, error) {
-	if len(jobs) == 0 {
-		return f.done(reason)
-	}
-	resp := event.New()
-	resp.SetID(req.ID() + "/reply")
-	resp.SetType(wire.JobsEventType)
-	resp.SetSource(wire.FunctionSource)
-	if s := req.Subject(); s != "" {
-		resp.SetSubject(s)
-	}
-	if err := resp.SetData(event.ApplicationJSON, wire.Reply{Jobs: jobs}); err != nil {
-		return nil, cehttp.NewResult(http.StatusInternalServerError, "encode reply: %v", err)
-	}
+func (f *Function) reply(jobs []wire.NextJob, reason string) wire.Result {
 	f.metrics.replies.WithLabelValues("200", reason).Inc()
-	return &resp, nil
+	return wire.Result{Status: http.StatusOK, Jobs: jobs}
 }
 
-func (f *Function) done(reason string) (*event.Event, error) {
+func (f *Function) done(reason string) wire.Result {
 	f.metrics.replies.WithLabelValues("200", reason).Inc()
-	return nil, nil
+	return wire.Result{Status: http.StatusOK}
 }
 
-func (f *Function) reject(status int, reason, format string, args ...any) (*event.Event, error) {
+func (f *Function) reject(status int, reason, format string, args ...any) wire.Result {
+	msg := fmt.Sprintf(format, args...)
 	f.metrics.replies.WithLabelValues(fmt.Sprint(status), reason).Inc()
-	f.log.Warn("job rejected", "status", status, "reason", reason, "detail", fmt.Sprintf(format, args...))
-	return nil, cehttp.NewResult(status, format, args...)
+	f.log.Warn("job rejected", "status", status, "reason", reason, "detail", msg)
+	return wire.Result{Status: status, Error: msg}
 }
 
-func (f *Function) unavailable(log *slog.Logger, what string, err error) (*event.Event, error) {
+func (f *Function) unavailable(log *slog.Logger, what string, err error) wire.Result {
 	f.metrics.replies.WithLabelValues("503", what).Inc()
 	log.Warn("step could not complete; the job will be retried", "stage", what, "err", err)
-	return nil, cehttp.NewResult(http.StatusServiceUnavailable, "%s: %v", what, err)
+	return wire.Result{Status: http.StatusServiceUnavailable, Error: fmt.Sprintf("%s: %v", what, err)}
 }
 
 func copyMap(m map[string]any) map[string]any {

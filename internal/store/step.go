@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,50 +15,99 @@ import (
 	"github.com/stepflow/stepflow/workflow"
 )
 
-// StepLoad is what a step needs before it runs, read in one round trip.
+// StepLoad is what a step needs before it runs.
 type StepLoad struct {
 	Run     *Run           // nil: no such run
 	Step    *Step          // nil: the node has no step (yet)
 	Context map[string]any // the run's context keys
 }
 
+// StepKey names one step: a node of a run.
+type StepKey struct{ RunID, NodeID string }
+
 // LoadStep reads the run, the step of nodeID and the run's context in one
 // round trip.
 func (s *Store) LoadStep(ctx context.Context, runID, nodeID string) (*StepLoad, error) {
+	lds, err := s.LoadSteps(ctx, []StepKey{{runID, nodeID}})
+	if err != nil {
+		return nil, err
+	}
+	return lds[0], nil
+}
+
+// LoadSteps reads, for every key, its run, its step and its run's context:
+// three statements in one round trip, whatever the number of keys. The
+// result is in the order of keys; keys of one run share its Run and Context
+// values (read-only).
+func (s *Store) LoadSteps(ctx context.Context, keys []StepKey) ([]*StepLoad, error) {
+	runIDs := make([]string, 0, len(keys))
+	nodeIDs := make([]string, 0, len(keys))
+	seen := make(map[string]bool, len(keys))
+	var uniq []string
+	for _, k := range keys {
+		runIDs, nodeIDs = append(runIDs, k.RunID), append(nodeIDs, k.NodeID)
+		if !seen[k.RunID] {
+			seen[k.RunID] = true
+			uniq = append(uniq, k.RunID)
+		}
+	}
+	runs := make(map[string]*Run, len(uniq))
+	steps := make(map[StepKey]*Step, len(keys))
+	contexts := make(map[string]map[string]any, len(uniq))
 	b := &pgx.Batch{}
-	var ld StepLoad
-	b.Queue(`SELECT `+runColumns+` FROM `+s.T.Statuses+` WHERE run_id = $1`, runID).QueryRow(func(row pgx.Row) error {
-		r, err := scanRun(row)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+	b.Queue(`SELECT `+runColumns+` FROM `+s.T.Statuses+` WHERE run_id = ANY($1)`, uniq).Query(func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			r, err := scanRun(rows)
+			if err != nil {
+				return err
+			}
+			runs[r.RunID] = r
 		}
-		ld.Run = r
-		return err
+		return rows.Err()
 	})
-	b.Queue(`SELECT `+stepColumns+` FROM `+s.T.Steps+` WHERE run_id = $1 AND node_id = $2`, runID, nodeID).QueryRow(func(row pgx.Row) error {
-		st, err := scanStep(row)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+	b.Queue(`SELECT s.run_id, `+stepColumns+` FROM `+s.T.Steps+` s JOIN unnest($1::text[], $2::text[]) AS k(run_id, node_id) USING (run_id, node_id)`,
+		runIDs, nodeIDs).Query(func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			var runID string
+			var sc stepScan
+			if err := rows.Scan(append([]any{&runID}, sc.dest()...)...); err != nil {
+				return err
+			}
+			st := sc.step()
+			steps[StepKey{runID, st.NodeID}] = st
 		}
-		ld.Step = st
-		return err
+		return rows.Err()
 	})
-	b.Queue(`SELECT context_data FROM `+s.T.Contexts+` WHERE run_id = $1`, runID).QueryRow(func(row pgx.Row) error {
-		var data []byte
-		err := row.Scan(&data)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+	b.Queue(`SELECT run_id, context_data FROM `+s.T.Contexts+` WHERE run_id = ANY($1)`, uniq).Query(func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			var runID string
+			var data []byte
+			if err := rows.Scan(&runID, &data); err != nil {
+				return err
+			}
+			m, _ := decodeJSON(data).(map[string]any)
+			contexts[runID] = m
 		}
-		ld.Context, _ = decodeJSON(data).(map[string]any)
-		return err
+		return rows.Err()
 	})
 	if err := s.Pool.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("load step %s/%s: %w", runID, nodeID, err)
+		if len(keys) == 1 {
+			return nil, fmt.Errorf("load step %s/%s: %w", keys[0].RunID, keys[0].NodeID, err)
+		}
+		return nil, fmt.Errorf("load %d steps: %w", len(keys), err)
 	}
-	if ld.Context == nil {
-		ld.Context = map[string]any{}
+	out := make([]*StepLoad, len(keys))
+	for i, k := range keys {
+		c := contexts[k.RunID]
+		if c == nil {
+			c = map[string]any{}
+		}
+		out[i] = &StepLoad{Run: runs[k.RunID], Step: steps[k], Context: c}
 	}
-	return &ld, nil
+	return out, nil
 }
 
 // Outputs reads the outputs of the given finished nodes (all finished
@@ -125,56 +176,150 @@ type Committed struct {
 	Skipped   []string
 }
 
-// CommitStep applies an outcome in one transaction: the step's result and
-// routing, context changes, the successors it makes ready (each exactly
-// once), skips, and the run's bookkeeping (pending count, final status when
-// nothing is pending).
-//
-// Every commit of a run first locks the run's status row (FOR UPDATE), so the commits
-// of one run are serialised and a join sees every predecessor's committed
-// result. The transaction takes two round trips: one pipelined batch locks
-// the run, updates the step and reads the rows the join and skip decisions
-// need; the decision is made here (workflow.Advance); a second batch writes
-// its consequences and commits.
-func (s *Store) CommitStep(ctx context.Context, w *workflow.Workflow, o Outcome) (*Committed, error) {
-	res, err := s.commitStep(ctx, w, o)
-	if err != nil {
-		return nil, fmt.Errorf("commit step %s/%s: %w", o.RunID, o.NodeID, err)
-	}
-	return res, nil
+// Commit is one outcome to commit, with the workflow of its run. CommitSteps
+// fills in Res, or Err when this outcome could not be committed.
+type Commit struct {
+	W   *workflow.Workflow
+	O   Outcome
+	Res *Committed
+	Err error
 }
 
-func (s *Store) commitStep(ctx context.Context, w *workflow.Workflow, o Outcome) (_ *Committed, err error) {
-	output, err := jsonArg(o.Result.Output)
+// CommitStep applies one outcome in one transaction; see CommitSteps.
+func (s *Store) CommitStep(ctx context.Context, w *workflow.Workflow, o Outcome) (*Committed, error) {
+	c := &Commit{W: w, O: o}
+	s.CommitSteps(ctx, []*Commit{c})
+	return c.Res, c.Err
+}
+
+// CommitSteps applies outcomes — of one run or of many — in one
+// transaction (group commit): for each, the step's result and routing,
+// context changes, the successors it makes ready (each exactly once),
+// skips, and its run's bookkeeping (pending count, final status when
+// nothing is pending). Every Commit gets its Res or its Err.
+//
+// The transaction first locks the status rows of all the runs involved
+// (FOR UPDATE, in run id order, so concurrent group commits cannot
+// deadlock), so the commits of one run are serialised and a join sees every
+// predecessor's committed result. It takes two round trips whatever the
+// number of outcomes: one pipelined batch locks the runs, updates the steps
+// (only an unfinished attempt, as loaded, of a running run) and reads the
+// rows the join and skip decisions need; the decisions are made here, once
+// per run over all its resolved steps (workflow.Advance); a second batch
+// writes their consequences and commits. One WAL flush serves the whole
+// group.
+func (s *Store) CommitSteps(ctx context.Context, cs []*Commit) {
+	ps := make([]*pending, 0, len(cs))
+	for _, c := range cs {
+		p, err := prepare(c)
+		if err != nil {
+			c.Err = fmt.Errorf("commit step %s/%s: %w", c.O.RunID, c.O.NodeID, err)
+			continue
+		}
+		ps = append(ps, p)
+	}
+	if len(ps) == 0 {
+		return
+	}
+	err := s.commitSteps(ctx, ps)
+	var refused *pgconn.PgError
+	if err != nil && len(ps) > 1 && errors.As(err, &refused) && ctx.Err() == nil {
+		// The database refused a statement (a value it cannot store, a
+		// deadlock, …) and the whole group rolled back. One outcome it
+		// refuses must not hold back the others: commit each alone.
+		for _, p := range ps {
+			p.c.Res, p.c.Err = nil, nil
+			alone, _ := prepare(p.c) // it was prepared once already
+			if err := s.commitSteps(ctx, []*pending{alone}); err != nil {
+				p.c.Res, p.c.Err = nil, fmt.Errorf("commit step %s/%s: %w", p.c.O.RunID, p.c.O.NodeID, err)
+			}
+		}
+		return
+	}
 	if err != nil {
+		for _, p := range ps {
+			p.c.Res, p.c.Err = nil, fmt.Errorf("commit step %s/%s: %w", p.c.O.RunID, p.c.O.NodeID, err)
+		}
+	}
+}
+
+// pending is a Commit with its arguments encoded, on its way through the
+// transaction.
+type pending struct {
+	c                   *Commit
+	output, deliveries  []byte
+	contextSet          []byte // nil: no context changes
+	finished            *time.Time
+	recovered           []string // nodes the outcome stands in for, sorted
+	recoveredDeliveries [][]byte
+	applied             bool
+	recoveredApplied    map[string]bool
+}
+
+func prepare(c *Commit) (*pending, error) {
+	o := &c.O
+	p := &pending{c: c, recoveredApplied: map[string]bool{}}
+	var err error
+	if p.output, err = jsonArg(o.Result.Output); err != nil {
 		return nil, fmt.Errorf("encode output of %s: %w", o.NodeID, err)
 	}
-	deliveries, err := jsonArg(o.Routing.Deliveries)
-	if err != nil {
+	if p.deliveries, err = jsonArg(o.Routing.Deliveries); err != nil {
 		return nil, fmt.Errorf("encode deliveries of %s: %w", o.NodeID, err)
 	}
-	var contextSet []byte
 	if len(o.ContextSet) > 0 || len(o.ContextDeleted) > 0 {
-		if contextSet, err = jsonArg(nonNilMap(o.ContextSet)); err != nil {
+		if p.contextSet, err = jsonArg(nonNilMap(o.ContextSet)); err != nil {
 			return nil, fmt.Errorf("encode context changes of %s: %w", o.NodeID, err)
 		}
 	}
-	var finished *time.Time
 	if o.State.Terminal() || o.State == workflow.StepAwaitingFallback {
-		finished = &o.FinishedAt
+		p.finished = &o.FinishedAt
 	}
-	resolved := []string{}
-	if o.State.Resolved() {
-		resolved = append(resolved, o.NodeID)
-	}
-	recovered := make([]string, 0, len(o.Recovered))
 	for backed := range o.Recovered {
-		recovered = append(recovered, backed)
+		p.recovered = append(p.recovered, backed)
+	}
+	slices.Sort(p.recovered)
+	for _, backed := range p.recovered {
+		d, err := jsonArg(o.Recovered[backed].Deliveries)
+		if err != nil {
+			return nil, fmt.Errorf("encode deliveries of %s: %w", backed, err)
+		}
+		p.recoveredDeliveries = append(p.recoveredDeliveries, d)
+	}
+	return p, nil
+}
+
+// runGroup is the outcomes of one run in a group commit.
+type runGroup struct {
+	runID   string
+	w       *workflow.Workflow
+	ps      []*pending
+	status  string
+	pending int
+	locked  bool
+	states  *txStates
+}
+
+func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
+	byRun := map[string]*runGroup{}
+	var groups []*runGroup
+	for _, p := range ps {
+		g := byRun[p.c.O.RunID]
+		if g == nil {
+			g = &runGroup{runID: p.c.O.RunID, w: p.c.W}
+			byRun[g.runID] = g
+			groups = append(groups, g)
+		}
+		g.ps = append(g.ps, p)
+	}
+	slices.SortFunc(groups, func(a, b *runGroup) int { return strings.Compare(a.runID, b.runID) })
+	runIDs := make([]string, len(groups))
+	for i, g := range groups {
+		runIDs[i] = g.runID
 	}
 
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Release()
 	inTx := false
@@ -188,141 +333,255 @@ func (s *Store) commitStep(ctx context.Context, w *workflow.Workflow, o Outcome)
 		}
 	}()
 
-	// Round trip 1: lock the run, finish the step (only if unfinished at
-	// the attempt loaded), recover the nodes a fallback stands in for,
-	// apply context changes, and read what Advance will ask about.
-	res := &Committed{}
-	var status string
-	var pending int
-	var applied bool
-	recoveredApplied := map[string]bool{}
-	states := &txStates{s: s, conn: conn, ctx: ctx, runID: o.RunID, rows: map[string]*stateRow{}}
+	// Round trip 1: lock the runs, finish the steps (only an unfinished
+	// attempt, as loaded, of a running run), recover the nodes a fallback
+	// stands in for, and read what Advance will ask about.
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(`SELECT status, pending FROM `+s.T.Statuses+` WHERE run_id = $1 FOR UPDATE`, o.RunID).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&status, &pending)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("run %s: %w", o.RunID, ErrRunNotFound)
+	b.Queue(`SELECT run_id, status, pending FROM `+s.T.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, runIDs).Query(func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			var id, status string
+			var n int
+			if err := rows.Scan(&id, &status, &n); err != nil {
+				return err
+			}
+			if g := byRun[id]; g != nil {
+				g.status, g.pending, g.locked = status, n, true
+			}
 		}
-		return err
+		return rows.Err()
 	})
-	b.Queue(`UPDATE `+s.T.Steps+` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
-			started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now()
-			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping') AND attempts = $13`,
-		o.RunID, o.NodeID, string(o.State), o.Attempts, output, o.Result.Action, nonNil(o.Routing.Taken), deliveries, o.Error, o.WakeAt,
-		o.StartedAt, finished, o.LoadedAttempts).Exec(func(tag pgconn.CommandTag) error {
-		applied = tag.RowsAffected() > 0
-		return nil
-	})
-	for _, backed := range recovered {
-		routing := o.Recovered[backed]
-		d, err := jsonArg(routing.Deliveries)
-		if err != nil {
-			return nil, err
+	for _, g := range groups {
+		for _, p := range g.ps {
+			s.queueFinish(b, p)
 		}
-		b.Queue(`UPDATE `+s.T.Steps+` SET state = 'recovered', output = $3, action = nullif($4, ''), taken = $5, deliveries = $6, updated_at = now()
-				WHERE run_id = $1 AND node_id = $2 AND state = 'awaiting_fallback'`,
-			o.RunID, backed, output, o.Result.Action, nonNil(routing.Taken), d).Exec(func(tag pgconn.CommandTag) error {
-			recoveredApplied[backed] = tag.RowsAffected() > 0
-			return nil
-		})
-	}
-	if contextSet != nil {
-		b.Queue(`UPDATE `+s.T.Contexts+` SET context_data = (context_data - $2::text[]) || $3::jsonb WHERE run_id = $1`,
-			o.RunID, nonNil(o.ContextDeleted), contextSet)
-	}
-	advancing := append(append([]string{}, resolved...), recovered...)
-	if len(advancing) > 0 {
-		states.queuePrefetch(b, w, advancing)
+		var advancing []string
+		for _, p := range g.ps {
+			if p.c.O.State.Resolved() {
+				advancing = append(advancing, p.c.O.NodeID)
+			}
+			advancing = append(advancing, p.recovered...)
+		}
+		g.states = &txStates{s: s, conn: conn, ctx: ctx, runID: g.runID, rows: map[string]*stateRow{}}
+		if len(advancing) > 0 {
+			g.states.queuePrefetch(b, g.w, advancing)
+		}
 	}
 	inTx = true
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return nil, err
-	}
-	res.RunStatus = workflow.RunStatus(status)
-	if res.RunStatus != workflow.RunRunning || !applied {
-		return res, nil // rolled back by the deferred ROLLBACK
-	}
-	res.Applied = true
-	for _, backed := range recovered {
-		if recoveredApplied[backed] {
-			resolved = append(resolved, backed)
-		}
+		return err
 	}
 
-	// Decide, then round trip 2: write the consequences and commit.
+	// Decide, run by run, then round trip 2: write the consequences and
+	// commit.
 	b = &pgx.Batch{}
-	delta := 0
-	if o.State != workflow.StepRetrying && o.State != workflow.StepSleeping {
-		delta-- // this step is no longer pending
-	}
-	if o.State == workflow.StepFailed {
-		b.Queue(`UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`,
-			o.RunID, o.Error, o.NodeID)
-		res.RunStatus = workflow.RunFailed
-	} else {
-		var readyIDs []string
-		var readyInputs [][]byte
-		if o.Fallback != "" {
-			in, err := jsonArg(o.FallbackInput)
-			if err != nil {
-				return nil, err
-			}
-			readyIDs, readyInputs = append(readyIDs, o.Fallback), append(readyInputs, in)
-		}
-		if len(resolved) > 0 {
-			tr := w.Advance(resolved, states)
-			if states.err != nil {
-				return nil, states.err
-			}
-			for _, rn := range tr.Ready {
-				in, err := jsonArg(rn.Input)
-				if err != nil {
-					return nil, err
-				}
-				readyIDs, readyInputs = append(readyIDs, rn.ID), append(readyInputs, in)
-			}
-			if len(tr.Skipped) > 0 {
-				b.Queue(`INSERT INTO `+s.T.Steps+` (run_id, node_id, state, finished_at) SELECT $1, unnest($2::text[]), 'skipped', now() ON CONFLICT DO NOTHING`,
-					o.RunID, tr.Skipped)
-				res.Skipped = tr.Skipped
-			}
-		}
-		if len(readyIDs) > 0 {
-			// Under the run's lock no other commit inserts this run's rows,
-			// and Advance only names nodes without one: every row is new.
-			b.Queue(`INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`,
-				o.RunID, readyIDs, readyInputs).Query(func(rows pgx.Rows) error {
-				ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-				res.Ready = ids
-				return err
-			})
-		}
-		pending += delta + len(readyIDs)
-		if pending > 0 {
-			// Touching updated_at is what tells the reconciler the run moves.
-			b.Queue(`UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, o.RunID, pending)
-		} else {
-			// Nothing pending: the run is complete. Its final context (user
-			// keys and _outputs.<id>) goes to the context row and, as
-			// Flowcraft's adapter does, to status_data.
-			b.Queue(`WITH outs AS (
-					SELECT coalesce(jsonb_object_agg('_outputs.' || node_id, coalesce(output, 'null'::jsonb)), '{}'::jsonb) AS o
-					FROM `+s.T.Steps+` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
-				ctx AS (
-					UPDATE `+s.T.Contexts+` c SET context_data = c.context_data || outs.o FROM outs WHERE c.run_id = $1 RETURNING c.context_data)
-				UPDATE `+s.T.Statuses+` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,
-					status_data = coalesce((SELECT context_data FROM ctx), (SELECT o FROM outs))
-				WHERE run_id = $1`, o.RunID)
-			res.RunStatus = workflow.RunCompleted
+	for _, g := range groups {
+		if err := s.decide(b, g); err != nil {
+			return err
 		}
 	}
 	b.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return nil, err
+		return err
 	}
 	inTx = false
-	return res, nil
+	return nil
+}
+
+// queueFinish adds to b the update that finishes p's step — applied only if
+// the step is at the attempt it was loaded at and its run is running (its
+// status row is locked by this transaction) — and the recovery of the nodes
+// p stands in for, applied only with it.
+func (s *Store) queueFinish(b *pgx.Batch, p *pending) {
+	o := &p.c.O
+	args := []any{o.RunID, o.NodeID, string(o.State), o.Attempts, p.output, o.Result.Action, nonNil(o.Routing.Taken), p.deliveries, o.Error, o.WakeAt,
+		o.StartedAt, p.finished, o.LoadedAttempts}
+	finish := `UPDATE ` + s.T.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
+			started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now()
+			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping') AND attempts = $13
+			AND EXISTS (SELECT 1 FROM ` + s.T.Statuses + ` WHERE run_id = $1 AND status = 'running')
+			RETURNING node_id`
+	if len(p.recovered) == 0 {
+		b.Queue(finish, args...).Exec(func(tag pgconn.CommandTag) error {
+			p.applied = tag.RowsAffected() > 0
+			return nil
+		})
+		return
+	}
+	// A fallback's step and the recovery of the nodes it stands in for are
+	// one statement, so that the recoveries apply only with it.
+	var sql strings.Builder
+	sql.WriteString(`WITH me AS (` + finish + `)`)
+	var sel []string
+	for i, backed := range p.recovered {
+		routing := o.Recovered[backed]
+		n := len(args)
+		args = append(args, backed, nonNil(routing.Taken), p.recoveredDeliveries[i])
+		fmt.Fprintf(&sql, `, r%d AS (UPDATE %s SET state = 'recovered', output = $5, action = nullif($6, ''), taken = $%d, deliveries = $%d, updated_at = now()
+			WHERE run_id = $1 AND node_id = $%d AND state = 'awaiting_fallback' AND EXISTS (SELECT 1 FROM me) RETURNING node_id)`,
+			i, s.T.Steps, n+2, n+3, n+1)
+		sel = append(sel, fmt.Sprintf("(SELECT node_id FROM r%d)", i))
+	}
+	sql.WriteString(` SELECT EXISTS (SELECT 1 FROM me), ARRAY[` + strings.Join(sel, ", ") + `]`)
+	b.Queue(sql.String(), args...).QueryRow(func(row pgx.Row) error {
+		var done []*string
+		if err := row.Scan(&p.applied, &done); err != nil {
+			return err
+		}
+		for _, id := range done {
+			if id != nil {
+				p.recoveredApplied[*id] = true
+			}
+		}
+		return nil
+	})
+}
+
+// decide makes the decisions of one run's outcomes, now that its steps are
+// updated, and adds to b what they write: context changes, skipped and
+// ready steps, the run's pending count or final status. It fills in every
+// outcome's Res.
+func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
+	status := workflow.RunStatus(g.status)
+	if !g.locked {
+		err := fmt.Errorf("run %s: %w", g.runID, ErrRunNotFound)
+		for _, p := range g.ps {
+			p.c.Err = fmt.Errorf("commit step %s/%s: %w", p.c.O.RunID, p.c.O.NodeID, err)
+		}
+		return nil
+	}
+	var applied []*pending
+	for _, p := range g.ps {
+		p.c.Res = &Committed{RunStatus: status}
+		if status == workflow.RunRunning && p.applied {
+			p.c.Res.Applied = true
+			applied = append(applied, p)
+		}
+	}
+	if len(applied) == 0 {
+		return nil // nothing of this run changed
+	}
+	setStatus := func(st workflow.RunStatus) {
+		for _, p := range g.ps {
+			p.c.Res.RunStatus = st
+		}
+	}
+	for _, p := range applied {
+		if p.contextSet != nil {
+			o := &p.c.O
+			b.Queue(`UPDATE `+s.T.Contexts+` SET context_data = (context_data - $2::text[]) || $3::jsonb WHERE run_id = $1`,
+				o.RunID, nonNil(o.ContextDeleted), p.contextSet)
+		}
+	}
+	for _, p := range applied {
+		if o := &p.c.O; o.State == workflow.StepFailed {
+			b.Queue(`UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`,
+				o.RunID, o.Error, o.NodeID)
+			setStatus(workflow.RunFailed)
+			return nil
+		}
+	}
+
+	// The nodes made ready, each with the outcome whose delivery will
+	// publish its job: the step whose fallback it is, or a step that routed
+	// to it (whose redelivery re-emits it), else the run's first.
+	var readyIDs []string
+	var readyInputs [][]byte
+	owner := map[string]*pending{}
+	delta := 0
+	var resolved []string
+	for _, p := range applied {
+		o := &p.c.O
+		if o.State != workflow.StepRetrying && o.State != workflow.StepSleeping {
+			delta-- // this step is no longer pending
+		}
+		if o.Fallback != "" {
+			in, err := jsonArg(o.FallbackInput)
+			if err != nil {
+				return fmt.Errorf("encode input of %s: %w", o.Fallback, err)
+			}
+			readyIDs, readyInputs = append(readyIDs, o.Fallback), append(readyInputs, in)
+			owner[o.Fallback] = p
+		}
+		if o.State.Resolved() {
+			resolved = append(resolved, o.NodeID)
+		}
+		for _, backed := range p.recovered {
+			if p.recoveredApplied[backed] {
+				resolved = append(resolved, backed)
+			}
+		}
+	}
+	var skipped []string
+	if len(resolved) > 0 {
+		tr := g.w.Advance(resolved, g.states)
+		if g.states.err != nil {
+			return g.states.err
+		}
+		for _, rn := range tr.Ready {
+			in, err := jsonArg(rn.Input)
+			if err != nil {
+				return fmt.Errorf("encode input of %s: %w", rn.ID, err)
+			}
+			readyIDs, readyInputs = append(readyIDs, rn.ID), append(readyInputs, in)
+			owner[rn.ID] = routedBy(applied, rn.ID)
+		}
+		if len(tr.Skipped) > 0 {
+			b.Queue(`INSERT INTO `+s.T.Steps+` (run_id, node_id, state, finished_at) SELECT $1, unnest($2::text[]), 'skipped', now() ON CONFLICT DO NOTHING`,
+				g.runID, tr.Skipped)
+			skipped = tr.Skipped
+		}
+	}
+	applied[0].c.Res.Skipped = skipped
+	if len(readyIDs) > 0 {
+		// Under the run's lock no other commit inserts this run's rows,
+		// and Advance only names nodes without one: every row is new.
+		b.Queue(`INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`,
+			g.runID, readyIDs, readyInputs).Query(func(rows pgx.Rows) error {
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			for _, id := range ids {
+				if p := owner[id]; p != nil {
+					p.c.Res.Ready = append(p.c.Res.Ready, id)
+				}
+			}
+			return err
+		})
+	}
+	if n := g.pending + delta + len(readyIDs); n > 0 {
+		// Touching updated_at is what tells the reconciler the run moves.
+		b.Queue(`UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, g.runID, n)
+		return nil
+	}
+	// Nothing pending: the run is complete. Its final context (user keys
+	// and _outputs.<id>) goes to the context row and, as Flowcraft's
+	// adapter does, to status_data.
+	b.Queue(`WITH outs AS (
+			SELECT coalesce(jsonb_object_agg('_outputs.' || node_id, coalesce(output, 'null'::jsonb)), '{}'::jsonb) AS o
+			FROM `+s.T.Steps+` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
+		ctx AS (
+			UPDATE `+s.T.Contexts+` c SET context_data = c.context_data || outs.o FROM outs WHERE c.run_id = $1 RETURNING c.context_data)
+		UPDATE `+s.T.Statuses+` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,
+			status_data = coalesce((SELECT context_data FROM ctx), (SELECT o FROM outs))
+		WHERE run_id = $1`, g.runID)
+	setStatus(workflow.RunCompleted)
+	return nil
+}
+
+// routedBy returns the outcome among applied that routed to node id (or
+// stands in for a node that did), else the first.
+func routedBy(applied []*pending, id string) *pending {
+	for _, p := range applied {
+		if slices.Contains(p.c.O.Routing.Taken, id) {
+			return p
+		}
+		for _, backed := range p.recovered {
+			if p.recoveredApplied[backed] && slices.Contains(p.c.O.Recovered[backed].Taken, id) {
+				return p
+			}
+		}
+	}
+	return applied[0]
 }
 
 func nonNil(s []string) []string {

@@ -258,16 +258,31 @@ func (s *Store) GetRun(ctx context.Context, runID string) (*Run, error) {
 const stepColumns = `node_id, state, attempts, input, output, coalesce(action, ''), coalesce(taken, '{}'), coalesce(error, ''), wake_at, started_at, finished_at, created_at`
 
 func scanStep(row pgx.Row) (*Step, error) {
-	var st Step
-	var state string
-	var input, output []byte
-	if err := row.Scan(&st.NodeID, &state, &st.Attempts, &input, &output, &st.Action, &st.Taken, &st.Error, &st.WakeAt, &st.StartedAt, &st.FinishedAt, &st.CreatedAt); err != nil {
+	var sc stepScan
+	if err := row.Scan(sc.dest()...); err != nil {
 		return nil, err
 	}
-	st.State = workflow.StepState(state)
-	st.Input = decodeJSON(input)
-	st.Output = decodeJSON(output)
-	return &st, nil
+	return sc.step(), nil
+}
+
+// stepScan receives the stepColumns of a row.
+type stepScan struct {
+	st            Step
+	state         string
+	input, output []byte
+}
+
+func (sc *stepScan) dest() []any {
+	st := &sc.st
+	return []any{&st.NodeID, &sc.state, &st.Attempts, &sc.input, &sc.output, &st.Action, &st.Taken, &st.Error, &st.WakeAt, &st.StartedAt, &st.FinishedAt, &st.CreatedAt}
+}
+
+func (sc *stepScan) step() *Step {
+	st := sc.st
+	st.State = workflow.StepState(sc.state)
+	st.Input = decodeJSON(sc.input)
+	st.Output = decodeJSON(sc.output)
+	return &st
 }
 
 // Steps reads every step of a run, oldest first.

@@ -18,7 +18,22 @@ const (
 	JobEventType   = "dev.stepflow.job.v1"  // bridge → function
 	JobsEventType  = "dev.stepflow.jobs.v1" // function → bridge (reply)
 	FunctionSource = "stepflow/function"
+	// ResultEventType is the reply to one job of a batch (function → bridge).
+	ResultEventType = "dev.stepflow.result.v1"
 )
+
+// BatchContentType is the CloudEvents batch format: a JSON array of
+// structured-mode events. The bridge POSTs several jobs in one request
+// with it; the function answers with one ResultEventType event per job, in
+// the same order and with the same ids.
+const BatchContentType = "application/cloudevents-batch+json"
+
+// MaxBatch bounds the number of events in one batch request.
+const MaxBatch = 256
+
+// DeliveryAttemptExtension carries a job's transport attempt in a batch
+// (X-Delivery-Attempt in the one-event form).
+const DeliveryAttemptExtension = "deliveryattempt"
 
 // MaxIDBytes bounds a run, blueprint or node id.
 const MaxIDBytes = 512
@@ -99,6 +114,19 @@ type NextJob struct {
 // Reply is the data of a JobsEventType event.
 type Reply struct {
 	Jobs []NextJob `json:"jobs"`
+}
+
+// Result is the data of a ResultEventType event: what the one-event form
+// says with its HTTP status, body and jobs event, for one job of a batch.
+type Result struct {
+	// Status is the HTTP status the job would have been answered with
+	// alone; the bridge applies the same policy to it.
+	Status int `json:"status"`
+	// Error names the problem when Status is not 2xx.
+	Error string `json:"error,omitempty"`
+	// Jobs, with a 2xx Status: the jobs to publish before the delivery is
+	// acked (none: just ack).
+	Jobs []NextJob `json:"jobs,omitempty"`
 }
 
 // LeaseKey is the Redis key of the lease of (run, node): held while a
