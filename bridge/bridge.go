@@ -2,9 +2,11 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/stepflow/stepflow/internal/telemetry"
+	"github.com/stepflow/stepflow/internal/wire"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"io"
@@ -18,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -29,9 +32,17 @@ import (
 
 // Config defaults.
 const (
-	DefaultQueue          = "flowcraft-jobs" // the Flowcraft adapter's queue
-	DefaultPrefetch       = 64
-	DefaultConcurrency    = 32
+	DefaultQueue = "flowcraft-jobs" // the Flowcraft adapter's queue
+	// DefaultPrefetch, DefaultConcurrency and DefaultBatchSize go together: a
+	// delivery is sent as soon as one of the Concurrency request slots is free,
+	// alone if nothing else is waiting (no timer waits for a batch to fill),
+	// so a lone job is as quick as ever. Under load the slots are busy and
+	// deliveries wait in the prefetch; a slot that frees takes up to
+	// BatchSize of them at once, so batches grow to about
+	// Prefetch/Concurrency = 32 jobs, and up to Prefetch jobs run at once.
+	DefaultPrefetch       = 256
+	DefaultConcurrency    = 8
+	DefaultBatchSize      = 32
 	DefaultRequestTimeout = 25 * time.Second
 	DefaultMaxAttempts    = 10
 	DefaultBackoffBase    = time.Second
@@ -56,6 +67,11 @@ const (
 	maxErrorBodyBytes = 64 << 10
 	// maxQueueNameLen leaves room for the ".delay.<ms>" suffix within AMQP's 255.
 	maxQueueNameLen = 255 - len(".delay.83886080")
+	// maxBatchBytes bounds a batch request's body (as eventBytes counts it),
+	// half of what the function reads of one (8 MiB): a request it refuses
+	// as too large (413) would dead-letter every job of the batch. A single
+	// delivery still goes alone, whatever its size.
+	maxBatchBytes = 4 << 20
 )
 
 // Config configures a Bridge. Zero values take the defaults above.
@@ -64,14 +80,21 @@ type Config struct {
 	Queue          string        // default DefaultQueue
 	FunctionURL    string        // required, e.g. http://127.0.0.1:8080/
 	ReadinessURL   string        // default: FunctionURL with path ReadinessPath
-	Prefetch       int           // AMQP prefetch (unacked deliveries held), default 64
-	Concurrency    int           // deliveries being POSTed at once, default 32
-	RequestTimeout time.Duration // per-attempt HTTP timeout, default 25s
+	Prefetch       int           // AMQP prefetch (unacked deliveries held), default 256
+	Concurrency    int           // requests (batches) to the function in flight at once, default 8
+	RequestTimeout time.Duration // time limit of one request (one job, or a whole batch), default 25s
 	MaxAttempts    int           // transport-level attempts before dead-lettering, default 10
 	BackoffBase    time.Duration // transport retry backoff base, default 1s
 	BackoffMax     time.Duration // transport retry backoff cap, default 5m
 	ShutdownGrace  time.Duration // how long in-flight deliveries may finish on shutdown, default 30s
 	Logger         *slog.Logger  // default slog.Default()
+	// BatchSize bounds the deliveries sent in one request, default 32, at most
+	// wire.MaxBatch. Above 1 every request is a CloudEvents batch
+	// (application/cloudevents-batch+json), even of one job; 1 sends each job
+	// alone as a binary-mode CloudEvent, for functions that take one event per
+	// request (func-go's CloudEvents handler). A batch is never waited for:
+	// it holds what has already arrived when a request slot frees.
+	BatchSize int
 	// Registerer receives the bridge's metrics; nil uses a private registry.
 	Registerer prometheus.Registerer
 	// HTTPClient calls the function; nil builds one that follows no redirects
@@ -134,6 +157,7 @@ func (c *Config) Validate() error {
 	}
 	positiveInt("Prefetch", &c.Prefetch, DefaultPrefetch, 65535) // AMQP prefetch-count is 16 bits
 	positiveInt("Concurrency", &c.Concurrency, DefaultConcurrency, 1<<20)
+	positiveInt("BatchSize", &c.BatchSize, DefaultBatchSize, wire.MaxBatch)
 	positiveInt("MaxAttempts", &c.MaxAttempts, DefaultMaxAttempts, 1<<20)
 	positiveInt("PublishCopies", &c.PublishCopies, 1, 10)
 
@@ -196,8 +220,8 @@ type Bridge struct {
 
 	ready   atomic.Bool
 	started atomic.Bool
-	sem     chan struct{}  // one slot per delivery being POSTed, shared across reconnects
-	wg      sync.WaitGroup // deliveries being handled (POSTs and redelays)
+	sem     chan struct{}  // one slot per request (batch) in flight, shared across reconnects
+	wg      sync.WaitGroup // requests and redelays being handled
 }
 
 // New validates cfg and returns a Bridge. It does not connect; Run does.
@@ -371,26 +395,26 @@ func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consume
 	}
 	b.ready.Store(true)
 	defer b.ready.Store(false)
-	b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency)
+	b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency, "batch_size", b.cfg.BatchSize)
 
+	in := b.forward(deliveries)
+	defer in.close()
 	s := &channels{pub: pub, lost: lost}
 	for {
-		select {
-		case <-ctx.Done():
+		if batch := b.collect(ctx, workCtx, s, in); batch != nil {
+			b.wg.Add(1)
+			go b.handle(workCtx, s, batch)
+			continue
+		}
+		if ctx.Err() != nil {
 			b.ready.Store(false)
 			b.log.Info("shutting down: consumer cancelled, draining in-flight deliveries", "grace", b.cfg.ShutdownGrace)
-			b.stopConsuming(cons, tag, deliveries)
+			b.stopConsuming(cons, tag, in)
 			b.drain(stopWork)
 			return true, nil
-		case <-lost:
-			return true, lostErr
-		case d, ok := <-deliveries:
-			if !ok {
-				<-lost // the channel or connection closed; the watcher says why
-				return true, lostErr
-			}
-			b.dispatch(ctx, workCtx, s, d)
 		}
+		<-lost // the channel or connection closed; the watcher says why
+		return true, lostErr
 	}
 }
 
@@ -407,38 +431,178 @@ type channels struct {
 	lost <-chan struct{} // closed when the session's connection or a channel closes
 }
 
-// dispatch hands d to a handler goroutine: a redelay when d came back before
-// it is due (no worker slot: it only republishes), otherwise a POST once a
-// worker slot is free.
-func (b *Bridge) dispatch(ctx, workCtx context.Context, s *channels, d amqp.Delivery) {
+// inbox holds the deliveries that have arrived and wait for a request slot.
+// amqp091's deliveries channel is unbuffered (its queue lives in a goroutine
+// of its own), so a receive that must not block sees at most the one
+// delivery offered at that instant; the inbox is buffered for the whole
+// prefetch, so that a slot that frees sees every delivery already there and
+// takes them in one batch.
+type inbox struct {
+	c       chan amqp.Delivery // closed once the consumer's channel is
+	stop    chan struct{}
+	stopped chan struct{}
+	waiting prometheus.Gauge
+	// held is a delivery taken out of c that did not fit in the last batch
+	// (maxBatchBytes): the next batch starts with it. Only the session's
+	// goroutine uses it.
+	held *amqp.Delivery
+}
+
+// forward moves deliveries into a new inbox until they end or the inbox is
+// closed.
+func (b *Bridge) forward(deliveries <-chan amqp.Delivery) *inbox {
+	in := &inbox{
+		// At most Prefetch deliveries are unacked, so the forwarder never
+		// waits for room.
+		c:       make(chan amqp.Delivery, b.cfg.Prefetch),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		waiting: b.metrics.waiting,
+	}
+	go func() {
+		defer close(in.stopped)
+		defer close(in.c)
+		for {
+			select {
+			case d, ok := <-deliveries:
+				if !ok {
+					return
+				}
+				in.waiting.Inc()
+				select {
+				case in.c <- d:
+				case <-in.stop:
+					in.waiting.Dec()
+					return
+				}
+			case <-in.stop:
+				return
+			}
+		}
+	}()
+	return in
+}
+
+// received counts a delivery taken out of the inbox.
+func (in *inbox) received() { in.waiting.Dec() }
+
+// close stops the forwarder and drops what is left: deliveries of a session
+// that is over die with its channel, and the broker redelivers them.
+func (in *inbox) close() {
+	close(in.stop)
+	<-in.stopped
+	if in.held != nil {
+		in.held = nil
+		in.received()
+	}
+	for range in.c {
+		in.received()
+	}
+}
+
+// eventBytes is about what a delivery adds to a batch request: its body
+// (as base64 at worst) and the event's attributes.
+func eventBytes(d amqp.Delivery) int { return len(d.Body)*4/3 + 1024 }
+
+// collect makes the next batch: it takes a request slot first, then waits
+// for the first delivery, then adds, without waiting, whatever else has
+// already arrived, up to BatchSize deliveries and maxBatchBytes. A delivery
+// that came back before it is due goes down the delay ladder instead (no
+// slot: it only republishes). It returns nil, holding no slot, once ctx is
+// cancelled or the session is lost.
+func (b *Bridge) collect(ctx, workCtx context.Context, s *channels, in *inbox) []amqp.Delivery {
+	select {
+	case b.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	case <-s.lost:
+		return nil
+	}
+	var batch []amqp.Delivery
+	if in.held != nil {
+		d := *in.held
+		in.held = nil
+		batch = b.take(ctx, workCtx, s, in, batch, d)
+	}
+	for len(batch) == 0 {
+		select {
+		case d, ok := <-in.c:
+			if !ok {
+				<-b.sem
+				return nil
+			}
+			batch = b.take(ctx, workCtx, s, in, batch, d)
+		case <-ctx.Done():
+			<-b.sem
+			return nil
+		case <-s.lost:
+			<-b.sem
+			return nil
+		}
+	}
+	size := 0
+	for _, d := range batch {
+		size += eventBytes(d)
+	}
+more:
+	for len(batch) < b.cfg.BatchSize {
+		select {
+		case d, ok := <-in.c:
+			if !ok {
+				break more // the next collect sees the end
+			}
+			if size+eventBytes(d) > maxBatchBytes {
+				in.held = &d // first in line for the next request
+				break more
+			}
+			n := len(batch)
+			if batch = b.take(ctx, workCtx, s, in, batch, d); len(batch) > n {
+				size += eventBytes(d)
+			}
+		default:
+			break more
+		}
+	}
+	if ctx.Err() != nil { // shutting down: start nothing new
+		for _, d := range batch {
+			b.settle(d, nil, Decision{Kind: KindRequeue})
+		}
+		<-b.sem
+		return nil
+	}
+	return batch
+}
+
+// take adds d, just out of the inbox, to batch, or hands it to a redelay
+// when it came back before it is due.
+func (b *Bridge) take(ctx, workCtx context.Context, s *channels, in *inbox, batch []amqp.Delivery, d amqp.Delivery) []amqp.Delivery {
+	in.received()
 	if ctx.Err() != nil { // shutting down: start nothing new
 		b.settle(d, nil, Decision{Kind: KindRequeue})
-		return
+		return batch
 	}
 	if due, ok := dueIn(d.Headers, time.Now()); ok && due > earlyTolerance {
 		b.wg.Add(1)
 		go b.redelay(workCtx, s, d, due)
-		return
+		return batch
 	}
-	select {
-	case b.sem <- struct{}{}:
-	case <-ctx.Done():
-		b.settle(d, nil, Decision{Kind: KindRequeue})
-		return
-	case <-s.lost:
-		return // d died with its channel; the broker redelivers it
-	}
-	b.wg.Add(1)
-	go b.handle(workCtx, s, d)
+	return append(batch, d)
 }
 
 // stopConsuming cancels the consumer and requeues deliveries that were
-// prefetched but never dispatched.
-func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, deliveries <-chan amqp.Delivery) {
+// prefetched but never sent.
+func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox) {
 	if err := cons.Cancel(tag, false); err != nil {
 		b.log.Warn("cancel consumer", "err", err)
 	}
-	for d := range deliveries { // closed once the cancel is done (or the channel closes)
+	if in.held != nil {
+		d := *in.held
+		in.held = nil
+		in.received()
+		b.settle(d, nil, Decision{Kind: KindRequeue})
+	}
+	for d := range in.c { // closed once the cancel is done (or the channel closes)
+		in.received()
 		b.settle(d, nil, Decision{Kind: KindRequeue})
 	}
 }
@@ -463,38 +627,87 @@ func (b *Bridge) drain(stopWork func()) {
 	<-done
 }
 
-// handle runs one delivery: POST it, decide, carry the decision out.
-func (b *Bridge) handle(ctx context.Context, s *channels, d amqp.Delivery) {
+// delivery is one delivery of a batch being handled.
+type delivery struct {
+	d       amqp.Delivery
+	job     Job // as far as the body parses
+	jobID   string
+	attempt int // this transport attempt, 1-based
+	log     *slog.Logger
+	ctx     context.Context // carries the delivery's span
+	span    trace.Span
+
+	dec    Decision
+	status int                          // the status the job was answered with, 0 for none
+	dcs    []*amqp.DeferredConfirmation // what carrying dec out published
+	pubErr error                        // carrying dec out failed: requeue instead
+}
+
+// handle runs one request slot's batch: POST it (alone in binary mode when
+// BatchSize is 1, else as a CloudEvents batch), decide for each delivery,
+// carry the decisions out.
+func (b *Bridge) handle(ctx context.Context, s *channels, batch []amqp.Delivery) {
 	defer b.wg.Done()
 	defer func() { <-b.sem }()
-	b.metrics.inflight.Inc()
-	defer b.metrics.inflight.Dec()
+	n := float64(len(batch))
+	b.metrics.inflight.Add(n)
+	defer b.metrics.inflight.Sub(n)
+	b.metrics.batchSize.Observe(n)
 
+	ds := make([]*delivery, len(batch))
+	for i, d := range batch {
+		ds[i] = b.begin(ctx, d, len(batch))
+	}
+	defer func() {
+		for _, d := range ds {
+			d.span.End()
+		}
+	}()
+
+	if b.cfg.BatchSize == 1 {
+		d := ds[0] // collect never takes more than BatchSize
+		reply := b.call(d.ctx, d.d, d.jobID, d.job, d.attempt)
+		d.dec, d.status = b.policy.Decide(reply), reply.Status
+	} else {
+		reply := b.callBatch(ctx, ds)
+		jobs := make([]BatchJob, len(ds))
+		for i, d := range ds {
+			jobs[i] = BatchJob{ID: d.jobID, Attempt: d.attempt}
+		}
+		for i, bd := range b.policy.DecideBatch(reply, jobs) {
+			ds[i].dec, ds[i].status = bd.Decision, bd.Status
+		}
+	}
+	b.carryOut(ctx, s, ds)
+}
+
+// begin names a delivery for logs and starts its span.
+func (b *Bridge) begin(ctx context.Context, d amqp.Delivery, batchSize int) *delivery {
 	job := peekJob(d.Body)
 	jobID := deliveryJobID(d.MessageId, d.Body)
 	made, _ := headerInt(d.Headers, HeaderAttempts)
 	attempt := int(max(made, 0)) + 1
 	log := b.log.With("job_id", jobID, "run_id", job.RunID, "node_id", job.NodeID,
 		"attempt", max(job.Attempt, 1), "delivery_attempt", attempt)
+	if b.cfg.BatchSize > 1 {
+		log = log.With("batch_size", batchSize)
+	}
 
 	// Continue the run's trace: the delivery's traceparent is the parent,
 	// and the function call and the next jobs carry this span's context.
+	// A span per delivery, also in a batch, keeps every run's trace whole.
 	ctx = telemetry.Extract(ctx, telemetry.AMQPCarrier(d.Headers))
 	ctx, span := telemetry.Tracer().Start(ctx, "stepflow.bridge.deliver", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("stepflow.run_id", job.RunID), attribute.String("stepflow.node_id", job.NodeID),
 			attribute.Int("stepflow.attempt", max(job.Attempt, 1)), attribute.Int("stepflow.delivery_attempt", attempt),
+			attribute.Int("stepflow.batch_size", batchSize),
 			attribute.String("messaging.destination.name", b.cfg.Queue)))
-	defer span.End()
-
-	reply := b.call(ctx, d, jobID, job, attempt)
-	dec := b.policy.Decide(reply)
-	b.carryOut(ctx, log, s, d, dec, attempt, reply)
+	return &delivery{d: d, job: job, jobID: jobID, attempt: attempt, log: log, ctx: ctx, span: span}
 }
 
-// call POSTs the delivery to the function as a binary-mode CloudEvent and reads
-// the reply. Transport failures come back in Reply.Err.
-func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Job, attempt int) (r Reply) {
-	r.Attempt = attempt
+// jobEvent is the CloudEvent of one delivery, and the traceparent it carries
+// ("" when none is known).
+func (b *Bridge) jobEvent(ctx context.Context, d amqp.Delivery, jobID string, job Job) (event.Event, string) {
 	ev := event.New()
 	ev.SetID(jobID)
 	ev.SetType(EventTypeJob)
@@ -512,6 +725,14 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Jo
 		// context travels as the CloudEvents distributed-tracing extension.
 		ev.SetExtension(HeaderTraceparent, tp)
 	}
+	return ev, tp
+}
+
+// call POSTs the delivery to the function as a binary-mode CloudEvent and reads
+// the reply. Transport failures come back in Reply.Err.
+func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Job, attempt int) (r Reply) {
+	r.Attempt = attempt
+	ev, tp := b.jobEvent(ctx, d, jobID, job)
 
 	reqCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
 	defer cancel()
@@ -534,11 +755,53 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Jo
 	if tp != "" {
 		req.Header.Set(HeaderTraceparent, tp)
 	}
+	b.do(req, &r)
+	return r
+}
 
+// callBatch POSTs the deliveries to the function as a CloudEvents batch
+// (structured-mode events in a JSON array) and reads the reply. Each event is
+// the one call sends, plus its delivery attempt as the deliveryattempt
+// extension. Transport failures come back in Reply.Err; Reply.Attempt is not
+// set (every delivery has its own).
+func (b *Bridge) callBatch(ctx context.Context, ds []*delivery) (r Reply) {
+	events := make([]event.Event, len(ds))
+	for i, d := range ds {
+		ev, _ := b.jobEvent(d.ctx, d.d, d.jobID, d.job)
+		ev.SetExtension(wire.DeliveryAttemptExtension, d.attempt)
+		// In the structured format a JSON body goes in as JSON ("data"); one
+		// that does not parse, or holds invalid UTF-8 that a JSON decoder
+		// would replace, goes as "data_base64", byte for byte (the function
+		// answers it 400), so that it cannot break the array around it.
+		ev.DataBase64 = !json.Valid(d.d.Body) || !utf8.Valid(d.d.Body)
+		events[i] = ev
+	}
+
+	reqCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
+	defer cancel()
+	start := time.Now()
+	defer func() {
+		b.metrics.request.Observe(time.Since(start).Seconds())
+		r.Now = time.Now()
+		r.ShuttingDown = r.Err != nil && ctx.Err() != nil
+	}()
+
+	req, err := cehttp.NewHTTPRequestFromEvents(reqCtx, b.cfg.FunctionURL, events)
+	if err != nil {
+		r.Err = fmt.Errorf("build batch request: %w", err)
+		return r
+	}
+	b.do(req, &r)
+	return r
+}
+
+// do sends req and reads the reply into r: at most MaxReplyBytes of a 2xx
+// body, maxErrorBodyBytes of any other.
+func (b *Bridge) do(req *http.Request, r *Reply) {
 	resp, err := b.cfg.HTTPClient.Do(req)
 	if err != nil {
 		r.Err = err
-		return r
+		return
 	}
 	defer resp.Body.Close()
 	limit := int64(maxErrorBodyBytes)
@@ -548,88 +811,104 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Jo
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		r.Err = fmt.Errorf("read reply (HTTP %d): %w", resp.StatusCode, err)
-		return r
+		return
 	}
 	if int64(len(body)) > limit {
 		body, r.BodyTruncated = body[:limit], true
 	}
 	r.Status, r.Header, r.Body = resp.StatusCode, resp.Header, body
-	return r
 }
 
-// carryOut executes a decision: publish what it asks for with confirms, then
-// ack; any publish failure requeues the delivery instead (at-least-once: the
-// function is idempotent per job id).
-func (b *Bridge) carryOut(ctx context.Context, log *slog.Logger, s *channels, d amqp.Delivery, dec Decision, attempt int, reply Reply) {
+// carryOut executes a batch's decisions: it publishes everything they ask
+// for, pipelined on the confirm channel, then waits for all the confirms,
+// then settles each delivery: ack, or requeue for a delivery whose own
+// publishes failed (at-least-once: the function is idempotent per job id).
+func (b *Bridge) carryOut(ctx context.Context, s *channels, ds []*delivery) {
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	now := time.Now()
+	for _, d := range ds {
+		d.dcs, d.pubErr = b.publishFor(pctx, s, d, now)
+	}
+	start := time.Now()
+	waited := false
+	for _, d := range ds {
+		if d.pubErr != nil {
+			continue
+		}
+		for _, dc := range d.dcs {
+			if d.pubErr = waitConfirm(pctx, dc); d.pubErr != nil {
+				break
+			}
+		}
+		waited = waited || len(d.dcs) > 0
+	}
+	if waited {
+		b.metrics.confirm.Observe(time.Since(start).Seconds())
+	}
+	for _, d := range ds {
+		dec, log := d.dec, d.log
+		if d.pubErr != nil {
+			log.Error("publishing for a delivery failed; requeueing it", "decision", dec.Kind.String(), "err", d.pubErr)
+			dec = Decision{Kind: KindRequeue, Reason: d.pubErr.Error()}
+		}
+		if d.status != 0 {
+			log = log.With("status", d.status)
+		}
+		b.settle(d.d, log, dec)
+	}
+}
+
+// publishFor publishes what d's decision asks for, without waiting for the
+// confirms: the reply's jobs, a delayed retry, or a dead letter.
+func (b *Bridge) publishFor(ctx context.Context, s *channels, d *delivery, now time.Time) ([]*amqp.DeferredConfirmation, error) {
 	var dcs []*amqp.DeferredConfirmation
-	var err error
-	switch dec.Kind {
+	switch dec := d.dec; dec.Kind {
 	case KindPublish:
 		var headers amqp.Table
-		tp := telemetry.Traceparent(ctx)
+		tp := telemetry.Traceparent(d.ctx)
 		if tp == "" {
-			tp, _ = headerString(d.Headers, HeaderTraceparent)
+			tp, _ = headerString(d.d.Headers, HeaderTraceparent)
 		}
 		if tp != "" {
 			headers = amqp.Table{HeaderTraceparent: tp} // the next steps continue the trace
 		}
-	publish:
 		for _, j := range dec.Jobs {
 			for range max(1, b.cfg.PublishCopies) {
-				var dc *amqp.DeferredConfirmation
-				dc, err = sendJob(pctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
+				dc, err := sendJob(ctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
 				if err != nil {
-					break publish
+					return nil, err
 				}
 				dcs = append(dcs, dc)
 			}
 		}
 	case KindRetry:
-		msg := republishing(d)
-		msg.Headers[HeaderAttempts] = int32(attempt)
+		msg := republishing(d.d)
+		msg.Headers[HeaderAttempts] = int32(d.attempt)
 		if _, ok := msg.Headers[HeaderFirstFailure]; !ok {
 			msg.Headers[HeaderFirstFailure] = now.UTC().Format(time.RFC3339)
 		}
-		var dc *amqp.DeferredConfirmation
-		if dc, err = sendDelayed(pctx, s.pub, b.cfg.Queue, msg, dec.Delay, now); err == nil {
-			dcs = append(dcs, dc)
+		dc, err := sendDelayed(ctx, s.pub, b.cfg.Queue, msg, dec.Delay, now)
+		if err != nil {
+			return nil, err
 		}
+		dcs = append(dcs, dc)
 	case KindDeadLetter:
-		msg := republishing(d)
+		msg := republishing(d.d)
 		msg.Headers[HeaderDeadLetterID] = uuid.NewString()
 		msg.Headers[HeaderErrorCode] = dec.Code
 		msg.Headers[HeaderErrorReason] = dec.Reason
-		msg.Headers[HeaderAttempts] = int32(attempt)
+		msg.Headers[HeaderAttempts] = int32(d.attempt)
 		if _, ok := msg.Headers[HeaderFirstFailure]; !ok {
 			msg.Headers[HeaderFirstFailure] = now.UTC().Format(time.RFC3339)
 		}
-		var dc *amqp.DeferredConfirmation
-		if dc, err = send(pctx, s.pub, DeadLetterQueue(b.cfg.Queue), msg); err == nil {
-			dcs = append(dcs, dc)
+		dc, err := send(ctx, s.pub, DeadLetterQueue(b.cfg.Queue), msg)
+		if err != nil {
+			return nil, err
 		}
+		dcs = append(dcs, dc)
 	}
-	if err == nil {
-		start := time.Now()
-		for _, dc := range dcs {
-			if err = waitConfirm(pctx, dc); err != nil {
-				break
-			}
-		}
-		if len(dcs) > 0 {
-			b.metrics.confirm.Observe(time.Since(start).Seconds())
-		}
-	}
-	if err != nil {
-		log.Error("publishing for a delivery failed; requeueing it", "decision", dec.Kind.String(), "err", err)
-		dec = Decision{Kind: KindRequeue, Reason: err.Error()}
-	}
-	if reply.Status != 0 {
-		log = log.With("status", reply.Status)
-	}
-	b.settle(d, log, dec)
+	return dcs, nil
 }
 
 // settle acks or nacks d as dec says, counts the outcome and logs it.

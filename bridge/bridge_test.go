@@ -93,10 +93,12 @@ func TestRunWaitsForFunctionReadiness(t *testing.T) {
 	}
 }
 
-// TestRequestShape checks the CloudEvent the function receives.
+// TestRequestShape checks the CloudEvent the function receives in the
+// one-event form (BatchSize 1): binary mode, X-Delivery-Attempt, traceparent.
+// TestBatchRequestShape checks the batch form.
 func TestRequestShape(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, noContent)
+	tb := setup(t, noContent, single)
 	tb.start()
 
 	// A Flowcraft-style message: no message id, odd spacing that must survive.
@@ -139,59 +141,61 @@ func TestRequestShape(t *testing.T) {
 // delay queues), then ack.
 func TestReplyJobsArePublished(t *testing.T) {
 	t.Parallel()
-	next := []ReplyJob{
-		{Job: Job{RunID: "r", BlueprintID: "bp", NodeID: "b", Attempt: 1}},
-		{Job: Job{RunID: "r", BlueprintID: "bp", NodeID: "c", Attempt: 2}, DelayMs: 300},
-	}
-	var replied atomic.Int64 // unix nanos of the jobs reply
-	tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Ce-Id") == "r:a:1" {
-			replied.Store(time.Now().UnixNano())
-			replyJobs(t, w, r, next)
-			return
+	forms(t, func(t *testing.T, form func(*Config)) {
+		next := []ReplyJob{
+			{Job: Job{RunID: "r", BlueprintID: "bp", NodeID: "b", Attempt: 1}},
+			{Job: Job{RunID: "r", BlueprintID: "bp", NodeID: "c", Attempt: 2}, DelayMs: 300},
 		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	tb.start()
-	tb.publishRaw(amqp.Publishing{
-		ContentType: "application/json",
-		Body:        []byte(`{"runId":"r","blueprintId":"bp","nodeId":"a"}`),
-		Headers:     amqp.Table{"traceparent": "00-11111111111111111111111111111111-2222222222222222-01"},
-	})
-	if r := tb.nextRequest(wait); r.Header.Get("Ce-Id") != "r:a:1" {
-		t.Fatalf("first request %v", r.Header)
-	}
-	got := map[string]request{}
-	for range 2 {
-		r := tb.nextRequest(wait)
-		got[r.Header.Get("Ce-Id")] = r
-	}
-	for _, j := range next {
-		r, ok := got[j.ID()]
-		if !ok {
-			t.Fatalf("job %s was not delivered; got %v", j.ID(), got)
+		var replied atomic.Int64 // unix nanos of the jobs reply
+		tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Ce-Id") == "r:a:1" {
+				replied.Store(time.Now().UnixNano())
+				replyJobs(t, w, r, next)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}, form)
+		tb.start()
+		tb.publishRaw(amqp.Publishing{
+			ContentType: "application/json",
+			Body:        []byte(`{"runId":"r","blueprintId":"bp","nodeId":"a"}`),
+			Headers:     amqp.Table{"traceparent": "00-11111111111111111111111111111111-2222222222222222-01"},
+		})
+		if r := tb.nextRequest(wait); r.Header.Get("Ce-Id") != "r:a:1" {
+			t.Fatalf("first request %v", r.Header)
 		}
-		want, _ := json.Marshal(j.Job)
-		if string(r.Body) != string(want) {
-			t.Errorf("job %s body = %s, want %s (delayMs stripped)", j.ID(), r.Body, want)
+		got := map[string]request{}
+		for range 2 {
+			r := tb.nextRequest(wait)
+			got[r.Header.Get("Ce-Id")] = r
 		}
-		if strings.Contains(string(r.Body), "delayMs") {
-			t.Errorf("delayMs not stripped: %s", r.Body)
-		}
-		if tp := r.Header.Get("Traceparent"); tp != "00-11111111111111111111111111111111-2222222222222222-01" {
-			t.Errorf("traceparent not carried to the next job: %q", tp)
-		}
-		if j.DelayMs > 0 {
-			if early := time.Duration(j.DelayMs)*time.Millisecond - r.At.Sub(time.Unix(0, replied.Load())); early > 0 {
-				t.Errorf("delayed job arrived %s early", early)
+		for _, j := range next {
+			r, ok := got[j.ID()]
+			if !ok {
+				t.Fatalf("job %s was not delivered; got %v", j.ID(), got)
+			}
+			want, _ := json.Marshal(j.Job)
+			if string(r.Body) != string(want) {
+				t.Errorf("job %s body = %s, want %s (delayMs stripped)", j.ID(), r.Body, want)
+			}
+			if strings.Contains(string(r.Body), "delayMs") {
+				t.Errorf("delayMs not stripped: %s", r.Body)
+			}
+			if tp := r.Header.Get("Traceparent"); tp != "00-11111111111111111111111111111111-2222222222222222-01" {
+				t.Errorf("traceparent not carried to the next job: %q", tp)
+			}
+			if j.DelayMs > 0 {
+				if early := time.Duration(j.DelayMs)*time.Millisecond - r.At.Sub(time.Unix(0, replied.Load())); early > 0 {
+					t.Errorf("delayed job arrived %s early", early)
+				}
 			}
 		}
-	}
-	tb.waitOutcome(outcomeAck, 2, wait)
-	tb.stopAndAssertEmpty() // settles everything in flight (the reply's confirms may come last)
-	if n := tb.outcomes(outcomeReplyPublished); n != 1 {
-		t.Errorf("reply_published = %d, want 1", n)
-	}
+		tb.waitOutcome(outcomeAck, 2, wait)
+		tb.stopAndAssertEmpty() // settles everything in flight (the reply's confirms may come last)
+		if n := tb.outcomes(outcomeReplyPublished); n != 1 {
+			t.Errorf("reply_published = %d, want 1", n)
+		}
+	})
 }
 
 // Row 2: 200 / 202 / 204 without an event → ack.
@@ -200,15 +204,17 @@ func TestAckWithoutEvent(t *testing.T) {
 	for _, status := range []int{200, 202, 204} {
 		t.Run(strconv.Itoa(status), func(t *testing.T) {
 			t.Parallel()
-			tb := setup(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })
-			tb.start()
-			tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
-			tb.nextRequest(wait)
-			tb.waitOutcome(outcomeAck, 1, wait)
-			tb.stopAndAssertEmpty()
-			if n := tb.calls.Load(); n != 1 {
-				t.Errorf("function called %d times, want 1", n)
-			}
+			forms(t, func(t *testing.T, form func(*Config)) {
+				tb := setup(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }, form)
+				tb.start()
+				tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+				tb.nextRequest(wait)
+				tb.waitOutcome(outcomeAck, 1, wait)
+				tb.stopAndAssertEmpty()
+				if n := tb.calls.Load(); n != 1 {
+					t.Errorf("function called %d times, want 1", n)
+				}
+			})
 		})
 	}
 }
@@ -219,41 +225,43 @@ func TestDeadLetterAtOnce(t *testing.T) {
 	for _, status := range []int{400, 413, 415, 422, 403, 302} {
 		t.Run(strconv.Itoa(status), func(t *testing.T) {
 			t.Parallel()
-			tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path == "/redirected" {
-					t.Error("the bridge followed a redirect")
+			forms(t, func(t *testing.T, form func(*Config)) {
+				tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/redirected" {
+						t.Error("the bridge followed a redirect")
+					}
+					if status == http.StatusFound {
+						w.Header().Set("Location", "/redirected")
+					}
+					http.Error(w, fmt.Sprintf("no way (%d)", status), status)
+				}, form)
+				tb.start()
+				start := time.Now().Add(-time.Second).Truncate(time.Second)
+				body := []byte(`{"runId":"r","blueprintId":"bp","nodeId":"n"}`)
+				tb.publishRaw(amqp.Publishing{
+					ContentType:  "application/json",
+					DeliveryMode: amqp.Persistent,
+					MessageId:    "r:n:1",
+					Body:         body,
+					Headers:      amqp.Table{"x-custom": "kept"},
+				})
+				d := tb.get(DeadLetterQueue(tb.queue), wait)
+				if string(d.Body) != string(body) || d.MessageId != "r:n:1" || d.ContentType != "application/json" {
+					t.Errorf("dead letter lost the message: body %s id %q ct %q", d.Body, d.MessageId, d.ContentType)
 				}
-				if status == http.StatusFound {
-					w.Header().Set("Location", "/redirected")
+				if d.DeliveryMode != amqp.Persistent {
+					t.Errorf("dead letter not persistent")
 				}
-				http.Error(w, fmt.Sprintf("no way (%d)", status), status)
+				assertDeadLetterHeaders(t, d, strconv.Itoa(status), fmt.Sprintf("no way (%d)", status), 1, start)
+				if got := headerStr(t, d.Headers, "x-custom"); got != "kept" {
+					t.Errorf("x-custom = %q", got)
+				}
+				tb.waitOutcome(outcomeDeadLettered, 1, wait)
+				tb.stopAndAssertEmpty()
+				if n := tb.calls.Load(); n != 1 {
+					t.Errorf("function called %d times, want 1", n)
+				}
 			})
-			tb.start()
-			start := time.Now().Add(-time.Second).Truncate(time.Second)
-			body := []byte(`{"runId":"r","blueprintId":"bp","nodeId":"n"}`)
-			tb.publishRaw(amqp.Publishing{
-				ContentType:  "application/json",
-				DeliveryMode: amqp.Persistent,
-				MessageId:    "r:n:1",
-				Body:         body,
-				Headers:      amqp.Table{"x-custom": "kept"},
-			})
-			d := tb.get(DeadLetterQueue(tb.queue), wait)
-			if string(d.Body) != string(body) || d.MessageId != "r:n:1" || d.ContentType != "application/json" {
-				t.Errorf("dead letter lost the message: body %s id %q ct %q", d.Body, d.MessageId, d.ContentType)
-			}
-			if d.DeliveryMode != amqp.Persistent {
-				t.Errorf("dead letter not persistent")
-			}
-			assertDeadLetterHeaders(t, d, strconv.Itoa(status), fmt.Sprintf("no way (%d)", status), 1, start)
-			if got := headerStr(t, d.Headers, "x-custom"); got != "kept" {
-				t.Errorf("x-custom = %q", got)
-			}
-			tb.waitOutcome(outcomeDeadLettered, 1, wait)
-			tb.stopAndAssertEmpty()
-			if n := tb.calls.Load(); n != 1 {
-				t.Errorf("function called %d times, want 1", n)
-			}
 		})
 	}
 }
@@ -284,35 +292,37 @@ func TestRetryThenSuccess(t *testing.T) {
 	for _, status := range []int{404, 408, 409, 425, 429, 500, 503} {
 		t.Run(strconv.Itoa(status), func(t *testing.T) {
 			t.Parallel()
-			var n atomic.Int64
-			tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-				if n.Add(1) <= 2 {
-					http.Error(w, "not now", status)
-					return
+			forms(t, func(t *testing.T, form func(*Config)) {
+				var n atomic.Int64
+				tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+					if n.Add(1) <= 2 {
+						http.Error(w, "not now", status)
+						return
+					}
+					w.WriteHeader(http.StatusNoContent)
+				}, form)
+				tb.start()
+				job := Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}
+				tb.publishJob(job, 0)
+				want, _ := json.Marshal(job)
+				for attempt := 1; attempt <= 3; attempt++ {
+					r := tb.nextRequest(wait)
+					if got := r.Header.Get("X-Delivery-Attempt"); got != strconv.Itoa(attempt) {
+						t.Errorf("X-Delivery-Attempt = %q, want %d", got, attempt)
+					}
+					if got := r.Header.Get("Ce-Id"); got != "r:n:1" {
+						t.Errorf("ce-id = %q, want stable r:n:1", got)
+					}
+					if string(r.Body) != string(want) {
+						t.Errorf("body = %s", r.Body)
+					}
 				}
-				w.WriteHeader(http.StatusNoContent)
+				tb.waitOutcome(outcomeAck, 1, wait)
+				tb.stopAndAssertEmpty() // a retry may be settled after the attempt it published
+				if got := tb.outcomes(outcomeRetried); got != 2 {
+					t.Errorf("retried = %d, want 2", got)
+				}
 			})
-			tb.start()
-			job := Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}
-			tb.publishJob(job, 0)
-			want, _ := json.Marshal(job)
-			for attempt := 1; attempt <= 3; attempt++ {
-				r := tb.nextRequest(wait)
-				if got := r.Header.Get("X-Delivery-Attempt"); got != strconv.Itoa(attempt) {
-					t.Errorf("X-Delivery-Attempt = %q, want %d", got, attempt)
-				}
-				if got := r.Header.Get("Ce-Id"); got != "r:n:1" {
-					t.Errorf("ce-id = %q, want stable r:n:1", got)
-				}
-				if string(r.Body) != string(want) {
-					t.Errorf("body = %s", r.Body)
-				}
-			}
-			tb.waitOutcome(outcomeAck, 1, wait)
-			tb.stopAndAssertEmpty() // a retry may be settled after the attempt it published
-			if got := tb.outcomes(outcomeRetried); got != 2 {
-				t.Errorf("retried = %d, want 2", got)
-			}
 		})
 	}
 }
@@ -329,7 +339,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	})
+	}, single)
 	tb.start()
 	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
 	first := tb.nextRequest(wait)
@@ -345,70 +355,76 @@ func TestRetryAfterHonoured(t *testing.T) {
 // x-error-reason; the original headers kept.
 func TestMaxAttemptsExhausted(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "boom: database down", http.StatusInternalServerError)
-	}, func(c *Config) { c.MaxAttempts = 3 })
-	tb.start()
-	start := time.Now().Add(-time.Second).Truncate(time.Second)
-	tb.publishRaw(amqp.Publishing{
-		ContentType: "application/json",
-		Body:        []byte(`{"runId":"r","blueprintId":"bp","nodeId":"n"}`),
-		Headers:     amqp.Table{"x-custom": "kept"},
-	})
-	d := tb.get(DeadLetterQueue(tb.queue), wait)
-	assertDeadLetterHeaders(t, d, "500", "boom: database down", 3, start)
-	if got := headerStr(t, d.Headers, "x-custom"); got != "kept" {
-		t.Errorf("x-custom = %q", got)
-	}
-	for attempt := 1; attempt <= 3; attempt++ {
-		if got := tb.nextRequest(wait).Header.Get("X-Delivery-Attempt"); got != strconv.Itoa(attempt) {
-			t.Errorf("X-Delivery-Attempt = %s, want %d", got, attempt)
+	forms(t, func(t *testing.T, form func(*Config)) {
+		tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "boom: database down", http.StatusInternalServerError)
+		}, func(c *Config) { c.MaxAttempts = 3 }, form)
+		tb.start()
+		start := time.Now().Add(-time.Second).Truncate(time.Second)
+		tb.publishRaw(amqp.Publishing{
+			ContentType: "application/json",
+			Body:        []byte(`{"runId":"r","blueprintId":"bp","nodeId":"n"}`),
+			Headers:     amqp.Table{"x-custom": "kept"},
+		})
+		d := tb.get(DeadLetterQueue(tb.queue), wait)
+		assertDeadLetterHeaders(t, d, "500", "boom: database down", 3, start)
+		if got := headerStr(t, d.Headers, "x-custom"); got != "kept" {
+			t.Errorf("x-custom = %q", got)
 		}
-	}
-	tb.waitOutcome(outcomeDeadLettered, 1, wait)
-	tb.stopAndAssertEmpty()
-	if n := tb.calls.Load(); n != 3 {
-		t.Errorf("function called %d times, want MaxAttempts = 3", n)
-	}
+		for attempt := 1; attempt <= 3; attempt++ {
+			if got := tb.nextRequest(wait).Header.Get("X-Delivery-Attempt"); got != strconv.Itoa(attempt) {
+				t.Errorf("X-Delivery-Attempt = %s, want %d", got, attempt)
+			}
+		}
+		tb.waitOutcome(outcomeDeadLettered, 1, wait)
+		tb.stopAndAssertEmpty()
+		if n := tb.calls.Load(); n != 3 {
+			t.Errorf("function called %d times, want MaxAttempts = 3", n)
+		}
+	})
 }
 
 // A handler slower than RequestTimeout is a timeout: retried, then dead-lettered.
 func TestTimeout(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done() // slower than any timeout
-	}, func(c *Config) { c.RequestTimeout = 150 * time.Millisecond; c.MaxAttempts = 2 })
-	tb.start()
-	start := time.Now().Add(-time.Second).Truncate(time.Second)
-	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
-	d := tb.get(DeadLetterQueue(tb.queue), wait)
-	assertDeadLetterHeaders(t, d, CodeTimeout, "deadline exceeded", 2, start)
-	tb.waitOutcome(outcomeDeadLettered, 1, wait)
-	tb.stopAndAssertEmpty()
-	if got := tb.outcomes(outcomeRetried); got != 1 {
-		t.Errorf("retried = %d, want 1", got)
-	}
+	forms(t, func(t *testing.T, form func(*Config)) {
+		tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done() // slower than any timeout
+		}, func(c *Config) { c.RequestTimeout = 150 * time.Millisecond; c.MaxAttempts = 2 }, form)
+		tb.start()
+		start := time.Now().Add(-time.Second).Truncate(time.Second)
+		tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+		d := tb.get(DeadLetterQueue(tb.queue), wait)
+		assertDeadLetterHeaders(t, d, CodeTimeout, "deadline exceeded", 2, start)
+		tb.waitOutcome(outcomeDeadLettered, 1, wait)
+		tb.stopAndAssertEmpty()
+		if got := tb.outcomes(outcomeRetried); got != 1 {
+			t.Errorf("retried = %d, want 1", got)
+		}
+	})
 }
 
 // Nothing listens on the function's port: a connection error, retried, then
 // dead-lettered.
 func TestConnectionRefused(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, noContent, func(c *Config) {
-		c.ReadinessURL = c.FunctionURL + "health/readiness" // the live server answers readiness
-		c.FunctionURL = closedPortURL(t)
-		c.MaxAttempts = 3
+	forms(t, func(t *testing.T, form func(*Config)) {
+		tb := setup(t, noContent, func(c *Config) {
+			c.ReadinessURL = c.FunctionURL + "health/readiness" // the live server answers readiness
+			c.FunctionURL = closedPortURL(t)
+			c.MaxAttempts = 3
+		}, form)
+		tb.start()
+		start := time.Now().Add(-time.Second).Truncate(time.Second)
+		tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+		d := tb.get(DeadLetterQueue(tb.queue), wait)
+		assertDeadLetterHeaders(t, d, CodeConnection, "refused", 3, start)
+		tb.waitOutcome(outcomeDeadLettered, 1, wait)
+		tb.stopAndAssertEmpty()
+		if got := tb.outcomes(outcomeRetried); got != 2 {
+			t.Errorf("retried = %d, want 2", got)
+		}
 	})
-	tb.start()
-	start := time.Now().Add(-time.Second).Truncate(time.Second)
-	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
-	d := tb.get(DeadLetterQueue(tb.queue), wait)
-	assertDeadLetterHeaders(t, d, CodeConnection, "refused", 3, start)
-	tb.waitOutcome(outcomeDeadLettered, 1, wait)
-	tb.stopAndAssertEmpty()
-	if got := tb.outcomes(outcomeRetried); got != 2 {
-		t.Errorf("retried = %d, want 2", got)
-	}
 }
 
 // A 200 that is not a valid jobs event is dead-lettered as bad-reply, with the
@@ -440,7 +456,7 @@ func TestBadReply(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tb := setup(t, tt.reply)
+			tb := setup(t, tt.reply, single)
 			tb.start()
 			start := time.Now().Add(-time.Second).Truncate(time.Second)
 			tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
@@ -456,30 +472,32 @@ func TestBadReply(t *testing.T) {
 // function's 400 dead-letters it.
 func TestMalformedBodyIsPostedAndDeadLettered(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "malformed job: invalid character 'n'", http.StatusBadRequest)
+	forms(t, func(t *testing.T, form func(*Config)) {
+		tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "malformed job: invalid character 'n'", http.StatusBadRequest)
+		}, form)
+		tb.start()
+		body := []byte(`{not json`)
+		tb.publishRaw(amqp.Publishing{ContentType: "application/json", Body: body})
+		r := tb.nextRequest(wait)
+		if string(r.Body) != string(body) {
+			t.Errorf("body = %q, want it unchanged", r.Body)
+		}
+		sum := sha256.Sum256(body)
+		if got := r.Header.Get("Ce-Id"); got != hex.EncodeToString(sum[:]) {
+			t.Errorf("ce-id = %q, want the body's sha256", got)
+		}
+		if _, ok := r.Header["Ce-Subject"]; ok {
+			t.Errorf("ce-subject set for a body without a run id: %q", r.Header.Get("Ce-Subject"))
+		}
+		d := tb.get(DeadLetterQueue(tb.queue), wait)
+		if string(d.Body) != string(body) {
+			t.Errorf("dead letter body = %q", d.Body)
+		}
+		assertDeadLetterHeaders(t, d, "400", "malformed job", 1, time.Now().Add(-time.Minute))
+		tb.waitOutcome(outcomeDeadLettered, 1, wait)
+		tb.stopAndAssertEmpty()
 	})
-	tb.start()
-	body := []byte(`{not json`)
-	tb.publishRaw(amqp.Publishing{ContentType: "application/json", Body: body})
-	r := tb.nextRequest(wait)
-	if string(r.Body) != string(body) {
-		t.Errorf("body = %q, want it unchanged", r.Body)
-	}
-	sum := sha256.Sum256(body)
-	if got := r.Header.Get("Ce-Id"); got != hex.EncodeToString(sum[:]) {
-		t.Errorf("ce-id = %q, want the body's sha256", got)
-	}
-	if _, ok := r.Header["Ce-Subject"]; ok {
-		t.Errorf("ce-subject set for a body without a run id: %q", r.Header.Get("Ce-Subject"))
-	}
-	d := tb.get(DeadLetterQueue(tb.queue), wait)
-	if string(d.Body) != string(body) {
-		t.Errorf("dead letter body = %q", d.Body)
-	}
-	assertDeadLetterHeaders(t, d, "400", "malformed job", 1, time.Now().Add(-time.Minute))
-	tb.waitOutcome(outcomeDeadLettered, 1, wait)
-	tb.stopAndAssertEmpty()
 }
 
 // Shutdown with a request still in flight past the grace: the call is
@@ -487,107 +505,103 @@ func TestMalformedBodyIsPostedAndDeadLettered(t *testing.T) {
 // and no failure counted.
 func TestShutdownRequeuesInFlight(t *testing.T) {
 	t.Parallel()
-	cancelled := make(chan struct{})
-	tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done()
-		close(cancelled)
-	}, func(c *Config) { c.ShutdownGrace = 200 * time.Millisecond })
-	tb.start()
-	body := []byte(`{"runId":"r","blueprintId":"bp","nodeId":"slow"}`)
-	tb.publishRaw(amqp.Publishing{ContentType: "application/json", Body: body})
-	tb.nextRequest(wait)
+	forms(t, func(t *testing.T, form func(*Config)) {
+		cancelled := make(chan struct{})
+		tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+			close(cancelled)
+		}, func(c *Config) { c.ShutdownGrace = 200 * time.Millisecond }, form)
+		tb.start()
+		body := []byte(`{"runId":"r","blueprintId":"bp","nodeId":"slow"}`)
+		tb.publishRaw(amqp.Publishing{ContentType: "application/json", Body: body})
+		tb.nextRequest(wait)
 
-	stopped := time.Now()
-	if err := tb.stop(); err != nil {
-		t.Fatalf("Run = %v, want nil", err)
-	}
-	if took := time.Since(stopped); took < 200*time.Millisecond || took > 5*time.Second {
-		t.Errorf("shutdown took %s, want about the 200ms grace", took)
-	}
-	select {
-	case <-cancelled:
-	case <-time.After(wait):
-		t.Fatal("the in-flight request was not cancelled")
-	}
-	if n := tb.count(DeadLetterQueue(tb.queue)); n != 0 {
-		t.Errorf("%d dead letters after a shutdown", n)
-	}
-	d := tb.get(tb.queue, wait)
-	if string(d.Body) != string(body) {
-		t.Errorf("requeued body = %s", d.Body)
-	}
-	if _, ok := d.Headers[HeaderAttempts]; ok {
-		t.Errorf("shutdown counted as a failed attempt: %v", d.Headers)
-	}
-	if got := tb.outcomes(outcomeRequeued); got != 1 {
-		t.Errorf("requeued = %d, want 1", got)
-	}
-	if got := tb.outcomes(outcomeRetried) + tb.outcomes(outcomeDeadLettered); got != 0 {
-		t.Errorf("retried+dead_lettered = %d, want 0", got)
-	}
+		stopped := time.Now()
+		if err := tb.stop(); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+		if took := time.Since(stopped); took < 200*time.Millisecond || took > 5*time.Second {
+			t.Errorf("shutdown took %s, want about the 200ms grace", took)
+		}
+		select {
+		case <-cancelled:
+		case <-time.After(wait):
+			t.Fatal("the in-flight request was not cancelled")
+		}
+		if n := tb.count(DeadLetterQueue(tb.queue)); n != 0 {
+			t.Errorf("%d dead letters after a shutdown", n)
+		}
+		d := tb.get(tb.queue, wait)
+		if string(d.Body) != string(body) {
+			t.Errorf("requeued body = %s", d.Body)
+		}
+		if _, ok := d.Headers[HeaderAttempts]; ok {
+			t.Errorf("shutdown counted as a failed attempt: %v", d.Headers)
+		}
+		if got := tb.outcomes(outcomeRequeued); got != 1 {
+			t.Errorf("requeued = %d, want 1", got)
+		}
+		if got := tb.outcomes(outcomeRetried) + tb.outcomes(outcomeDeadLettered); got != 0 {
+			t.Errorf("retried+dead_lettered = %d, want 0", got)
+		}
+	})
 }
 
 // Shutdown lets a request that finishes within the grace complete and be acked.
 func TestShutdownDrainsInFlight(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		w.WriteHeader(http.StatusNoContent)
+	forms(t, func(t *testing.T, form func(*Config)) {
+		release := make(chan struct{})
+		tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			<-release
+			w.WriteHeader(http.StatusNoContent)
+		}, form)
+		tb.start()
+		tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+		tb.nextRequest(wait)
+		stopErr := make(chan error, 1)
+		go func() { stopErr <- tb.stop() }()
+		waitFor(t, wait, "Ready false once shutdown starts", func() bool { return !tb.bridge.Ready() })
+		close(release)
+		if err := <-stopErr; err != nil {
+			t.Fatal(err)
+		}
+		if got := tb.outcomes(outcomeAck); got != 1 {
+			t.Errorf("ack = %d, want 1", got)
+		}
+		tb.stopAndAssertEmpty()
 	})
-	tb.start()
-	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
-	tb.nextRequest(wait)
-	stopErr := make(chan error, 1)
-	go func() { stopErr <- tb.stop() }()
-	waitFor(t, wait, "Ready false once shutdown starts", func() bool { return !tb.bridge.Ready() })
-	close(release)
-	if err := <-stopErr; err != nil {
-		t.Fatal(err)
-	}
-	if got := tb.outcomes(outcomeAck); got != 1 {
-		t.Errorf("ack = %d, want 1", got)
-	}
-	tb.stopAndAssertEmpty()
 }
 
-// At most Concurrency deliveries are POSTed at once.
+// At most Concurrency requests are in flight at once, whatever their size.
 func TestConcurrencyLimit(t *testing.T) {
 	t.Parallel()
-	var cur, peak atomic.Int64
-	release := make(chan struct{})
-	tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
-		n := cur.Add(1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
+	forms(t, func(t *testing.T, form func(*Config)) {
+		release := make(chan struct{})
+		tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+			<-release
+			w.WriteHeader(http.StatusNoContent)
+		}, func(c *Config) { c.Concurrency = 2; c.Prefetch = 10 }, form)
+		tb.start()
+		for i := range 6 {
+			tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: fmt.Sprint("n", i)}, 0)
+			if i < 2 { // each fills a slot alone
+				waitFor(t, wait, fmt.Sprint(i+1, " requests in flight"), func() bool { return tb.httpInflight.Load() == int64(i+1) })
 			}
 		}
-		<-release
-		cur.Add(-1)
-		w.WriteHeader(http.StatusNoContent)
-	}, func(c *Config) { c.Concurrency = 2; c.Prefetch = 10 })
-	tb.start()
-	for i := range 6 {
-		tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: fmt.Sprint("n", i)}, 0)
-	}
-	tb.nextRequest(wait)
-	tb.nextRequest(wait)
-	waitFor(t, wait, "2 deliveries in flight", func() bool {
-		return metricValue(t, tb.bridge.metrics.inflight) == 2
+		waitFor(t, wait, "the other 4 deliveries waiting for a slot", func() bool {
+			return metricValue(t, tb.bridge.metrics.waiting) == 4
+		})
+		if n := tb.httpCalls.Load(); n != 2 {
+			t.Fatalf("%d requests while two are in flight", n)
+		}
+		close(release)
+		tb.waitOutcome(outcomeAck, 6, wait)
+		if p := tb.httpPeak.Load(); p != 2 {
+			t.Errorf("peak concurrency = %d, want 2", p)
+		}
+		tb.stopAndAssertEmpty()
 	})
-	select {
-	case r := <-tb.reqs:
-		t.Fatalf("a third request while two are in flight: %v", r.Header.Get("Ce-Id"))
-	case <-time.After(100 * time.Millisecond):
-	}
-	close(release)
-	tb.waitOutcome(outcomeAck, 6, wait)
-	if p := peak.Load(); p != 2 {
-		t.Errorf("peak concurrency = %d, want 2", p)
-	}
-	tb.stopAndAssertEmpty()
 }
 
 // The bridge reconnects when its connection is cut, is not Ready while it

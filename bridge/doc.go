@@ -1,10 +1,12 @@
 // Package bridge connects the RabbitMQ job queue to the HTTP step function.
 //
 // A Bridge consumes workflow jobs from a durable queue (manual acks, bounded
-// prefetch and concurrency), POSTs each one to the step function as a binary-mode
-// CloudEvent, and acts on the reply: it publishes the next jobs, acks, retries
-// through TTL delay queues, or dead-letters. The whole reply → action table lives
-// in policy.go; read that file first.
+// prefetch and requests in flight), POSTs them to the step function as
+// CloudEvents batches (the jobs waiting when a request slot frees, up to
+// BatchSize; a lone job goes at once) or, with BatchSize 1, one binary-mode
+// CloudEvent per job, and acts on each job's answer: it publishes the next jobs,
+// acks, retries through TTL delay queues, or dead-letters. The whole reply →
+// action table lives in policy.go; read that file first.
 //
 // The package also owns the queue topology (DeclareTopology) and the one way to
 // enqueue a job (Publish), which clients and the reconciler use too, so that every

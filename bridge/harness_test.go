@@ -4,23 +4,33 @@ package bridge
 // httptest.Server as the step function, and a Bridge started on demand.
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/stepflow/stepflow/internal/wire"
 )
 
 // testAMQPURL is the broker the tests use: $STEPFLOW_TEST_AMQP_URL, or the local one.
@@ -41,7 +51,9 @@ func dialTest(t *testing.T) *amqp.Connection {
 	return conn
 }
 
-// request is what the fake step function received.
+// request is what the fake step function received: one job's binary-mode
+// CloudEvent (for a batch, as the harness split it, see setup), or with
+// setupRaw the HTTP request as it came.
 type request struct {
 	Header http.Header
 	Body   []byte
@@ -55,9 +67,13 @@ type testBundle struct {
 	ch     *amqp.Channel // confirm mode; for the test's own publishes and gets
 	srv    *httptest.Server
 	reqs   chan request
-	calls  atomic.Int64
+	calls  atomic.Int64 // requests recorded in reqs
 	cfg    Config
 	bridge *Bridge
+
+	httpCalls    atomic.Int64 // HTTP requests to the function
+	httpInflight atomic.Int64 // HTTP requests being served now
+	httpPeak     atomic.Int64 // most HTTP requests served at once
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -66,7 +82,28 @@ type testBundle struct {
 
 // setup declares a fresh topology and a function server that records every
 // POST and answers with handler. Options adjust the bridge's Config.
+//
+// handler speaks the one-event form (binary mode, X-Delivery-Attempt). The
+// server speaks both forms: it splits a CloudEvents batch into one
+// binary-mode request per event (its deliveryattempt extension as
+// X-Delivery-Attempt, its traceparent as the header), records each, runs
+// handler on them concurrently (in the batch request's context) and
+// answers with their replies as batch results. So every test built on setup
+// runs in either form; what a result cannot say (Retry-After, a malformed
+// one-event reply) is tested in one form only.
 func setup(t *testing.T, handler http.HandlerFunc, opts ...func(*Config)) *testBundle {
+	t.Helper()
+	return newBundle(t, handler, false, opts)
+}
+
+// setupRaw is setup with a handler that gets every HTTP request as it came
+// (body readable again) and is recorded as such.
+func setupRaw(t *testing.T, handler http.HandlerFunc, opts ...func(*Config)) *testBundle {
+	t.Helper()
+	return newBundle(t, handler, true, opts)
+}
+
+func newBundle(t *testing.T, handler http.HandlerFunc, raw bool, opts []func(*Config)) *testBundle {
 	t.Helper()
 	tb := &testBundle{
 		t:     t,
@@ -96,10 +133,20 @@ func setup(t *testing.T, handler http.HandlerFunc, opts ...func(*Config)) *testB
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/readiness", func(w http.ResponseWriter, r *http.Request) {})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		tb.httpCalls.Add(1)
+		n := tb.httpInflight.Add(1)
+		defer tb.httpInflight.Add(-1)
+		for p := tb.httpPeak.Load(); n > p && !tb.httpPeak.CompareAndSwap(p, n); p = tb.httpPeak.Load() {
+		}
 		body, _ := io.ReadAll(r.Body)
-		tb.calls.Add(1)
-		tb.reqs <- request{Header: r.Header.Clone(), Body: body, At: time.Now()}
-		handler(w, r)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if raw || !isBatch(r.Header) {
+			tb.calls.Add(1)
+			tb.reqs <- request{Header: r.Header.Clone(), Body: body, At: time.Now()}
+			handler(w, r)
+			return
+		}
+		tb.serveBatch(w, r, body, handler)
 	})
 	tb.srv = httptest.NewServer(mux)
 	t.Cleanup(tb.srv.Close)
@@ -126,6 +173,140 @@ func setup(t *testing.T, handler http.HandlerFunc, opts ...func(*Config)) *testB
 	tb.bridge = b
 	return tb
 }
+
+// serveBatch answers a batch as the function would, with handler answering
+// each event as a one-event request (see setup).
+func (tb *testBundle) serveBatch(w http.ResponseWriter, r *http.Request, body []byte, handler http.HandlerFunc) {
+	t := tb.t
+	evs := batchEvents(t, r.Header, body)
+	results := make([]wire.Result, len(evs))
+	var wg sync.WaitGroup
+	for i, ev := range evs {
+		req := httptest.NewRequestWithContext(r.Context(), http.MethodPost, r.URL.String(), nil)
+		if err := cehttp.WriteRequest(r.Context(), binding.ToMessage(&ev), req); err != nil {
+			t.Errorf("batch event %d as a binary-mode request: %v", i, err)
+			return
+		}
+		req.Header.Del(cehttp.ContentLength)
+		for k, v := range ev.Extensions() {
+			switch k {
+			case wire.DeliveryAttemptExtension:
+				req.Header.Set("X-Delivery-Attempt", fmt.Sprint(v))
+			case HeaderTraceparent:
+				req.Header.Set(HeaderTraceparent, fmt.Sprint(v))
+			}
+		}
+		tb.calls.Add(1)
+		tb.reqs <- request{Header: req.Header.Clone(), Body: ev.Data(), At: time.Now()}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := httptest.NewRecorder()
+			handler(rec, req)
+			results[i] = resultOf(t, rec)
+		}()
+	}
+	wg.Wait()
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.ID()
+	}
+	writeResults(t, w, ids, results)
+}
+
+// resultOf says a one-event reply as a batch result.
+func resultOf(t *testing.T, rec *httptest.ResponseRecorder) wire.Result {
+	res := wire.Result{Status: rec.Code}
+	if rec.Code < 200 || rec.Code > 299 {
+		res.Error = strings.TrimSpace(rec.Body.String())
+		return res
+	}
+	msg := cehttp.NewMessage(rec.Header(), io.NopCloser(bytes.NewReader(rec.Body.Bytes())))
+	if msg.ReadEncoding() == binding.EncodingUnknown {
+		if rec.Body.Len() > 0 {
+			t.Errorf("the handler's reply %q cannot be said as a batch result: test it with BatchSize 1", rec.Body.String())
+		}
+		return res
+	}
+	ev, err := binding.ToEvent(context.Background(), msg)
+	if err != nil || ev.Type() != EventTypeJobs {
+		t.Errorf("the handler's reply (%v, %v) cannot be said as a batch result: test it with BatchSize 1", ev, err)
+		return res
+	}
+	var data wire.Reply
+	if err := json.Unmarshal(ev.Data(), &data); err != nil {
+		t.Errorf("the handler's jobs reply: %v", err)
+	}
+	res.Jobs = data.Jobs
+	return res
+}
+
+// isBatch tells a CloudEvents batch request from a one-event one.
+func isBatch(h http.Header) bool {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	return mt == wire.BatchContentType
+}
+
+// batchEvents reads a batch request with sdk-go.
+func batchEvents(t *testing.T, h http.Header, body []byte) []event.Event {
+	t.Helper()
+	msg := cehttp.NewMessage(h, io.NopCloser(bytes.NewReader(body)))
+	evs, err := binding.ToEvents(context.Background(), msg, msg.BodyReader)
+	if err != nil {
+		t.Errorf("the function got a batch it cannot read: %v\n%s", err, body)
+	}
+	return evs
+}
+
+// resultEvent is the function's answer to the job with id in a batch.
+func resultEvent(t *testing.T, id string, res wire.Result) event.Event {
+	ev := event.New()
+	ev.SetID(id)
+	ev.SetType(wire.ResultEventType)
+	ev.SetSource(wire.FunctionSource)
+	if err := ev.SetData("application/json", res); err != nil {
+		t.Error(err)
+	}
+	return ev
+}
+
+// writeResults answers a batch: results[i] for the job with ids[i].
+func writeResults(t *testing.T, w http.ResponseWriter, ids []string, results []wire.Result) {
+	evs := make([]event.Event, len(ids))
+	for i, id := range ids {
+		evs[i] = resultEvent(t, id, results[i])
+	}
+	writeEvents(t, w, evs)
+}
+
+// writeEvents answers a batch with evs as they are.
+func writeEvents(t *testing.T, w http.ResponseWriter, evs []event.Event) {
+	body, err := json.Marshal(evs) // the batch format is a JSON array of structured events
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	w.Header().Set("Content-Type", wire.BatchContentType)
+	_, _ = w.Write(body)
+}
+
+// forms runs f in both request forms, as parallel subtests: a CloudEvents
+// batch (the default BatchSize) and one binary-mode event per request
+// (BatchSize 1). form sets the form in a Config.
+func forms(t *testing.T, f func(t *testing.T, form func(*Config))) {
+	for _, fm := range []struct {
+		name string
+		size int
+	}{{"batch", DefaultBatchSize}, {"single", 1}} {
+		t.Run(fm.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, func(c *Config) { c.BatchSize = fm.size })
+		})
+	}
+}
+
+// single is the one-event form: BatchSize 1.
+func single(c *Config) { c.BatchSize = 1 }
 
 func (tb *testBundle) openConfirmChannel() *amqp.Channel {
 	tb.t.Helper()

@@ -19,8 +19,10 @@ const (
 type metrics struct {
 	deliveries *prometheus.CounterVec
 	inflight   prometheus.Gauge
+	waiting    prometheus.Gauge
 	confirm    prometheus.Histogram
 	request    prometheus.Histogram
+	batchSize  prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,17 +33,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"outcome"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "stepflow_bridge_inflight_deliveries",
-			Help: "Deliveries being handled right now.",
+			Help: "Deliveries being handled right now (in a request to the function, or being redelayed).",
+		}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stepflow_bridge_waiting_deliveries",
+			Help: "Deliveries received from RabbitMQ and waiting for a free request slot (the next batches).",
 		}),
 		confirm: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "stepflow_bridge_publish_confirm_seconds",
-			Help:    "Time from publish to broker confirm.",
+			Help:    "Time from publishing what a request's replies ask for to the broker's last confirm.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms … 4 s
 		}),
 		request: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "stepflow_bridge_function_request_seconds",
 			Help:    "Duration of step function requests, reply body included.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5 ms … 41 s
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stepflow_bridge_batch_size",
+			Help:    "Deliveries sent to the step function in one request.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9), // 1 … 256 (wire.MaxBatch)
 		}),
 	}
 	for _, outcome := range []string{outcomeAck, outcomeReplyPublished, outcomeRetried,
@@ -51,8 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	var err error
 	m.deliveries = register(reg, m.deliveries, &err)
 	m.inflight = register(reg, m.inflight, &err)
+	m.waiting = register(reg, m.waiting, &err)
 	m.confirm = register(reg, m.confirm, &err)
 	m.request = register(reg, m.request, &err)
+	m.batchSize = register(reg, m.batchSize, &err)
 	return m, err
 }
 

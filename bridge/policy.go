@@ -1,9 +1,12 @@
 package bridge
 
-// This file is the bridge's whole ack / retry / dead-letter policy: one pure
-// function, Policy.Decide, from what the step function answered (or how the call
-// failed) to what the bridge does with the delivery. It does no I/O; bridge.go
-// carries the decision out.
+// This file is the bridge's whole ack / retry / dead-letter policy: pure
+// functions, Policy.Decide for a one-event reply and Policy.DecideBatch for a
+// batch reply, from what the step function answered (or how the call failed)
+// to what the bridge does with each delivery. They do no I/O; bridge.go
+// carries the decisions out.
+//
+// One event per request (BatchSize 1), Decide:
 //
 //	reply                                         decision
 //	--------------------------------------------  ---------------------------------------------
@@ -18,10 +21,30 @@ package bridge
 //	any other 4xx (400 413 415 422 …), 3xx         KindDeadLetter at once, code = the status
 //	transport error caused by our own shutdown     KindRequeue (not a failure of the job)
 //
+// A batch (application/cloudevents-batch+json, BatchSize > 1), DecideBatch,
+// per delivery of the batch:
+//
+//	reply                                         decision for each delivery
+//	--------------------------------------------  ---------------------------------------------
+//	2xx batch whose result for this delivery      the table above for a one-event reply of
+//	  (same position, same id, type                  status s: 2xx + jobs → KindPublish, 2xx
+//	  dev.stepflow.result.v1) has data               without jobs → KindAck, 409 503 … →
+//	  {"status":s, "error":"…", "jobs":[…]}          KindRetry (this delivery's attempt and
+//	                                                 backoff; a result has no Retry-After),
+//	                                                 other 4xx → KindDeadLetter, code s,
+//	                                                 reason = error; bad jobs → "bad-reply"
+//	2xx that is not a batch, or without a valid    KindDeadLetter, code "bad-reply", the reason
+//	  result for this delivery (too few results,     naming the problem
+//	  id or type mismatch, bad data)
+//	any other status, timeout, connection error,   Decide of that reply, each delivery with its
+//	  shutdown (a whole-request failure)             own attempt (so 503 retries every job,
+//	                                                 400 and 413 dead-letter every job)
+//
 // Attempts are transport attempts: the AMQP header x-attempts counts those
 // already made (absent on a fresh job), so a delivery is attempt x-attempts+1,
-// sent to the function as X-Delivery-Attempt. Node-level retries are the
-// function's business (it replies with the job at attempt+1 and a delayMs).
+// sent to the function as X-Delivery-Attempt (in a batch, as the event's
+// deliveryattempt extension). Node-level retries are the function's business
+// (it replies with the job at attempt+1 and a delayMs).
 
 import (
 	"bytes"
@@ -41,6 +64,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 )
 
@@ -160,21 +184,156 @@ func (p Policy) Decide(r Reply) Decision {
 		return p.retry(r, code, r.Err.Error())
 	}
 
-	switch s := r.Status; {
-	case s >= 200 && s < 300:
+	if is2xx(r.Status) {
 		jobs, err := parseJobsReply(r)
 		if err != nil {
-			return Decision{Kind: KindDeadLetter, Code: CodeBadReply, Reason: trimReason(err.Error())}
+			return badReply(err)
 		}
 		if jobs == nil {
 			return Decision{Kind: KindAck}
 		}
 		return Decision{Kind: KindPublish, Jobs: jobs}
+	}
+	return p.decideFailure(r)
+}
+
+// decideFailure is the table's rows for a status that is not 2xx.
+func (p Policy) decideFailure(r Reply) Decision {
+	switch s := r.Status; {
 	case s >= 500 || retryableStatus[s]:
 		return p.retry(r, strconv.Itoa(s), statusReason(r))
 	default: // other 4xx, 3xx (redirects are never followed), anything else
 		return Decision{Kind: KindDeadLetter, Code: strconv.Itoa(s), Reason: statusReason(r)}
 	}
+}
+
+func is2xx(status int) bool { return status >= 200 && status < 300 }
+
+func badReply(err error) Decision {
+	return Decision{Kind: KindDeadLetter, Code: CodeBadReply, Reason: trimReason(err.Error())}
+}
+
+// BatchJob is one job of a batch request, in request order.
+type BatchJob struct {
+	ID      string // the event id: the job id
+	Attempt int    // the delivery's transport attempt, 1-based
+}
+
+// BatchDecision is what DecideBatch decided for one job of a batch.
+type BatchDecision struct {
+	Decision
+	// Status is the status the job was answered with: its result's, else
+	// the whole reply's; 0 when there was none (transport error, bad reply).
+	Status int
+}
+
+// DecideBatch maps the outcome of one batch request, r (r.Attempt is not
+// used), to a decision per job, in the order of jobs. A whole-request failure
+// (any status but 2xx, a transport error) is decided by Decide for every job
+// with the job's own attempt; a 2xx must be a batch of one result per job
+// (same position, same id), and each result goes through the same table as
+// a one-event reply of its status. A job without a valid result is
+// dead-lettered as bad-reply.
+func (p Policy) DecideBatch(r Reply, jobs []BatchJob) []BatchDecision {
+	out := make([]BatchDecision, len(jobs))
+	if r.Err != nil || !is2xx(r.Status) {
+		for i, j := range jobs {
+			rj := r
+			rj.Attempt = j.Attempt
+			out[i] = BatchDecision{Decision: p.Decide(rj), Status: r.Status}
+		}
+		return out
+	}
+	results, errs := parseBatchReply(r, jobs)
+	for i, j := range jobs {
+		if errs[i] != nil {
+			out[i] = BatchDecision{Decision: badReply(errs[i])}
+			continue
+		}
+		out[i] = BatchDecision{Decision: p.decideResult(results[i], j.Attempt, r.Now), Status: results[i].Status}
+	}
+	return out
+}
+
+// decideResult decides one result of a batch as Decide decides a one-event
+// reply of the result's status: its error is the body, and a 2xx carries the
+// jobs of a jobs event. A result has no headers, so no Retry-After.
+func (p Policy) decideResult(res wire.Result, attempt int, now time.Time) Decision {
+	if is2xx(res.Status) {
+		jobs, err := checkJobs(res.Jobs)
+		if err != nil {
+			return badReply(err)
+		}
+		if len(jobs) == 0 {
+			return Decision{Kind: KindAck}
+		}
+		return Decision{Kind: KindPublish, Jobs: jobs}
+	}
+	return p.decideFailure(Reply{Status: res.Status, Header: http.Header{}, Body: []byte(res.Error), Attempt: attempt, Now: now})
+}
+
+// parseBatchReply reads a 2xx batch reply: for each job, its result or an
+// error naming why it has none (the same error for every job when the reply
+// as a whole is unusable).
+func parseBatchReply(r Reply, jobs []BatchJob) ([]wire.Result, []error) {
+	results := make([]wire.Result, len(jobs))
+	errs := make([]error, len(jobs))
+	all := func(err error) ([]wire.Result, []error) {
+		for i := range errs {
+			errs[i] = err
+		}
+		return results, errs
+	}
+	if r.BodyTruncated {
+		return all(fmt.Errorf("reply body larger than %d bytes", MaxReplyBytes))
+	}
+	msg := cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(r.Body)))
+	if msg.ReadEncoding() != binding.EncodingBatch {
+		return all(fmt.Errorf("reply to a batch is not a CloudEvents batch (HTTP %d, content-type %q, want %s)",
+			r.Status, r.Header.Get("Content-Type"), wire.BatchContentType))
+	}
+	events, err := binding.ToEvents(context.Background(), msg, msg.BodyReader)
+	if err != nil {
+		return all(fmt.Errorf("reply batch is not a readable CloudEvents batch: %w", err))
+	}
+	for i, j := range jobs {
+		if i >= len(events) {
+			errs[i] = fmt.Errorf("reply batch has %d results for %d jobs: none for job %d (%s)", len(events), len(jobs), i, j.ID)
+			continue
+		}
+		res, err := parseResult(events[i], j.ID)
+		if err != nil {
+			errs[i] = fmt.Errorf("reply batch result %d (job %s): %w", i, j.ID, err)
+			continue
+		}
+		results[i] = res
+	}
+	return results, errs
+}
+
+// parseResult reads one result event of a batch reply, which must answer the
+// job with id.
+func parseResult(ev event.Event, id string) (wire.Result, error) {
+	var res wire.Result
+	if err := ev.Validate(); err != nil {
+		return res, fmt.Errorf("invalid CloudEvent: %w", err)
+	}
+	if ev.ID() != id {
+		return res, fmt.Errorf("has id %q, want %q (results must be in request order)", ev.ID(), id)
+	}
+	if ev.Type() != wire.ResultEventType {
+		return res, fmt.Errorf("has type %q, want %q", ev.Type(), wire.ResultEventType)
+	}
+	if err := checkJSONData(ev); err != nil {
+		return res, err
+	}
+	if err := json.Unmarshal(ev.Data(), &res); err != nil {
+		return res, fmt.Errorf("data is not {\"status\":…}: %w", err)
+	}
+	if res.Status < 100 || res.Status > 599 {
+		return res, fmt.Errorf("data has status %d, want an HTTP status", res.Status)
+	}
+	return res, nil
 }
 
 // retry decides between another attempt and the dead-letter queue.
@@ -264,14 +423,8 @@ func parseJobsReply(r Reply) ([]ReplyJob, error) {
 	if ev.Type() != EventTypeJobs {
 		return nil, fmt.Errorf("reply CloudEvent has type %q, want %q", ev.Type(), EventTypeJobs)
 	}
-	if ct := ev.DataContentType(); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return nil, fmt.Errorf("reply data content type is %q, want application/json", ct)
-		}
-	}
-	if len(ev.Data()) == 0 {
-		return nil, errors.New("reply " + EventTypeJobs + " event has no data")
+	if err := checkJSONData(*ev); err != nil {
+		return nil, fmt.Errorf("reply %w", err)
 	}
 	var data struct {
 		Jobs *[]ReplyJob `json:"jobs"`
@@ -282,19 +435,41 @@ func parseJobsReply(r Reply) ([]ReplyJob, error) {
 	if data.Jobs == nil {
 		return nil, errors.New(`reply data has no "jobs" array`)
 	}
-	jobs := *data.Jobs
+	jobs, err := checkJobs(*data.Jobs)
+	if err != nil {
+		return nil, fmt.Errorf("reply %w", err)
+	}
 	if jobs == nil {
 		jobs = []ReplyJob{}
 	}
+	return jobs, nil
+}
+
+// checkJSONData checks that ev has data, and JSON data if it says what.
+func checkJSONData(ev event.Event) error {
+	if ct := ev.DataContentType(); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return fmt.Errorf("data content type is %q, want application/json", ct)
+		}
+	}
+	if len(ev.Data()) == 0 {
+		return errors.New(ev.Type() + " event has no data")
+	}
+	return nil
+}
+
+// checkJobs validates the jobs of a reply or a result.
+func checkJobs(jobs []ReplyJob) ([]ReplyJob, error) {
 	for i, j := range jobs {
 		if err := j.Validate(); err != nil {
-			return nil, fmt.Errorf("reply jobs[%d]: %w", i, err)
+			return nil, fmt.Errorf("jobs[%d]: %w", i, err)
 		}
 		if j.DelayMs < 0 {
-			return nil, fmt.Errorf("reply jobs[%d]: delayMs is negative", i)
+			return nil, fmt.Errorf("jobs[%d]: delayMs is negative", i)
 		}
 		if j.DelayMs > maxDelayMs {
-			return nil, fmt.Errorf("reply jobs[%d]: delayMs %d is more than a year", i, j.DelayMs)
+			return nil, fmt.Errorf("jobs[%d]: delayMs %d is more than a year", i, j.DelayMs)
 		}
 	}
 	return jobs, nil

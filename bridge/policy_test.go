@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -11,6 +12,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/stepflow/stepflow/internal/wire"
 )
 
 // jobsEventHeader is the header of a binary-mode jobs reply.
@@ -259,7 +264,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Queue != DefaultQueue || c.Prefetch != DefaultPrefetch || c.Concurrency != DefaultConcurrency ||
+	if c.Queue != DefaultQueue || c.Prefetch != DefaultPrefetch || c.Concurrency != DefaultConcurrency || c.BatchSize != DefaultBatchSize ||
 		c.RequestTimeout != DefaultRequestTimeout || c.MaxAttempts != DefaultMaxAttempts ||
 		c.BackoffBase != DefaultBackoffBase || c.BackoffMax != DefaultBackoffMax || c.ShutdownGrace != DefaultShutdownGrace ||
 		c.Logger == nil || c.Registerer == nil || c.HTTPClient == nil {
@@ -272,15 +277,23 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("default client follows redirects")
 	}
 
-	bad := Config{AMQPURL: "http://nope", FunctionURL: "ftp://x", Prefetch: -1, Concurrency: -2,
+	bad := Config{AMQPURL: "http://nope", FunctionURL: "ftp://x", Prefetch: -1, Concurrency: -2, BatchSize: -3,
 		BackoffBase: time.Minute, BackoffMax: time.Second, ShutdownGrace: -time.Second}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, field := range []string{"AMQPURL", "FunctionURL", "Prefetch", "Concurrency", "BackoffBase", "ShutdownGrace"} {
+	for _, field := range []string{"AMQPURL", "FunctionURL", "Prefetch", "Concurrency", "BatchSize", "BackoffBase", "ShutdownGrace"} {
 		if !strings.Contains(err.Error(), field+":") {
 			t.Errorf("error does not name %s: %v", field, err)
+		}
+	}
+	for size, ok := range map[int]bool{1: true, wire.MaxBatch: true, wire.MaxBatch + 1: false} {
+		c := Config{AMQPURL: "amqp://127.0.0.1/", FunctionURL: "http://127.0.0.1/", BatchSize: size}
+		if err := c.Validate(); (err == nil) != ok {
+			t.Errorf("BatchSize %d: %v", size, err)
+		} else if !ok && !strings.Contains(err.Error(), "BatchSize: must be at most 256") {
+			t.Errorf("BatchSize %d: %v, want it named with the limit", size, err)
 		}
 	}
 	if err := (&Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "AMQPURL: required") ||
@@ -289,5 +302,145 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{}); err == nil {
 		t.Error("New accepted an empty config")
+	}
+}
+
+// batchReply is a 200 batch reply of the given result events, written as
+// the function writes it.
+func batchReply(t *testing.T, evs ...event.Event) Reply {
+	t.Helper()
+	body, err := json.Marshal(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	h.Set("Content-Type", wire.BatchContentType)
+	return Reply{Status: 200, Header: h, Body: body}
+}
+
+func TestPolicyDecideBatch(t *testing.T) {
+	t.Parallel()
+	p := Policy{
+		MaxAttempts: 5,
+		BackoffBase: time.Second,
+		BackoffMax:  10 * time.Second,
+		Jitter:      func(d time.Duration) time.Duration { return d },
+	}
+	jobs := []BatchJob{{ID: "r:a:1", Attempt: 1}, {ID: "r:b:1", Attempt: 3}, {ID: "r:c:1", Attempt: 5}}
+	res := func(id string, r wire.Result) event.Event { return resultEvent(t, id, r) }
+	next := []wire.NextJob{{Job: Job{RunID: "r", BlueprintID: "b", NodeID: "n"}, DelayMs: 20}}
+	type want struct {
+		kind   Kind
+		code   string
+		reason string
+		delay  time.Duration
+		status int
+	}
+	withHeader := func(r Reply, k, v string) Reply { r.Header = http.Header{}; r.Header.Set(k, v); return r }
+	for _, tt := range []struct {
+		name  string
+		reply Reply
+		want  []want
+	}{
+		{"per-job results", batchReply(t,
+			res("r:a:1", wire.Result{Status: 200, Jobs: next}),
+			res("r:b:1", wire.Result{Status: 409, Error: "lease held"}),
+			res("r:c:1", wire.Result{Status: 422, Error: "unknown node"})),
+			[]want{{kind: KindPublish, status: 200}, {kind: KindRetry, code: "409", reason: "lease held", delay: 4 * time.Second, status: 409},
+				{kind: KindDeadLetter, code: "422", reason: "unknown node", status: 422}}},
+		{"ack, 503 retried, 503 on the last attempt", batchReply(t,
+			res("r:a:1", wire.Result{Status: 204}),
+			res("r:b:1", wire.Result{Status: 503, Error: "database down"}),
+			res("r:c:1", wire.Result{Status: 503, Error: "database down"})),
+			[]want{{kind: KindAck, status: 204}, {kind: KindRetry, code: "503", delay: 4 * time.Second, status: 503},
+				{kind: KindDeadLetter, code: "503", reason: "database down", status: 503}}},
+		{"400 without error text", batchReply(t,
+			res("r:a:1", wire.Result{Status: 400}), res("r:b:1", wire.Result{Status: 200}), res("r:c:1", wire.Result{Status: 302})),
+			[]want{{kind: KindDeadLetter, code: "400", reason: "Bad Request", status: 400}, {kind: KindAck, status: 200},
+				{kind: KindDeadLetter, code: "302", status: 302}}},
+		{"bad jobs in a result", batchReply(t,
+			res("r:a:1", wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: Job{RunID: "r"}}}}),
+			res("r:b:1", wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: next[0].Job, DelayMs: -1}}}),
+			res("r:c:1", wire.Result{Status: 200})),
+			[]want{{kind: KindDeadLetter, code: CodeBadReply, reason: "jobs[0]: blueprintId is required", status: 200},
+				{kind: KindDeadLetter, code: CodeBadReply, reason: "delayMs is negative", status: 200}, {kind: KindAck, status: 200}}},
+		{"whole 503 with Retry-After", withHeader(Reply{Status: 503, Body: []byte("not started")}, "Retry-After", "30"),
+			[]want{{kind: KindRetry, code: "503", reason: "not started", delay: 30 * time.Second, status: 503},
+				{kind: KindRetry, code: "503", delay: 30 * time.Second, status: 503}, {kind: KindDeadLetter, code: "503", status: 503}}},
+		{"whole 413", Reply{Status: 413, Header: http.Header{}},
+			[]want{{kind: KindDeadLetter, code: "413", status: 413}, {kind: KindDeadLetter, code: "413", status: 413}, {kind: KindDeadLetter, code: "413", status: 413}}},
+		{"whole timeout", Reply{Err: context.DeadlineExceeded},
+			[]want{{kind: KindRetry, code: CodeTimeout, delay: time.Second}, {kind: KindRetry, code: CodeTimeout, delay: 4 * time.Second}, {kind: KindDeadLetter, code: CodeTimeout}}},
+		{"shutdown", Reply{Err: context.Canceled, ShuttingDown: true},
+			[]want{{kind: KindRequeue}, {kind: KindRequeue}, {kind: KindRequeue}}},
+		{"2xx not a batch", Reply{Status: 204, Header: http.Header{}},
+			[]want{{kind: KindDeadLetter, code: CodeBadReply, reason: "not a CloudEvents batch"}, {kind: KindDeadLetter, code: CodeBadReply},
+				{kind: KindDeadLetter, code: CodeBadReply}}},
+		{"truncated", func() Reply { r := batchReply(t); r.BodyTruncated = true; return r }(),
+			[]want{{kind: KindDeadLetter, code: CodeBadReply, reason: "larger than"}, {kind: KindDeadLetter, code: CodeBadReply}, {kind: KindDeadLetter, code: CodeBadReply}}},
+		{"too many results", batchReply(t, res("r:a:1", wire.Result{Status: 200}), res("r:b:1", wire.Result{Status: 200}),
+			res("r:c:1", wire.Result{Status: 200}), res("r:d:1", wire.Result{Status: 200})),
+			[]want{{kind: KindAck, status: 200}, {kind: KindAck, status: 200}, {kind: KindAck, status: 200}}},
+		{"too few results", batchReply(t, res("r:a:1", wire.Result{Status: 200})),
+			[]want{{kind: KindAck, status: 200}, {kind: KindDeadLetter, code: CodeBadReply, reason: "1 results for 3 jobs: none for job 1 (r:b:1)"},
+				{kind: KindDeadLetter, code: CodeBadReply, reason: "none for job 2 (r:c:1)"}}},
+		{"result without source", func() Reply {
+			r := batchReply(t, res("r:a:1", wire.Result{Status: 200}), res("r:b:1", wire.Result{Status: 200}), res("r:c:1", wire.Result{Status: 200}))
+			var raw []map[string]any
+			_ = json.Unmarshal(r.Body, &raw)
+			delete(raw[1], "source")
+			r.Body, _ = json.Marshal(raw)
+			return r
+		}(), []want{{kind: KindAck, status: 200}, {kind: KindDeadLetter, code: CodeBadReply, reason: "result 1 (job r:b:1): invalid CloudEvent"}, {kind: KindAck, status: 200}}},
+		{"unreadable event", func() Reply {
+			r := batchReply(t, res("r:a:1", wire.Result{Status: 200}))
+			r.Body = []byte(`[{"specversion":"1.0","id":"r:a:1","source":"%zz","type":"x"}]`)
+			return r
+		}(), []want{{kind: KindDeadLetter, code: CodeBadReply, reason: "not a readable CloudEvents batch"}, {kind: KindDeadLetter, code: CodeBadReply}, {kind: KindDeadLetter, code: CodeBadReply}}},
+		{"status out of range", batchReply(t, res("r:a:1", wire.Result{Status: 200}), res("r:b:1", wire.Result{Status: 1000}), res("r:c:1", wire.Result{Status: 200})),
+			[]want{{kind: KindAck, status: 200}, {kind: KindDeadLetter, code: CodeBadReply, reason: "status 1000"}, {kind: KindAck, status: 200}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := p.DecideBatch(tt.reply, jobs)
+			if len(got) != len(jobs) {
+				t.Fatalf("%d decisions for %d jobs", len(got), len(jobs))
+			}
+			for i, w := range tt.want {
+				g := got[i]
+				if g.Kind != w.kind || g.Code != w.code || g.Status != w.status || !strings.Contains(g.Reason, w.reason) ||
+					(w.kind == KindRetry && g.Delay != w.delay) || (w.kind == KindDeadLetter && g.Reason == "") {
+					t.Errorf("job %d: %+v, want %+v", i, g, w)
+				}
+			}
+		})
+	}
+	// A result's jobs come through in order, with their delays.
+	d := p.DecideBatch(batchReply(t, res("r:a:1", wire.Result{Status: 200, Jobs: next})), jobs[:1])
+	if d[0].Kind != KindPublish || len(d[0].Jobs) != 1 || d[0].Jobs[0] != next[0] {
+		t.Errorf("jobs = %+v, want %+v", d[0].Jobs, next)
+	}
+}
+
+// One result is decided as a one-event reply of its status would be.
+func TestPolicyResultMatchesOneEventTable(t *testing.T) {
+	t.Parallel()
+	p := Policy{MaxAttempts: 3, BackoffBase: time.Second, BackoffMax: time.Minute, Jitter: func(d time.Duration) time.Duration { return d }}
+	for status := 200; status <= 599; status++ {
+		if http.StatusText(status) == "" {
+			continue
+		}
+		why := "why" // the body of an error; a 2xx without jobs has none
+		if status < 300 {
+			why = ""
+		}
+		for attempt := 1; attempt <= 3; attempt++ {
+			one := p.Decide(Reply{Status: status, Header: http.Header{}, Body: []byte(why), Attempt: attempt})
+			got := p.DecideBatch(batchReply(t, resultEvent(t, "r:n:1", wire.Result{Status: status, Error: why})),
+				[]BatchJob{{ID: "r:n:1", Attempt: attempt}})[0]
+			if got.Kind != one.Kind || got.Code != one.Code || got.Reason != one.Reason || got.Delay != one.Delay {
+				t.Errorf("status %d attempt %d: batch %+v, one-event %+v", status, attempt, got.Decision, one)
+			}
+		}
 	}
 }

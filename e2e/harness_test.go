@@ -26,6 +26,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -38,6 +40,7 @@ import (
 	"github.com/stepflow/stepflow/examples/nodes"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/schema"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -814,7 +817,8 @@ func registerTestNodes(reg *workflow.Registry, tb *testBundle) {
 
 // --- observing HTTP --------------------------------------------------------
 
-// request is one POST the bridge made to the function.
+// request is one job the bridge POSTed to the function: a one-job request,
+// or one job of a batch (with the batch's times and its own result's status).
 type request struct {
 	RunID, NodeID string
 	Attempt       int
@@ -827,6 +831,7 @@ type httpLog struct {
 	mu       sync.Mutex
 	reqs     []request
 	inflight atomic.Int64
+	posts    atomic.Int64 // HTTP requests, a batch counting once
 }
 
 func (l *httpLog) wrap(h http.Handler) http.Handler {
@@ -837,19 +842,48 @@ func (l *httpLog) wrap(h http.Handler) http.Handler {
 		}
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		var job struct {
-			RunID   string `json:"runId"`
-			NodeID  string `json:"nodeId"`
-			Attempt int    `json:"attempt"`
+		batch := cehttp.IsHTTPBatch(r.Header)
+		var bodies [][]byte // the jobs, in request order
+		if batch {
+			msg := cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(body)))
+			evs, _ := binding.ToEvents(context.Background(), msg, msg.BodyReader)
+			for _, ev := range evs {
+				bodies = append(bodies, ev.Data())
+			}
+		} else {
+			bodies = [][]byte{body}
 		}
-		_ = json.Unmarshal(body, &job)
+		l.posts.Add(1)
 		l.inflight.Add(1)
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK, keep: batch}
 		start := time.Now()
 		h.ServeHTTP(rec, r)
 		l.inflight.Add(-1)
+		end := time.Now()
+		statuses := make([]int, len(bodies))
+		for i := range statuses {
+			statuses[i] = rec.status // a one-job reply, or a batch failed as a whole
+		}
+		if batch && rec.status == http.StatusOK {
+			msg := cehttp.NewMessage(rec.Header(), io.NopCloser(bytes.NewReader(rec.body.Bytes())))
+			results, _ := binding.ToEvents(context.Background(), msg, msg.BodyReader)
+			for i, ev := range results {
+				var res wire.Result
+				if i < len(statuses) && json.Unmarshal(ev.Data(), &res) == nil {
+					statuses[i] = res.Status
+				}
+			}
+		}
 		l.mu.Lock()
-		l.reqs = append(l.reqs, request{RunID: job.RunID, NodeID: job.NodeID, Attempt: max(job.Attempt, 1), Status: rec.status, Start: start, End: time.Now()})
+		for i, b := range bodies {
+			var job struct {
+				RunID   string `json:"runId"`
+				NodeID  string `json:"nodeId"`
+				Attempt int    `json:"attempt"`
+			}
+			_ = json.Unmarshal(b, &job)
+			l.reqs = append(l.reqs, request{RunID: job.RunID, NodeID: job.NodeID, Attempt: max(job.Attempt, 1), Status: statuses[i], Start: start, End: end})
+		}
 		l.mu.Unlock()
 	})
 }
@@ -876,6 +910,15 @@ func (l *httpLog) all() []request {
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	keep   bool         // keep a copy of the body (a batch reply, read for its results)
+	body   bytes.Buffer // with keep
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.keep {
+		r.body.Write(b)
+	}
+	return r.ResponseWriter.Write(b)
 }
 
 func (r *statusRecorder) WriteHeader(code int) {

@@ -80,7 +80,9 @@ func TestMetricsCountARun(t *testing.T) {
 		{tb.bridgeMetrics, "stepflow_bridge_deliveries_total", map[string]string{"outcome": "dead_lettered"}, 0},
 		{tb.bridgeMetrics, "stepflow_bridge_deliveries_total", map[string]string{"outcome": "retried"}, 0},
 		{tb.bridgeMetrics, "stepflow_bridge_inflight_deliveries", nil, 0},
-		{tb.bridgeMetrics, "stepflow_bridge_function_request_seconds", nil, 8},
+		// One observation per request; a batch holds several attempts.
+		{tb.bridgeMetrics, "stepflow_bridge_function_request_seconds", nil, float64(tb.http.posts.Load())},
+		{tb.bridgeMetrics, "stepflow_bridge_batch_size", nil, float64(tb.http.posts.Load())},
 	}
 	for _, c := range checks {
 		// The bridge counts a delivery after acking it, a moment after the

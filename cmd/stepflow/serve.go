@@ -126,14 +126,17 @@ type bridgeFlags struct {
 	httpAddress string
 }
 
-func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, httpFlag string) {
+// addBridgeFlags adds the bridge's flags. httpFlag and batchFlag name the
+// two that dev, which also runs the reconciler, names otherwise.
+func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, httpFlag, batchFlag string) {
 	if withFunctionURL {
 		fs.StringVar(&b.cfg.FunctionURL, "function-url", envOr("FUNCTION_URL", "http://127.0.0.1:8080/"), "URL of the step function (env FUNCTION_URL)")
 		fs.StringVar(&b.cfg.ReadinessURL, "readiness-url", os.Getenv("FUNCTION_READINESS_URL"), "function readiness URL, default FUNCTION_URL with path /health/readiness (env FUNCTION_READINESS_URL)")
 	}
 	fs.IntVar(&b.cfg.Prefetch, "prefetch", bridge.DefaultPrefetch, "unacknowledged deliveries held (env BRIDGE_PREFETCH)")
-	fs.IntVar(&b.cfg.Concurrency, "concurrency", bridge.DefaultConcurrency, "deliveries sent to the function at once (env BRIDGE_CONCURRENCY)")
-	fs.DurationVar(&b.cfg.RequestTimeout, "request-timeout", bridge.DefaultRequestTimeout, "time limit of one call to the function (env BRIDGE_REQUEST_TIMEOUT)")
+	fs.IntVar(&b.cfg.Concurrency, "concurrency", bridge.DefaultConcurrency, "requests to the function in flight at once, each of up to --"+batchFlag+" jobs (env BRIDGE_CONCURRENCY)")
+	fs.IntVar(&b.cfg.BatchSize, batchFlag, bridge.DefaultBatchSize, "most jobs sent to the function in one request (a CloudEvents batch); 1 sends each job alone in binary mode, as a function built with func build needs (env BRIDGE_BATCH_SIZE)")
+	fs.DurationVar(&b.cfg.RequestTimeout, "request-timeout", bridge.DefaultRequestTimeout, "time limit of one call to the function, a whole batch (env BRIDGE_REQUEST_TIMEOUT)")
 	fs.IntVar(&b.cfg.MaxAttempts, "max-attempts", bridge.DefaultMaxAttempts, "transport attempts before a job is dead-lettered (env BRIDGE_MAX_ATTEMPTS)")
 	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", bridge.DefaultBackoffBase, "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
 	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", bridge.DefaultBackoffMax, "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
@@ -148,19 +151,22 @@ func newBridgeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bridge",
 		Short: "Consume the job queue and call the step function with CloudEvents",
-		Long: `Bridge consumes the job queue with manual acks and POSTs each job to the step
-function as a binary-mode CloudEvent. The reply decides: publish the next jobs
-(with publisher confirms) then ack; ack; retry later with backoff; or
-dead-letter to <queue>.dlq with the reason. Delays (retries, sleeps) wait in
-TTL queues and hold no worker. On SIGTERM it stops consuming, lets in-flight
-deliveries finish within the grace period and requeues the rest.`,
+		Long: `Bridge consumes the job queue with manual acks and POSTs the jobs to the step
+function as a CloudEvents batch (up to --batch-size jobs per request: what has
+arrived when a request slot frees; a lone job goes at once), or with
+--batch-size 1 each job alone as a binary-mode CloudEvent. Each job's answer
+decides: publish the next jobs (with publisher confirms) then ack; ack; retry
+later with backoff; or dead-letter to <queue>.dlq with the reason. Delays
+(retries, sleeps) wait in TTL queues and hold no worker. On SIGTERM it stops
+consuming, lets in-flight requests finish within the grace period and
+requeues the rest.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBridge(cmd.Context(), c, bf)
 		},
 	}
 	addConnFlags(cmd.Flags(), &c, "amqp")
-	addBridgeFlags(cmd.Flags(), &bf, true, "http-address")
+	addBridgeFlags(cmd.Flags(), &bf, true, "http-address", "batch-size")
 	return cmd
 }
 
@@ -440,7 +446,7 @@ func newDevCmd() *cobra.Command {
 	}
 	addConnFlags(cmd.Flags(), &c, "postgres", "redis", "amqp")
 	addFunctionFlags(cmd.Flags(), &ff)
-	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address")
+	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address", "bridge-batch-size") // --batch-size is the reconciler's
 	addReconcilerFlags(cmd.Flags(), &rf, true, "reconciler-http-address")
 	return cmd
 }
