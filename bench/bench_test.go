@@ -19,7 +19,7 @@ var requiredKeys = []string{
 	"L.growth_ratio",
 	"baselines.amqp_msgs_per_s", "baselines.pg_tx_per_s", "baselines.redis_ops_per_s", "baselines.http_req_per_s",
 	"rss_mb.bridge", "rss_mb.function", "cpu_s.bridge", "cpu_s.function",
-	"machine.cores", "config.n", "config.prefetch", "config.concurrency", "config.pg_conns",
+	"machine.cores", "config.n", "config.prefetch", "config.concurrency", "config.batch_size", "config.pg_conns",
 }
 
 // TestQuick runs the benchmark in smoke mode against the real services and

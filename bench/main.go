@@ -18,7 +18,7 @@
 // writes the figures as JSON. Every run is checked (completed, every step
 // succeeded once, the expected output); a wrong result fails the benchmark.
 //
-//	go run ./bench [--json FILE] [--n 2000] [--quick] [--prefetch P] [--concurrency C] [--pg-conns K] [--keep]
+//	go run ./bench [--json FILE] [--n 2000] [--quick] [--prefetch P] [--concurrency C] [--batch-size B] [--pg-conns K] [--keep]
 //
 // See docs/benchmarks.md.
 package main
@@ -54,6 +54,7 @@ type config struct {
 	N            int
 	Prefetch     int
 	Concurrency  int
+	BatchSize    int
 	PGConns      int
 	JSONPath     string
 	Keep         bool
@@ -73,6 +74,7 @@ func defaultConfig() *config {
 		N:            2000,
 		Prefetch:     bridge.DefaultPrefetch,
 		Concurrency:  bridge.DefaultConcurrency,
+		BatchSize:    bridge.DefaultBatchSize,
 		PGConns:      function.DefaultPGMaxConns,
 		CRuns:        50,
 		Warmup:       3,
@@ -130,6 +132,7 @@ func main() {
 	fs.IntVar(&cfg.N, "n", cfg.N, "runs started at once in W and in C's throughput test")
 	fs.IntVar(&cfg.Prefetch, "prefetch", cfg.Prefetch, "bridge --prefetch (and the AMQP baseline's prefetch)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "bridge --concurrency (and the baselines' concurrency)")
+	fs.IntVar(&cfg.BatchSize, "batch-size", cfg.BatchSize, "bridge --batch-size: most jobs per request to the function (1: one binary-mode event per request)")
 	fs.IntVar(&cfg.PGConns, "pg-conns", cfg.PGConns, "function POSTGRES_MAX_CONNS (and the PostgreSQL baseline's pool size)")
 	fs.StringVar(&cfg.JSONPath, "json", "", "write the figures as JSON to this file")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the benchmark's tables (bench_<id>_*) for inspection")
@@ -146,8 +149,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: --l-nodes must be at least 10")
 		os.Exit(2)
 	}
-	if cfg.N < 1 || cfg.Prefetch < 1 || cfg.Concurrency < 1 || cfg.PGConns < 1 || cfg.PollInterval <= 0 {
-		fmt.Fprintln(os.Stderr, "bench: --n, --prefetch, --concurrency, --pg-conns and --poll-interval must be positive")
+	if cfg.N < 1 || cfg.Prefetch < 1 || cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.PGConns < 1 || cfg.PollInterval <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: --n, --prefetch, --concurrency, --batch-size, --pg-conns and --poll-interval must be positive")
 		os.Exit(2)
 	}
 	root, err := findRepoRoot()
@@ -243,7 +246,7 @@ func (p *phases) run(name string, f func() error) error {
 // run is the whole benchmark.
 func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err error) {
 	log := &logger{w: logw, t0: time.Now()}
-	log.printf("stepflow benchmark: N=%d, prefetch %d, concurrency %d, pool %d%s", cfg.N, cfg.Prefetch, cfg.Concurrency, cfg.PGConns, map[bool]string{true: " (quick)", false: ""}[cfg.Quick])
+	log.printf("stepflow benchmark: N=%d, prefetch %d, concurrency %d, batch size %d, pool %d%s", cfg.N, cfg.Prefetch, cfg.Concurrency, cfg.BatchSize, cfg.PGConns, map[bool]string{true: " (quick)", false: ""}[cfg.Quick])
 	s, err := newStack(ctx, cfg, log)
 	var extraTables []string
 	if s != nil {
@@ -259,7 +262,7 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 		return nil, err
 	}
 	res = &Result{Fractions: map[string]float64{}, Config: map[string]any{
-		"n": cfg.N, "prefetch": cfg.Prefetch, "concurrency": cfg.Concurrency, "pg_conns": cfg.PGConns,
+		"n": cfg.N, "prefetch": cfg.Prefetch, "concurrency": cfg.Concurrency, "batch_size": cfg.BatchSize, "pg_conns": cfg.PGConns,
 		"c_single_runs": cfg.CRuns, "c_warmup_runs": cfg.Warmup, "l_nodes": cfg.LNodes,
 		"baseline_s": cfg.BaselineDur.Seconds(), "poll_interval_ms": float64(cfg.PollInterval.Microseconds()) / 1000,
 		"quick": cfg.Quick, "starters": 16, "log_level": "warn",

@@ -226,6 +226,7 @@ func (s *stack) start(ctx context.Context) error {
 		"--http-address", s.brAddr,
 		"--prefetch", strconv.Itoa(s.cfg.Prefetch),
 		"--concurrency", strconv.Itoa(s.cfg.Concurrency),
+		"--batch-size", strconv.Itoa(s.cfg.BatchSize),
 		"--shutdown-grace", "5s",
 	}, s.env())
 	if err != nil {
