@@ -54,8 +54,21 @@ func (s *Store) LoadSteps(ctx context.Context, keys []StepKey) ([]*StepLoad, err
 	runs := make(map[string]*Run, len(uniq))
 	steps := make(map[StepKey]*Step, len(keys))
 	contexts := make(map[string]map[string]any, len(uniq))
+	// One key (the bridge sent one job) is read with plain equalities:
+	// array parameters cost the server more to plan and run, which shows
+	// on a single step's latency.
+	runsSQL := `SELECT ` + runColumns + ` FROM ` + s.T.Statuses + ` WHERE run_id = ANY($1)`
+	stepsSQL := `SELECT s.run_id, ` + stepColumns + ` FROM ` + s.T.Steps + ` s JOIN unnest($1::text[], $2::text[]) AS k(run_id, node_id) USING (run_id, node_id)`
+	contextsSQL := `SELECT run_id, context_data FROM ` + s.T.Contexts + ` WHERE run_id = ANY($1)`
+	runsArg, runIDsArg, nodeIDsArg := any(uniq), any(runIDs), any(nodeIDs)
+	if len(keys) == 1 {
+		runsSQL = `SELECT ` + runColumns + ` FROM ` + s.T.Statuses + ` WHERE run_id = $1`
+		stepsSQL = `SELECT run_id, ` + stepColumns + ` FROM ` + s.T.Steps + ` WHERE run_id = $1 AND node_id = $2`
+		contextsSQL = `SELECT run_id, context_data FROM ` + s.T.Contexts + ` WHERE run_id = $1`
+		runsArg, runIDsArg, nodeIDsArg = keys[0].RunID, keys[0].RunID, keys[0].NodeID
+	}
 	b := &pgx.Batch{}
-	b.Queue(`SELECT `+runColumns+` FROM `+s.T.Statuses+` WHERE run_id = ANY($1)`, uniq).Query(func(rows pgx.Rows) error {
+	b.Queue(runsSQL, runsArg).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
 		for rows.Next() {
 			r, err := scanRun(rows)
@@ -66,8 +79,7 @@ func (s *Store) LoadSteps(ctx context.Context, keys []StepKey) ([]*StepLoad, err
 		}
 		return rows.Err()
 	})
-	b.Queue(`SELECT s.run_id, `+stepColumns+` FROM `+s.T.Steps+` s JOIN unnest($1::text[], $2::text[]) AS k(run_id, node_id) USING (run_id, node_id)`,
-		runIDs, nodeIDs).Query(func(rows pgx.Rows) error {
+	b.Queue(stepsSQL, runIDsArg, nodeIDsArg).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
 		for rows.Next() {
 			var runID string
@@ -80,7 +92,7 @@ func (s *Store) LoadSteps(ctx context.Context, keys []StepKey) ([]*StepLoad, err
 		}
 		return rows.Err()
 	})
-	b.Queue(`SELECT run_id, context_data FROM `+s.T.Contexts+` WHERE run_id = ANY($1)`, uniq).Query(func(rows pgx.Rows) error {
+	b.Queue(contextsSQL, runsArg).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
 		for rows.Next() {
 			var runID string
@@ -338,7 +350,11 @@ func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
 	// stands in for, and read what Advance will ask about.
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(`SELECT run_id, status, pending FROM `+s.T.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, runIDs).Query(func(rows pgx.Rows) error {
+	lockSQL, lockArg := `SELECT run_id, status, pending FROM `+s.T.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, any(runIDs)
+	if len(runIDs) == 1 {
+		lockSQL, lockArg = `SELECT run_id, status, pending FROM `+s.T.Statuses+` WHERE run_id = $1 FOR UPDATE`, runIDs[0]
+	}
+	b.Queue(lockSQL, lockArg).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
 		for rows.Next() {
 			var id, status string
@@ -537,8 +553,13 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	if len(readyIDs) > 0 {
 		// Under the run's lock no other commit inserts this run's rows,
 		// and Advance only names nodes without one: every row is new.
-		b.Queue(`INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`,
-			g.runID, readyIDs, readyInputs).Query(func(rows pgx.Rows) error {
+		insertSQL, idsArg, inputsArg := `INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`,
+			any(readyIDs), any(readyInputs)
+		if len(readyIDs) == 1 { // a chain's next step: no arrays (see LoadSteps)
+			insertSQL = `INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, input) VALUES ($1, $2, 'ready', $3) ON CONFLICT DO NOTHING RETURNING node_id`
+			idsArg, inputsArg = readyIDs[0], readyInputs[0]
+		}
+		b.Queue(insertSQL, g.runID, idsArg, inputsArg).Query(func(rows pgx.Rows) error {
 			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 			for _, id := range ids {
 				if p := owner[id]; p != nil {
