@@ -647,12 +647,15 @@ func (s *Store) commitAlone(ctx context.Context, p *pending) (done bool, err err
 		return fmt.Sprintf("$%d", len(args))
 	}
 	var sql strings.Builder
+	// The run's status is read by the locking CTE: after waiting for the
+	// lock it is the latest, where a plain read would see the statement's
+	// snapshot from before the wait.
 	sql.WriteString(`WITH run AS (
-			SELECT run_id FROM ` + s.T.Statuses + ` WHERE run_id = $1 AND status = 'running' FOR UPDATE),
+			SELECT run_id, status FROM ` + s.T.Statuses + ` WHERE run_id = $1 FOR UPDATE),
 		me AS (
 			UPDATE ` + s.T.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
 				started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now()
-			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping') AND attempts = $13 AND EXISTS (SELECT 1 FROM run)
+			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping') AND attempts = $13 AND EXISTS (SELECT 1 FROM run WHERE status = 'running')
 			RETURNING node_id),`)
 	if len(readyIDs) == 1 { // no arrays for a chain's next step (see LoadSteps)
 		sql.WriteString(`
@@ -682,7 +685,7 @@ func (s *Store) commitAlone(ctx context.Context, p *pending) (done bool, err err
 		counted AS (
 			UPDATE ` + s.T.Statuses + ` SET pending = pending - 1 + (SELECT count(*) FROM ready), updated_at = now()
 			WHERE run_id = $1 AND EXISTS (SELECT 1 FROM me) RETURNING pending)
-		SELECT (SELECT status FROM ` + s.T.Statuses + ` WHERE run_id = $1), EXISTS (SELECT 1 FROM me), ARRAY(SELECT node_id FROM ready),
+		SELECT (SELECT status FROM run), EXISTS (SELECT 1 FROM me), ARRAY(SELECT node_id FROM ready),
 			CASE WHEN (SELECT pending FROM counted) <= 0 THEN 1 / (SELECT 0) END`)
 	var status *string
 	var applied bool
