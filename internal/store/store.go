@@ -139,7 +139,8 @@ type Querier interface {
 
 // CreateRun records a new run of w: its blueprint snapshot, its context
 // (the initial input), its status (running) and a ready step for each start
-// node, in one transaction. It returns the start nodes.
+// node, in one statement (one round trip, its own transaction). It returns
+// the start nodes.
 func (s *Store) CreateRun(ctx context.Context, runID string, w *workflow.Workflow, input map[string]any) ([]string, error) {
 	if input == nil {
 		input = map[string]any{}
@@ -148,32 +149,34 @@ func (s *Store) CreateRun(ctx context.Context, runID string, w *workflow.Workflo
 	if err != nil {
 		return nil, fmt.Errorf("encode input: %w", err)
 	}
-	starts := w.StartNodes()
-	inputs := make([][]byte, len(starts))
-	for i := range starts {
-		inputs[i] = in
+	body, err := json.Marshal(w.Blueprint)
+	if err != nil {
+		return nil, fmt.Errorf("encode blueprint %s: %w", w.Blueprint.ID, err)
 	}
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		if err := s.SaveBlueprint(ctx, tx, w.Blueprint, w.Digest); err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `INSERT INTO `+s.T.Statuses+` (run_id, status, blueprint_id, blueprint_digest, pending) VALUES ($1, 'running', $2, $3, $4) ON CONFLICT (run_id) DO NOTHING`,
-			runID, w.Blueprint.ID, w.Digest, len(starts))
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("run %s: %w", runID, ErrRunExists)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO `+s.T.Contexts+` (run_id, context_data) VALUES ($1, $2) ON CONFLICT (run_id) DO UPDATE SET context_data = EXCLUDED.context_data`, runID, in); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING`,
-			runID, starts, inputs)
-		return err
-	})
+	starts := w.StartNodes()
+	// The blueprint snapshot is immutable under its digest; the context and
+	// the start steps are written only with a new status row, so an id
+	// that is taken changes nothing.
+	var created bool
+	err = s.Pool.QueryRow(ctx, `WITH
+		snapshot AS (
+			INSERT INTO `+s.T.Blueprints+` (digest, blueprint_id, version, body) VALUES ($3, $2, $5, $6) ON CONFLICT (digest) DO NOTHING),
+		run AS (
+			INSERT INTO `+s.T.Statuses+` (run_id, status, blueprint_id, blueprint_digest, pending) VALUES ($1, 'running', $2, $3, $7)
+			ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
+		context AS (
+			INSERT INTO `+s.T.Contexts+` (run_id, context_data) SELECT run_id, $4 FROM run
+			ON CONFLICT (run_id) DO UPDATE SET context_data = EXCLUDED.context_data),
+		steps AS (
+			INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT run_id, n, 'ready', $4 FROM run, unnest($8::text[]) AS n
+			ON CONFLICT DO NOTHING)
+		SELECT EXISTS (SELECT 1 FROM run)`,
+		runID, w.Blueprint.ID, w.Digest, in, w.Blueprint.Version(), body, len(starts), starts).Scan(&created)
 	if err != nil {
 		return nil, fmt.Errorf("create run %s: %w", runID, err)
+	}
+	if !created {
+		return nil, fmt.Errorf("create run %s: run %s: %w", runID, runID, ErrRunExists)
 	}
 	return starts, nil
 }
