@@ -5,10 +5,12 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -64,13 +66,58 @@ func (tb *testBundle) batchUp(g *gate, n int, publish func()) {
 	close(g.open)
 }
 
-// events reads a recorded batch request.
+// events reads a recorded request: a batch, or a lone job in the one-event
+// form (binary mode), whose X-Delivery-Attempt is then set on the event as
+// the deliveryattempt extension a batch carries.
 func (r request) events(t *testing.T) []event.Event {
 	t.Helper()
-	if !isBatch(r.Header) {
-		t.Fatalf("request is not a batch: Content-Type %q", r.Header.Get("Content-Type"))
+	if isBatch(r.Header) {
+		return batchEvents(t, r.Header, r.Body)
 	}
-	return batchEvents(t, r.Header, r.Body)
+	ev, err := binding.ToEvent(context.Background(), cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(r.Body))))
+	if err != nil {
+		t.Fatalf("request is neither a batch nor one event: %v (Content-Type %q)", err, r.Header.Get("Content-Type"))
+	}
+	if a := r.Header.Get("X-Delivery-Attempt"); a != "" {
+		n, err := strconv.Atoi(a)
+		if err != nil {
+			t.Fatalf("X-Delivery-Attempt %q: %v", a, err)
+		}
+		ev.SetExtension(wire.DeliveryAttemptExtension, n)
+	}
+	return []event.Event{*ev}
+}
+
+// answerJobs reads a request in either form, asks decide for a result per
+// job, and answers in the request's form: a batch of results, or the
+// one-event reply a lone job's result stands for.
+func answerJobs(t *testing.T, w http.ResponseWriter, r *http.Request, decide func(evs []event.Event) []wire.Result) {
+	body, _ := io.ReadAll(r.Body)
+	rec := request{Header: r.Header, Body: body}
+	evs := rec.events(t)
+	results := decide(evs)
+	if isBatch(r.Header) {
+		writeResults(t, w, ids(evs), results)
+		return
+	}
+	res := results[0]
+	switch {
+	case res.Status != http.StatusOK:
+		http.Error(w, res.Error, res.Status)
+	case len(res.Jobs) == 0:
+		w.WriteHeader(http.StatusOK)
+	default:
+		reply := event.New()
+		reply.SetID(evs[0].ID() + "/reply")
+		reply.SetType(EventTypeJobs)
+		reply.SetSource(wire.FunctionSource)
+		if err := reply.SetData(event.ApplicationJSON, wire.Reply{Jobs: res.Jobs}); err != nil {
+			t.Error(err)
+		}
+		if err := cehttp.WriteResponseWriter(r.Context(), binding.ToMessage(&reply), http.StatusOK, w); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 func ids(evs []event.Event) []string {
@@ -81,19 +128,11 @@ func ids(evs []event.Event) []string {
 	return out
 }
 
-// ackAll answers every job of a batch with 200 and no jobs.
+// ackAll answers every job with 200 and no jobs.
 func ackAll(t *testing.T, w http.ResponseWriter, r *http.Request) {
-	evs, err := cehttp.NewEventsFromHTTPRequest(r)
-	if err != nil {
-		t.Errorf("read batch: %v", err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	results := make([]wire.Result, len(evs))
-	for i := range results {
-		results[i].Status = http.StatusOK
-	}
-	writeResults(t, w, ids(evs), results)
+	answerJobs(t, w, r, func(evs []event.Event) []wire.Result {
+		return slices.Repeat([]wire.Result{{Status: http.StatusOK}}, len(evs))
+	})
 }
 
 func deliveryAttempt(t *testing.T, ev event.Event) int {
@@ -225,8 +264,8 @@ func TestBatchesFormUnderLoad(t *testing.T) {
 	published := time.Now()
 	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "lone"}, 0)
 	r := tb.nextRequest(wait)
-	if evs := r.events(t); len(evs) != 1 || evs[0].ID() != "r:lone:1" {
-		t.Errorf("lone job sent as %v, want alone", ids(evs))
+	if evs := r.events(t); len(evs) != 1 || evs[0].ID() != "r:lone:1" || isBatch(r.Header) {
+		t.Errorf("lone job sent as %v (Content-Type %q), want alone, in the one-event form", ids(evs), r.Header.Get("Content-Type"))
 	}
 	if took := r.At.Sub(published); took > time.Second {
 		t.Errorf("lone job reached the function after %s: it waited for a batch", took)
@@ -248,34 +287,31 @@ func TestBatchMixedResults(t *testing.T) {
 	var afterTP string             // the traceparent of pub's next job
 	g := newGate()
 	tb := setupRaw(t, g.wrap(t, func(w http.ResponseWriter, r *http.Request) {
-		evs, err := cehttp.NewEventsFromHTTPRequest(r)
-		if err != nil {
-			t.Errorf("read batch: %v", err)
-			return
-		}
-		results := make([]wire.Result, len(evs))
-		mu.Lock()
-		defer mu.Unlock()
-		for i, ev := range evs {
-			attempts[ev.ID()] = append(attempts[ev.ID()], deliveryAttempt(t, ev))
-			first := len(attempts[ev.ID()]) == 1
-			if ev.ID() == next.ID() {
-				afterTP = fmt.Sprint(ev.Extensions()[HeaderTraceparent])
+		answerJobs(t, w, r, func(evs []event.Event) []wire.Result {
+			results := make([]wire.Result, len(evs))
+			mu.Lock()
+			defer mu.Unlock()
+			for i, ev := range evs {
+				attempts[ev.ID()] = append(attempts[ev.ID()], deliveryAttempt(t, ev))
+				first := len(attempts[ev.ID()]) == 1
+				if ev.ID() == next.ID() {
+					afterTP = fmt.Sprint(ev.Extensions()[HeaderTraceparent])
+				}
+				switch res := &results[i]; {
+				case ev.ID() == "r:pub:1":
+					*res = wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: next}}}
+				case ev.ID() == "r:busy:1" && first:
+					*res = wire.Result{Status: 409, Error: "lease held by another delivery"}
+				case ev.ID() == "r:bad:1":
+					*res = wire.Result{Status: 422, Error: `node "bad" does not exist`}
+				case ev.ID() == "r:down:1" && first:
+					*res = wire.Result{Status: 503, Error: "database unavailable"}
+				default:
+					*res = wire.Result{Status: 200}
+				}
 			}
-			switch res := &results[i]; {
-			case ev.ID() == "r:pub:1":
-				*res = wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: next}}}
-			case ev.ID() == "r:busy:1" && first:
-				*res = wire.Result{Status: 409, Error: "lease held by another delivery"}
-			case ev.ID() == "r:bad:1":
-				*res = wire.Result{Status: 422, Error: `node "bad" does not exist`}
-			case ev.ID() == "r:down:1" && first:
-				*res = wire.Result{Status: 503, Error: "database unavailable"}
-			default:
-				*res = wire.Result{Status: 200}
-			}
-		}
-		writeResults(t, w, ids(evs), results)
+			return results
+		})
 	}), func(c *Config) { c.Concurrency = 1 })
 	tb.start()
 	start := time.Now().Add(-time.Second).Truncate(time.Second)
@@ -354,13 +390,14 @@ func TestBatchWholeRequestFailure(t *testing.T) {
 					tt.fail(w, r)
 					return
 				}
-				evs, _ := cehttp.NewEventsFromHTTPRequest(r)
-				mu.Lock()
-				for _, ev := range evs {
-					attempts[ev.ID()] = append(attempts[ev.ID()], deliveryAttempt(t, ev))
-				}
-				mu.Unlock()
-				writeResults(t, w, ids(evs), slices.Repeat([]wire.Result{{Status: 200}}, len(evs)))
+				answerJobs(t, w, r, func(evs []event.Event) []wire.Result {
+					mu.Lock()
+					for _, ev := range evs {
+						attempts[ev.ID()] = append(attempts[ev.ID()], deliveryAttempt(t, ev))
+					}
+					mu.Unlock()
+					return slices.Repeat([]wire.Result{{Status: 200}}, len(evs))
+				})
 			}), func(c *Config) { c.Concurrency = 1; c.RequestTimeout = time.Second; c.MaxAttempts = 10 })
 			tb.start()
 			made := map[string]int32{"r:a:1": 0, "r:b:1": 2, "r:c:1": 5} // x-attempts already made
