@@ -83,6 +83,7 @@ func TestMetricsCountARun(t *testing.T) {
 		// One observation per request; a batch holds several attempts.
 		{tb.bridgeMetrics, "stepflow_bridge_function_request_seconds", nil, float64(tb.http.posts.Load())},
 		{tb.bridgeMetrics, "stepflow_bridge_batch_size", nil, float64(tb.http.posts.Load())},
+		{tb.fnMetrics, "stepflow_function_request_jobs", nil, float64(tb.http.posts.Load())},
 	}
 	for _, c := range checks {
 		// The bridge counts a delivery after acking it, a moment after the
@@ -96,6 +97,10 @@ func TestMetricsCountARun(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
+	}
+	// Eight attempts were committed, by at most as many requests.
+	if n := metricSum(t, tb.fnMetrics, "stepflow_function_commit_seconds", nil); n < 1 || n > 8 || n > float64(tb.http.posts.Load()) {
+		t.Errorf("stepflow_function_commit_seconds counts %v group commits, want 1 to 8 and no more than the %d requests", n, tb.http.posts.Load())
 	}
 	published := metricSum(t, tb.bridgeMetrics, "stepflow_bridge_deliveries_total", map[string]string{"outcome": "reply_published"})
 	acked := metricSum(t, tb.bridgeMetrics, "stepflow_bridge_deliveries_total", map[string]string{"outcome": "ack"})

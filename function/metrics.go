@@ -7,6 +7,8 @@ type metrics struct {
 	stepDuration *prometheus.HistogramVec
 	runs         *prometheus.CounterVec
 	replies      *prometheus.CounterVec
+	batchJobs    prometheus.Histogram
+	commit       prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,7 +33,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "stepflow_function_replies_total",
 			Help: "Replies of the step function by HTTP status class and reason.",
 		}, []string{"code", "reason"}),
+		batchJobs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stepflow_function_request_jobs",
+			Help:    "Jobs per request: 1 for a one-event request, the batch's size for a CloudEvents batch.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stepflow_function_commit_seconds",
+			Help:    "Time to commit the outcomes of one request (one transaction for the whole batch).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 	}
-	reg.MustRegister(m.steps, m.stepDuration, m.runs, m.replies)
+	reg.MustRegister(m.steps, m.stepDuration, m.runs, m.replies, m.batchJobs, m.commit)
 	return m
 }

@@ -93,6 +93,7 @@ func (f *Function) HandleBatch(ctx context.Context, events []event.Event) []wire
 // deliveries of the same jobs, which cannot start before the answer.
 func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out []wire.Result, release func()) {
 	st, rdb, cfg := f.deps()
+	f.metrics.batchJobs.Observe(float64(len(events)))
 	out = make([]wire.Result, len(events))
 	release = func() {}
 	if st == nil {
@@ -186,7 +187,9 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 		}
 	}
 	if len(commits) > 0 {
+		start := time.Now()
 		st.CommitSteps(ctx, commits)
+		f.metrics.commit.Observe(time.Since(start).Seconds())
 	}
 
 	// 5. Answer.
