@@ -120,8 +120,8 @@ func (r *Reconciler) Run(ctx context.Context) (Stats, error) {
 }
 
 type stalled struct {
-	runID, blueprintID string
-	pinned             bool
+	runID, blueprintID, digest string
+	pinned                     bool
 }
 
 func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, int, error) {
@@ -136,13 +136,13 @@ func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, in
 			WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1)
 				AND (reconciled_at IS NULL OR reconciled_at < now() - make_interval(secs => $1)) AND NOT (run_id = ANY($3))
 			ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-		RETURNING run_id, coalesce(blueprint_id, ''), blueprint_digest IS NOT NULL`, r.o.Threshold.Seconds(), r.o.BatchSize, keys(seen))
+		RETURNING run_id, coalesce(blueprint_id, ''), coalesce(blueprint_digest, ''), blueprint_digest IS NOT NULL`, r.o.Threshold.Seconds(), r.o.BatchSize, keys(seen))
 	if err != nil {
 		return stats, 0, fmt.Errorf("claim stalled runs: %w", err)
 	}
 	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (stalled, error) {
 		var x stalled
-		err := row.Scan(&x.runID, &x.blueprintID, &x.pinned)
+		err := row.Scan(&x.runID, &x.blueprintID, &x.digest, &x.pinned)
 		return x, err
 	})
 	if err != nil {
@@ -185,7 +185,7 @@ func (r *Reconciler) repair(ctx context.Context, tx store.Querier, run stalled) 
 		return r.restartUnpinned(ctx, tx, run)
 	}
 	if len(pend) == 0 {
-		return 0, false, fmt.Errorf("run is running but has no pending step (inspect it with: stepflow status %s)", run.runID)
+		return r.resync(ctx, run)
 	}
 	now := time.Now()
 	for _, p := range pend {
@@ -206,6 +206,38 @@ func (r *Reconciler) repair(ctx context.Context, tx store.Querier, run stalled) 
 		r.o.Logger.Info("republished a missing job", "run_id", run.runID, "node_id", p.NodeID, "attempt", job.Attempt, "state", p.State)
 	}
 	return published, published > 0, nil
+}
+
+// resync repairs a run that is running with nothing pending, which no
+// commit leaves behind (a lost or hand-edited row can): the store decides
+// its frontier again from its step rows, and the jobs of the nodes that
+// were missing are published; a run with nothing left to run is completed,
+// or failed.
+func (r *Reconciler) resync(ctx context.Context, run stalled) (int, bool, error) {
+	bp, err := r.o.Store.LoadBlueprint(ctx, run.digest)
+	if err != nil {
+		return 0, false, fmt.Errorf("run is running with nothing pending, and its blueprint cannot be read: %w", err)
+	}
+	w, err := workflow.Compile(bp, nil)
+	if err != nil {
+		return 0, false, fmt.Errorf("run is running with nothing pending, and its blueprint %s does not compile: %w", bp.ID, err)
+	}
+	res, err := r.o.Store.ResyncRun(ctx, run.runID, w)
+	if err != nil {
+		return 0, false, err
+	}
+	n := 0
+	for _, id := range res.Ready {
+		job := bridge.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: id, Attempt: 1}
+		if err := r.o.Publish(ctx, job, 0); err != nil {
+			// The step row is ready: the next pass republishes it.
+			return n, true, fmt.Errorf("republish %s: %w", job.ID(), err)
+		}
+		n++
+	}
+	r.o.Logger.Warn("run was running with nothing pending; rebuilt its frontier from its steps",
+		"run_id", run.runID, "status", res.Status, "made_ready", res.Ready, "skipped", res.Skipped, "pending", res.Pending)
+	return n, true, nil
 }
 
 func keys(m map[string]bool) []string {
