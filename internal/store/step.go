@@ -672,7 +672,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		slices.Sort(resolved) // a stable order of decisions
+		slices.Sort(resolved)             // a stable order of decisions
 		tr := w.Advance(resolved, states) // every node is known: no reads
 		if states.err != nil {
 			return states.err
