@@ -19,6 +19,8 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/stepflow/stepflow/internal/testenv"
 )
 
 const wait = 10 * time.Second // generous upper bound for anything that should take milliseconds
@@ -648,13 +650,7 @@ func TestRunFailsOnIncompatibleQueue(t *testing.T) {
 	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-max-length": int32(10)}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ch, err := conn.Channel()
-		if err == nil {
-			_, _ = ch.QueueDelete(q, false, false, false)
-			ch.Close()
-		}
-	})
+	t.Cleanup(func() { testenv.DeleteQueues(t, conn, q) })
 	srv := newHTTPServer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})) // 200: ready
 	b, err := New(Config{AMQPURL: testAMQPURL(), Queue: q, FunctionURL: srv + "/", Logger: testLogger(t)})
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/stepflow/stepflow/internal/testenv"
 )
 
 // DeclareTopology accepts a main queue that the Flowcraft adapter declared
@@ -21,17 +23,7 @@ func TestDeclareTopologyIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := "test-" + uuid.NewString()
-	t.Cleanup(func() {
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer ch.Close()
-		for _, name := range TopologyQueues(q) {
-			_, _ = ch.QueueDelete(name, false, false, false)
-		}
-	})
+	t.Cleanup(func() { testenv.DeleteQueues(t, conn, TopologyQueues(q)...) })
 	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil { // as Flowcraft did
 		t.Fatal(err)
 	}

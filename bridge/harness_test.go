@@ -30,6 +30,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -115,20 +116,8 @@ func newBundle(t *testing.T, handler http.HandlerFunc, raw bool, opts []func(*Co
 	if err := DeclareTopology(tb.ch, tb.queue); err != nil {
 		t.Fatalf("declare topology: %v", err)
 	}
-	t.Cleanup(func() { // runs after the bridge stops (cleanups are LIFO)
-		ch, err := tb.conn.Channel()
-		if err != nil {
-			t.Errorf("cleanup channel: %v", err)
-			return
-		}
-		defer ch.Close()
-		for _, q := range TopologyQueues(tb.queue) {
-			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-				t.Errorf("delete queue %s: %v", q, err)
-				return
-			}
-		}
-	})
+	// Runs after the bridge stops (cleanups are LIFO).
+	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, TopologyQueues(tb.queue)...) })
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/readiness", func(w http.ResponseWriter, r *http.Request) {})

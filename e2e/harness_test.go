@@ -8,10 +8,7 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,6 +37,7 @@ import (
 	"github.com/stepflow/stepflow/examples/nodes"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/schema"
 	"github.com/stepflow/stepflow/workflow"
@@ -51,69 +49,14 @@ import (
 const defaultParallel = 4
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	explicit := false
-	flag.Visit(func(f *flag.Flag) {
-		if f.Name == "test.parallel" {
-			explicit = true
-		}
-	})
-	if !explicit {
-		_ = flag.Set("test.parallel", fmt.Sprint(defaultParallel))
-	}
+	testenv.SetDefaultParallel(defaultParallel)
 	code := m.Run()
-	if sharedPool != nil {
-		sharedPool.Close()
-	}
+	sharedPool.Close()
 	os.Exit(code)
 }
 
-func env(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-var (
-	postgresURL = env("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	redisURL    = env("REDIS_URL", "redis://127.0.0.1:6379/0")
-	amqpURL     = env("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-)
-
 // sharedPool serves the tests' own queries (each test uses its own tables).
-var (
-	sharedPoolOnce sync.Once
-	sharedPool     *pgxpool.Pool
-	sharedPoolErr  error
-)
-
-func testPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	sharedPoolOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cfg, err := pgxpool.ParseConfig(postgresURL)
-		if err != nil {
-			sharedPoolErr = err
-			return
-		}
-		cfg.MaxConns = 6
-		p, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err == nil {
-			err = p.Ping(ctx)
-		}
-		if err != nil {
-			sharedPoolErr = err
-			return
-		}
-		sharedPool = p
-	})
-	if sharedPoolErr != nil {
-		t.Fatalf("PostgreSQL at %s does not answer: %v (the e2e tests need the real service; set POSTGRES_URL)", postgresURL, sharedPoolErr)
-	}
-	return sharedPool
-}
+var sharedPool = &testenv.SharedPool{MaxConns: 6}
 
 // testBundle is one test's stack and what it observes.
 type testBundle struct {
@@ -175,21 +118,21 @@ func setup(t *testing.T, opts ...option) *testBundle {
 	tb := &testBundle{
 		t:           t,
 		ctx:         ctx,
-		prefix:      "t_" + randHex(4) + "_",
+		prefix:      testenv.TablePrefix(),
 		queue:       "e2e-" + uuid.NewString(),
 		redisPrefix: "e2e:" + uuid.NewString() + ":",
 		nodes:       &nodeLog{counts: map[string]int{}},
 		http:        &httpLog{},
 		gates:       &gates{m: map[string]*gate{}},
 	}
-	tb.tables = prefixedTables(tb.prefix)
+	tb.tables = testenv.PrefixedTables(tb.prefix)
 	// Cleanups run last-registered first: logs are silenced after
 	// everything else has stopped.
 	logs := &testLogSink{t: t}
 	t.Cleanup(logs.close)
 	t.Cleanup(cancel)
 
-	tb.pool = testPool(t)
+	tb.pool = sharedPool.Get(t)
 	tb.connectRedis()
 	tb.connectRabbitMQ()
 	tb.migrate()
@@ -203,8 +146,8 @@ func setup(t *testing.T, opts ...option) *testBundle {
 	tb.fnMetrics = prometheus.NewRegistry()
 	tb.f = function.New(function.Options{Registry: reg, Blueprints: o.blueprints, Logger: logger, Registerer: tb.fnMetrics})
 	if err := tb.f.StartWith(ctx, function.Config{
-		PostgresURL: postgresURL,
-		RedisURL:    redisURL,
+		PostgresURL: testenv.PostgresURL(),
+		RedisURL:    testenv.RedisURL(),
 		Tables:      tb.tables,
 		RedisPrefix: tb.redisPrefix,
 		StepTimeout: 5 * time.Second,
@@ -224,7 +167,7 @@ func setup(t *testing.T, opts ...option) *testBundle {
 
 	tb.bridgeMetrics = prometheus.NewRegistry()
 	cfg := bridge.Config{
-		AMQPURL:        amqpURL,
+		AMQPURL:        testenv.RabbitMQURL(),
 		Queue:          tb.queue,
 		FunctionURL:    tb.srv.URL + "/",
 		RequestTimeout: 10 * time.Second,
@@ -261,7 +204,7 @@ func setup(t *testing.T, opts ...option) *testBundle {
 	// waiting (a product bug kept it running) lets the bridge drain.
 	t.Cleanup(tb.gates.releaseAll)
 
-	c, err := client.New(ctx, client.Config{PostgresURL: postgresURL, AMQPURL: amqpURL, Queue: tb.queue, Tables: tb.tables})
+	c, err := client.New(ctx, client.Config{PostgresURL: testenv.PostgresURL(), AMQPURL: testenv.RabbitMQURL(), Queue: tb.queue, Tables: tb.tables})
 	if err != nil {
 		t.Fatalf("client.New: %v", err)
 	}
@@ -289,68 +232,30 @@ func (tb *testBundle) closeServer() {
 	}
 }
 
-// prefixedTables is schema.DefaultTables with every name prefixed (every
-// field, so a table added to schema.Tables is isolated too).
-func prefixedTables(prefix string) schema.Tables {
-	t := schema.DefaultTables()
-	v := reflect.ValueOf(&t).Elem()
-	for i := range v.NumField() {
-		if f := v.Field(i); f.Kind() == reflect.String {
-			f.SetString(prefix + f.String())
-		}
-	}
-	return t
-}
-
-// tableNames lists every table name of t.
-func tableNames(t schema.Tables) []string {
-	var out []string
-	v := reflect.ValueOf(t)
-	for i := range v.NumField() {
-		if f := v.Field(i); f.Kind() == reflect.String && f.String() != "" {
-			out = append(out, f.String())
-		}
-	}
-	return out
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // migrate creates the test's tables, plus a log of final status writes
 // (a trigger on the statuses table), and drops them all at cleanup.
 func (tb *testBundle) migrate() {
 	t := tb.t
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := schema.Migrate(ctx, tb.pool, tb.tables); err != nil {
-		t.Fatalf("migrate %s*: %v", tb.prefix, err)
-	}
 	statuses := pgx.Identifier{tb.tables.Statuses}.Sanitize()
 	logTable := pgx.Identifier{tb.prefix + "final_writes"}.Sanitize()
 	fn := pgx.Identifier{tb.prefix + "log_final_write"}.Sanitize()
+	// Registered first, so it runs after testenv's cleanup has dropped the
+	// statuses table and with it the trigger that uses fn.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		drop := []string{logTable}
-		for _, name := range tableNames(tb.tables) {
-			drop = append(drop, pgx.Identifier{name}.Sanitize())
-		}
 		for _, stmt := range []string{
-			`DROP TABLE IF EXISTS ` + strings.Join(drop, ", "),
+			`DROP TABLE IF EXISTS ` + logTable,
 			`DROP FUNCTION IF EXISTS ` + fn + `()`,
 		} {
 			if _, err := tb.pool.Exec(ctx, stmt); err != nil {
 				t.Errorf("cleanup: %s: %v", stmt, err)
 			}
 		}
-		if _, err := tb.pool.Exec(ctx, `DELETE FROM `+schema.MigrationsTable+` WHERE tables = $1`, tb.tables.Statuses); err != nil {
-			t.Errorf("cleanup: forget migrations of %s: %v", tb.tables.Statuses, err)
-		}
 	})
+	testenv.MigrateTables(t, tb.pool, tb.tables)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	// A write that sets or changes a final status (or what it records) is
 	// logged; touching updated_at alone is not.
 	ddl := `CREATE TABLE ` + logTable + ` (run_id text, status text, status_data jsonb, at timestamptz DEFAULT clock_timestamp());
@@ -369,71 +274,20 @@ CREATE TRIGGER final_writes AFTER INSERT OR UPDATE ON ` + statuses + ` FOR EACH 
 }
 
 func (tb *testBundle) connectRedis() {
-	t := tb.t
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatalf("REDIS_URL %q: %v", redisURL, err)
-	}
-	tb.rdb = redis.NewClient(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := tb.rdb.Ping(ctx).Err(); err != nil {
-		tb.rdb.Close()
-		t.Fatalf("Redis at %s does not answer: %v (the e2e tests need the real service; set REDIS_URL)", redisURL, err)
-	}
-	t.Cleanup(func() {
-		defer tb.rdb.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		keys, err := tb.redisKeys(ctx)
-		if err != nil {
-			t.Errorf("cleanup: list Redis keys %s*: %v", tb.redisPrefix, err)
-			return
-		}
-		if len(keys) > 0 {
-			if err := tb.rdb.Del(ctx, keys...).Err(); err != nil {
-				t.Errorf("cleanup: delete Redis keys: %v", err)
-			}
-		}
-	})
-}
-
-func (tb *testBundle) redisKeys(ctx context.Context) ([]string, error) {
-	var keys []string
-	iter := tb.rdb.Scan(ctx, 0, tb.redisPrefix+"*", 500).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	return keys, iter.Err()
+	tb.rdb = testenv.Redis(tb.t)
+	tb.t.Cleanup(func() { testenv.DeleteRedisKeys(tb.t, tb.rdb, tb.redisPrefix) })
 }
 
 func (tb *testBundle) connectRabbitMQ() {
 	t := tb.t
-	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
-	if err != nil {
-		t.Fatalf("RabbitMQ at %s does not answer: %v (the e2e tests need the real service; set RABBITMQ_URL)", amqpURL, err)
-	}
-	tb.conn = conn
-	t.Cleanup(func() { conn.Close() })
+	tb.conn = testenv.RabbitMQ(t)
 	tb.pubCh = tb.channel(true)
 	tb.getCh = tb.channel(false)
 	if err := bridge.DeclareTopology(tb.pubCh, tb.queue); err != nil {
 		t.Fatalf("declare the topology of %s: %v", tb.queue, err)
 	}
-	t.Cleanup(func() { // after the bridge has stopped
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Errorf("cleanup: open channel: %v", err)
-			return
-		}
-		defer ch.Close()
-		for _, q := range bridge.TopologyQueues(tb.queue) {
-			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-				t.Errorf("cleanup: delete queue %s: %v", q, err)
-				return
-			}
-		}
-	})
+	// After the bridge has stopped.
+	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, bridge.TopologyQueues(tb.queue)...) })
 }
 
 func (tb *testBundle) channel(confirm bool) *amqp.Channel {

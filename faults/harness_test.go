@@ -8,8 +8,6 @@ package faults
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/schema"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -106,26 +105,18 @@ func setup(t *testing.T, o caseOptions) *bundle {
 		queue:       "faults-" + uuid.NewString(),
 		redisPrefix: "faults:" + uuid.NewString() + ":",
 		redisDB:     o.redisDB,
-		pool:        testPool(t),
+		pool:        sharedPool.Get(t),
 		bp:          loadBlueprint(t, "faults.json"),
 	}
-	prefix := "t_" + randHex(4) + "_"
-	b.tables = schema.Tables{
-		Contexts:    prefix + "contexts",
-		Statuses:    prefix + "statuses",
-		Steps:       prefix + "steps",
-		Blueprints:  prefix + "blueprints",
-		DeadLetters: prefix + "dead_letters",
-	}
-	b.migrate()
+	b.tables = testenv.Tables(t, b.pool)
 	b.connectRedis()
 	b.connectRabbitMQ()
 
-	pgu, err := url.Parse(postgresURL)
+	pgu, err := url.Parse(testenv.PostgresURL())
 	if err != nil {
 		t.Fatalf("POSTGRES_URL: %v", err)
 	}
-	au, err := url.Parse(amqpURL)
+	au, err := url.Parse(testenv.RabbitMQURL())
 	if err != nil {
 		t.Fatalf("RABBITMQ_URL: %v", err)
 	}
@@ -174,7 +165,7 @@ func setup(t *testing.T, o caseOptions) *bundle {
 		b.rec.Start()
 	}
 
-	cl, err := client.New(ctx, client.Config{PostgresURL: postgresURL, AMQPURL: amqpURL, Queue: b.queue, Tables: b.tables})
+	cl, err := client.New(ctx, client.Config{PostgresURL: testenv.PostgresURL(), AMQPURL: testenv.RabbitMQURL(), Queue: b.queue, Tables: b.tables})
 	if err != nil {
 		t.Fatalf("client: %v", err)
 	}
@@ -199,12 +190,6 @@ func logDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 func loadBlueprint(t *testing.T, name string) *workflow.Blueprint {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))
@@ -218,44 +203,16 @@ func loadBlueprint(t *testing.T, name string) *workflow.Blueprint {
 	return bp
 }
 
-// migrate creates the case's tables (dropped when it ends).
-func (b *bundle) migrate() {
-	t := b.t
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	if _, err := schema.Migrate(ctx, b.pool, b.tables); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		q := b.tables.Quoted()
-		if _, err := b.pool.Exec(ctx, `DROP TABLE IF EXISTS `+q.Steps+`, `+q.Statuses+`, `+q.Contexts+`, `+q.Blueprints+`, `+q.DeadLetters); err != nil {
-			t.Logf("drop tables: %v", err)
-		}
-		if _, err := b.pool.Exec(ctx, `DELETE FROM `+schema.MigrationsTable+` WHERE tables = $1`, b.tables.Statuses); err != nil {
-			t.Logf("forget migrations: %v", err)
-		}
-	})
-}
-
 func (b *bundle) connectRedis() {
 	t := b.t
 	b.rdb = redis.NewClient(&redis.Options{Addr: redisAddr, DB: b.redisDB})
+	t.Cleanup(func() { _ = b.rdb.Close() })
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		t.Fatalf("Redis at %s does not answer: %v", redisAddr, err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		iter := b.rdb.Scan(ctx, 0, b.redisPrefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			b.rdb.Del(ctx, iter.Val())
-		}
-		_ = b.rdb.Close()
-	})
+	t.Cleanup(func() { testenv.DeleteRedisKeys(t, b.rdb, b.redisPrefix) })
 }
 
 // connectRabbitMQ dials the broker directly, declares the case's queue
@@ -263,12 +220,9 @@ func (b *bundle) connectRedis() {
 // when the case ends.
 func (b *bundle) connectRabbitMQ() {
 	t := b.t
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatalf("RabbitMQ at %s does not answer: %v", amqpURL, err)
-	}
-	b.amqp = conn
-	ch, err := conn.Channel()
+	b.amqp = testenv.RabbitMQ(t)
+	t.Cleanup(func() { testenv.DeleteQueues(t, b.amqp, bridge.TopologyQueues(b.queue)...) })
+	ch, err := b.amqp.Channel()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,20 +230,6 @@ func (b *bundle) connectRabbitMQ() {
 		t.Fatal(err)
 	}
 	_ = ch.Close()
-	t.Cleanup(func() {
-		ch, err := conn.Channel()
-		if err == nil {
-			for _, q := range bridge.TopologyQueues(b.queue) {
-				if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-					t.Logf("delete queue %s: %v", q, err)
-					if ch, err = conn.Channel(); err != nil {
-						break
-					}
-				}
-			}
-		}
-		_ = conn.Close()
-	})
 }
 
 // queueDepths reads the ready-message count and consumer count of every

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/examples/nodes"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -52,7 +53,7 @@ func (b *bundle) newLoad(n int) *load {
 	b.t.Helper()
 	base := 1 + rand.IntN(1_000_000)
 	l := &load{b: b}
-	runPrefix := "r-" + randHex(4) + "-"
+	runPrefix := "r-" + testenv.RandomHex(4) + "-"
 	for i := range n {
 		l.runs = append(l.runs, &run{
 			id:    fmt.Sprintf("%s%03d", runPrefix, i),

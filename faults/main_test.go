@@ -1,18 +1,15 @@
 package faults
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stepflow/stepflow/internal/testenv"
 )
 
 // stepflowBin is the stepflow binary TestMain builds once for every test.
@@ -26,16 +23,7 @@ var stepflowBin string
 const defaultParallel = 2
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	explicit := false
-	flag.Visit(func(f *flag.Flag) {
-		if f.Name == "test.parallel" {
-			explicit = true
-		}
-	})
-	if !explicit {
-		_ = flag.Set("test.parallel", fmt.Sprint(defaultParallel))
-	}
+	testenv.SetDefaultParallel(defaultParallel)
 	if testing.Short() {
 		// Every case skips itself (setup): no binary needed.
 		os.Exit(m.Run())
@@ -58,9 +46,7 @@ func TestMain(m *testing.M) {
 		}
 		stepflowBin = bin
 		code := m.Run()
-		if sharedPool != nil {
-			sharedPool.Close()
-		}
+		sharedPool.Close()
 		return code
 	}()
 	os.Exit(code)
@@ -85,51 +71,16 @@ func buildStepflow(dir string) (string, error) {
 	return bin, nil
 }
 
-func env(key, def string) string {
-	if v := os.Getenv(key); v != "" {
+// The real services (testenv.PostgresURL, testenv.RabbitMQURL and, for
+// Redis, an address: the cases choose the database). The processes under
+// test reach them through per-test proxies; the tests' own clients talk to
+// them directly.
+var redisAddr = func() string {
+	if v := os.Getenv("FAULTS_REDIS_ADDR"); v != "" {
 		return v
 	}
-	return def
-}
-
-// The real services. The processes under test reach them through
-// per-test proxies; the tests' own clients talk to them directly.
-var (
-	postgresURL = env("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	redisAddr   = env("FAULTS_REDIS_ADDR", "127.0.0.1:6379")
-	amqpURL     = env("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-)
+	return "127.0.0.1:6379"
+}()
 
 // sharedPool serves the tests' own queries (each test has its own tables).
-var (
-	sharedPoolOnce sync.Once
-	sharedPool     *pgxpool.Pool
-	sharedPoolErr  error
-)
-
-func testPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	sharedPoolOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		cfg, err := pgxpool.ParseConfig(postgresURL)
-		if err != nil {
-			sharedPoolErr = err
-			return
-		}
-		cfg.MaxConns = 8
-		p, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err == nil {
-			err = p.Ping(ctx)
-		}
-		if err != nil {
-			sharedPoolErr = err
-			return
-		}
-		sharedPool = p
-	})
-	if sharedPoolErr != nil {
-		t.Fatalf("PostgreSQL at %s does not answer: %v (the fault tests need the real service; set POSTGRES_URL)", postgresURL, sharedPoolErr)
-	}
-	return sharedPool
-}
+var sharedPool = &testenv.SharedPool{MaxConns: 8}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/stepflow/stepflow/examples/nodes"
 	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/internal/testenv"
 )
 
 // TestFunctionAnswersAfterAbandonedRequests: the fault is on the caller's
@@ -47,7 +48,7 @@ func TestFunctionAnswersAfterAbandonedRequests(t *testing.T) {
 	// handler failed here every time).
 	f := function.New(function.Options{Registry: nodes.Registry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err := f.StartWith(b.ctx, function.Config{
-		PostgresURL: postgresURL, RedisURL: fmt.Sprintf("redis://%s/%d", redisAddr, b.redisDB), RedisPrefix: b.redisPrefix,
+		PostgresURL: testenv.PostgresURL(), RedisURL: fmt.Sprintf("redis://%s/%d", redisAddr, b.redisDB), RedisPrefix: b.redisPrefix,
 		Tables: b.tables, StepTimeout: function.DefaultStepTimeout, PGMaxConns: 4,
 	}); err != nil {
 		t.Fatal(err)

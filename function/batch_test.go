@@ -21,6 +21,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -151,7 +152,7 @@ type fanRun struct {
 // branches made ready and the pending count.
 func (tb *testBundle) startFan(bp *workflow.Blueprint, skip bool) fanRun {
 	tb.t.Helper()
-	in := map[string]any{"skip": skip, "tag": randHex(3)}
+	in := map[string]any{"skip": skip, "tag": testenv.RandomHex(3)}
 	runID, starts := tb.createRun(bp, in)
 	next := tb.mustHandle(starts[0])
 	want := make([]string, fanWidth)

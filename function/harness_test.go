@@ -9,13 +9,10 @@ package function_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"reflect"
 	"sync"
 	"testing"
@@ -30,21 +27,10 @@ import (
 	"github.com/stepflow/stepflow/examples/nodes"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/schema"
 	"github.com/stepflow/stepflow/workflow"
-)
-
-func env(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-var (
-	postgresURL = env("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	redisURL    = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 )
 
 const testSource = "test-queue"
@@ -71,14 +57,6 @@ type options struct {
 	noStart     bool
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 func setup(t *testing.T, opts ...func(*options)) *testBundle {
 	t.Helper()
 	var o options
@@ -87,18 +65,10 @@ func setup(t *testing.T, opts ...func(*options)) *testBundle {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	t.Cleanup(cancel)
-	prefix := "t_" + randHex(4) + "_"
 	tb := &testBundle{
-		t:   t,
-		ctx: ctx,
-		tables: schema.Tables{
-			Contexts:    prefix + "contexts",
-			Statuses:    prefix + "statuses",
-			Steps:       prefix + "steps",
-			Blueprints:  prefix + "blueprints",
-			DeadLetters: prefix + "dead_letters",
-		},
-		redisPrefix: "ft:" + randHex(6) + ":",
+		t:           t,
+		ctx:         ctx,
+		redisPrefix: "ft:" + testenv.RandomHex(6) + ":",
 		log:         slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		probes:      &probeCalls{n: map[string]int{}},
 		gate:        &gate{entered: make(chan int, 100), release: make(chan string, 100)},
@@ -107,37 +77,15 @@ func setup(t *testing.T, opts ...func(*options)) *testBundle {
 	tb.reg.Register("probe", tb.probes.node)
 	tb.reg.Register("gated", tb.gate.node)
 
-	cfg, err := pgxpool.ParseConfig(postgresURL)
-	if err != nil {
-		t.Fatalf("POSTGRES_URL: %v", err)
-	}
-	cfg.MaxConns = 3
-	tb.pool, err = pgxpool.NewWithConfig(ctx, cfg)
-	if err == nil {
-		err = tb.pool.Ping(ctx)
-	}
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s does not answer: %v (set POSTGRES_URL)", postgresURL, err)
-	}
-	t.Cleanup(tb.pool.Close)
-	t.Cleanup(tb.dropTables)
-	if _, err := schema.Migrate(ctx, tb.pool, tb.tables); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	tb.pool = testenv.Pool(t, 3)
+	tb.tables = testenv.Tables(t, tb.pool)
+	var err error
 	if tb.store, err = store.New(tb.pool, tb.tables); err != nil {
 		t.Fatal(err)
 	}
 
-	ropts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatalf("REDIS_URL: %v", err)
-	}
-	tb.rdb = redis.NewClient(ropts)
-	if err := tb.rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at %s does not answer: %v (set REDIS_URL)", redisURL, err)
-	}
-	t.Cleanup(func() { _ = tb.rdb.Close() })
-	t.Cleanup(tb.deleteRedisKeys)
+	tb.rdb = testenv.Redis(t)
+	t.Cleanup(func() { testenv.DeleteRedisKeys(t, tb.rdb, tb.redisPrefix) })
 
 	tb.f = tb.newFunction(o.blueprints...)
 	if !o.noStart {
@@ -164,8 +112,8 @@ func (tb *testBundle) config(stepTimeout time.Duration) function.Config {
 		stepTimeout = 10 * time.Second
 	}
 	return function.Config{
-		PostgresURL: postgresURL,
-		RedisURL:    redisURL,
+		PostgresURL: testenv.PostgresURL(),
+		RedisURL:    testenv.RedisURL(),
 		Tables:      tb.tables,
 		RedisPrefix: tb.redisPrefix,
 		StepTimeout: stepTimeout,
@@ -181,40 +129,9 @@ func (tb *testBundle) startFunction(f *function.Function, stepTimeout time.Durat
 	tb.t.Cleanup(func() { _ = f.Stop(context.Background()) })
 }
 
-func (tb *testBundle) dropTables() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	q := tb.tables.Quoted()
-	if _, err := tb.pool.Exec(ctx, "DROP TABLE IF EXISTS "+q.Contexts+", "+q.Statuses+", "+q.Steps+", "+q.Blueprints+", "+q.DeadLetters); err != nil {
-		tb.t.Errorf("cleanup: drop tables: %v", err)
-	}
-	if _, err := tb.pool.Exec(ctx, "DELETE FROM "+schema.MigrationsTable+" WHERE tables = $1", tb.tables.Statuses); err != nil {
-		tb.t.Errorf("cleanup: migration records: %v", err)
-	}
-}
-
-func (tb *testBundle) deleteRedisKeys() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	keys, err := tb.redisKeys(ctx)
-	if err != nil {
-		tb.t.Errorf("cleanup: scan Redis keys: %v", err)
-		return
-	}
-	if len(keys) > 0 {
-		if err := tb.rdb.Del(ctx, keys...).Err(); err != nil {
-			tb.t.Errorf("cleanup: delete Redis keys: %v", err)
-		}
-	}
-}
-
+// redisKeys lists the test's Redis keys.
 func (tb *testBundle) redisKeys(ctx context.Context) ([]string, error) {
-	iter := tb.rdb.Scan(ctx, 0, tb.redisPrefix+"*", 500).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	return keys, iter.Err()
+	return testenv.RedisKeys(ctx, tb.rdb, tb.redisPrefix)
 }
 
 // ---- the probe node ----
@@ -328,7 +245,7 @@ func (tb *testBundle) createRun(bp *workflow.Blueprint, input map[string]any) (s
 	if err != nil {
 		tb.t.Fatalf("compile: %v", err)
 	}
-	runID := "run-" + randHex(6)
+	runID := "run-" + testenv.RandomHex(6)
 	starts, err := tb.store.CreateRun(tb.ctx, runID, w, input)
 	if err != nil {
 		tb.t.Fatalf("create run: %v", err)

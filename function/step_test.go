@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -524,7 +525,7 @@ func TestReadyAndAlive(t *testing.T) {
 // with only the adapter's columns.
 func (tb *testBundle) flowcraftRun(blueprintID, version string, input string) string {
 	tb.t.Helper()
-	runID := "fc-" + randHex(6)
+	runID := "fc-" + testenv.RandomHex(6)
 	tb.exec(`INSERT INTO `+tb.store.T.Contexts+` (run_id, context_data) VALUES ($1, jsonb_build_object('blueprintId', $2::text, 'blueprintVersion', $3::text) || $4::jsonb)`,
 		runID, blueprintID, version, input)
 	tb.exec(`INSERT INTO `+tb.store.T.Statuses+` (run_id, status, status_data, updated_at) VALUES ($1, 'running', NULL, now())`, runID)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
@@ -45,9 +46,9 @@ func TestReconcileOnceCommandPrintsStats(t *testing.T) {
 
 	cmd := exec.CommandContext(tb.ctx, bin, "reconcile", "--once")
 	cmd.Env = append(os.Environ(),
-		"POSTGRES_URL="+postgresURL,
-		"REDIS_URL="+redisURL,
-		"RABBITMQ_URL="+amqpURL,
+		"POSTGRES_URL="+testenv.PostgresURL(),
+		"REDIS_URL="+testenv.RedisURL(),
+		"RABBITMQ_URL="+testenv.RabbitMQURL(),
 		"STEPFLOW_QUEUE="+tb.queue,
 		"REDIS_PREFIX="+tb.redisPrefix,
 		"STEPFLOW_CONTEXTS_TABLE="+tb.tables.Contexts,

@@ -9,12 +9,9 @@ package reconciler_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -30,23 +27,11 @@ import (
 	"github.com/stepflow/stepflow/examples/nodes"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/schema"
 	"github.com/stepflow/stepflow/workflow"
-)
-
-func env(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-var (
-	postgresURL = env("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	redisURL    = env("REDIS_URL", "redis://127.0.0.1:6379/0")
-	amqpURL     = env("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 )
 
 // staleThreshold is the threshold the tests reconcile with; a run is made
@@ -72,75 +57,34 @@ type testBundle struct {
 	log    *slog.Logger
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 func setup(t *testing.T) *testBundle {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	t.Cleanup(cancel)
-	prefix := "t_" + randHex(4) + "_"
 	tb := &testBundle{
-		t:   t,
-		ctx: ctx,
-		tables: schema.Tables{
-			Contexts:    prefix + "contexts",
-			Statuses:    prefix + "statuses",
-			Steps:       prefix + "steps",
-			Blueprints:  prefix + "blueprints",
-			DeadLetters: prefix + "dead_letters",
-		},
+		t:           t,
+		ctx:         ctx,
 		queue:       "rt-" + uuid.NewString(),
-		redisPrefix: "rt:" + randHex(6) + ":",
+		redisPrefix: "rt:" + testenv.RandomHex(6) + ":",
 		log:         slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 
-	// PostgreSQL: own tables, dropped at the end.
-	cfg, err := pgxpool.ParseConfig(postgresURL)
-	if err != nil {
-		t.Fatalf("POSTGRES_URL: %v", err)
-	}
-	cfg.MaxConns = 3
-	tb.pool, err = pgxpool.NewWithConfig(ctx, cfg)
-	if err == nil {
-		err = tb.pool.Ping(ctx)
-	}
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s does not answer: %v (set POSTGRES_URL)", postgresURL, err)
-	}
-	t.Cleanup(tb.pool.Close)
-	t.Cleanup(tb.dropTables) // before the pool closes (cleanups run last-in first-out)
-	if _, err := schema.Migrate(ctx, tb.pool, tb.tables); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	// PostgreSQL: own tables, dropped at the end (before the pool closes:
+	// cleanups run last-in first-out).
+	tb.pool = testenv.Pool(t, 3)
+	tb.tables = testenv.Tables(t, tb.pool)
+	var err error
 	if tb.store, err = store.New(tb.pool, tb.tables); err != nil {
 		t.Fatal(err)
 	}
 
 	// Redis: own prefix, keys deleted at the end.
-	ropts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatalf("REDIS_URL: %v", err)
-	}
-	tb.rdb = redis.NewClient(ropts)
-	if err := tb.rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at %s does not answer: %v (set REDIS_URL)", redisURL, err)
-	}
-	t.Cleanup(func() { _ = tb.rdb.Close() })
-	t.Cleanup(tb.deleteRedisKeys)
+	tb.rdb = testenv.Redis(t)
+	t.Cleanup(func() { testenv.DeleteRedisKeys(t, tb.rdb, tb.redisPrefix) })
 
 	// RabbitMQ: own topology, deleted at the end.
-	tb.conn, err = amqp.DialConfig(amqpURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
-	if err != nil {
-		t.Fatalf("RabbitMQ at %s does not answer: %v (set RABBITMQ_URL)", amqpURL, err)
-	}
-	t.Cleanup(func() { _ = tb.conn.Close() })
-	t.Cleanup(tb.deleteQueues)
+	tb.conn = testenv.RabbitMQ(t)
+	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, bridge.TopologyQueues(tb.queue)...) })
 	if tb.getCh, err = tb.conn.Channel(); err != nil {
 		t.Fatal(err)
 	}
@@ -167,8 +111,8 @@ func setup(t *testing.T) *testBundle {
 
 func (tb *testBundle) functionConfig() function.Config {
 	return function.Config{
-		PostgresURL: postgresURL,
-		RedisURL:    redisURL,
+		PostgresURL: testenv.PostgresURL(),
+		RedisURL:    testenv.RedisURL(),
 		Tables:      tb.tables,
 		RedisPrefix: tb.redisPrefix,
 		StepTimeout: 10 * time.Second,
@@ -180,7 +124,7 @@ func (tb *testBundle) functionConfig() function.Config {
 // and AMQP connection), closed at the end of the test.
 func (tb *testBundle) newClient() *client.Client {
 	tb.t.Helper()
-	c, err := client.New(tb.ctx, client.Config{PostgresURL: postgresURL, AMQPURL: amqpURL, Queue: tb.queue, Tables: tb.tables})
+	c, err := client.New(tb.ctx, client.Config{PostgresURL: testenv.PostgresURL(), AMQPURL: testenv.RabbitMQURL(), Queue: tb.queue, Tables: tb.tables})
 	if err != nil {
 		tb.t.Fatalf("client: %v", err)
 	}
@@ -225,52 +169,6 @@ func (tb *testBundle) reconcile(r *reconciler.Reconciler) reconciler.Stats {
 	return st
 }
 
-func (tb *testBundle) dropTables() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	q := tb.tables.Quoted()
-	if _, err := tb.pool.Exec(ctx, "DROP TABLE IF EXISTS "+q.Contexts+", "+q.Statuses+", "+q.Steps+", "+q.Blueprints+", "+q.DeadLetters); err != nil {
-		tb.t.Errorf("cleanup: drop tables: %v", err)
-	}
-	if _, err := tb.pool.Exec(ctx, "DELETE FROM "+schema.MigrationsTable+" WHERE tables = $1", tb.tables.Statuses); err != nil {
-		tb.t.Errorf("cleanup: migration records: %v", err)
-	}
-}
-
-func (tb *testBundle) deleteRedisKeys() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	iter := tb.rdb.Scan(ctx, 0, tb.redisPrefix+"*", 500).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		tb.t.Errorf("cleanup: scan Redis keys: %v", err)
-		return
-	}
-	if len(keys) > 0 {
-		if err := tb.rdb.Del(ctx, keys...).Err(); err != nil {
-			tb.t.Errorf("cleanup: delete Redis keys: %v", err)
-		}
-	}
-}
-
-func (tb *testBundle) deleteQueues() {
-	ch, err := tb.conn.Channel()
-	if err != nil {
-		tb.t.Errorf("cleanup: channel: %v", err)
-		return
-	}
-	defer ch.Close()
-	for _, q := range bridge.TopologyQueues(tb.queue) {
-		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-			tb.t.Errorf("cleanup: delete queue %s: %v", q, err)
-			return
-		}
-	}
-}
-
 // ---- runs ----
 
 func decodeBlueprint(t *testing.T, src string) *workflow.Blueprint {
@@ -287,7 +185,7 @@ func decodeBlueprint(t *testing.T, src string) *workflow.Blueprint {
 // or drop.
 func (tb *testBundle) start(bp *workflow.Blueprint, input map[string]any) (string, []wire.Job) {
 	tb.t.Helper()
-	runID, err := tb.client.Start(tb.ctx, bp, input, client.StartOptions{RunID: "run-" + randHex(6)})
+	runID, err := tb.client.Start(tb.ctx, bp, input, client.StartOptions{RunID: "run-" + testenv.RandomHex(6)})
 	if err != nil {
 		tb.t.Fatalf("start: %v", err)
 	}

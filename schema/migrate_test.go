@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/schema"
 )
 
@@ -112,7 +113,7 @@ func TestMigrateTwice(t *testing.T) {
 func TestMigrateConcurrently(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	cfg, err := pgx.ParseConfig(dsn())
+	cfg, err := pgx.ParseConfig(testenv.PostgresURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestMigrateConcurrentlyFreshDatabase(t *testing.T) {
 		}
 	})
 
-	cfg, err := pgx.ParseConfig(dsn())
+	cfg, err := pgx.ParseConfig(testenv.PostgresURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestMigrateConcurrentlyFreshDatabase(t *testing.T) {
 	tableSets := make([]schema.Tables, sets)
 	conns := make([]*pgx.Conn, sets)
 	for i := range sets {
-		tableSets[i] = tablesWithPrefix(randomPrefix(t))
+		tableSets[i] = testenv.PrefixedTables(testenv.TablePrefix())
 		conns[i] = connect(t, b.ctx, cfg)
 	}
 	errs := make([]error, sets)

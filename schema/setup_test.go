@@ -2,16 +2,14 @@ package schema_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/url"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/schema"
 )
 
@@ -22,21 +20,12 @@ var (
 	_ schema.DB = pgx.Tx(nil)
 )
 
-const defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
 // redacted is the DSN fit for a failure message: without its password, if it has one.
 func redacted(dsn string) string {
 	if u, err := url.Parse(dsn); err == nil {
 		return u.Redacted()
 	}
 	return "POSTGRES_URL (unparsable)"
-}
-
-func dsn() string {
-	if v := os.Getenv("POSTGRES_URL"); v != "" {
-		return v
-	}
-	return defaultDSN
 }
 
 // testBundle is what a test gets from setup: a pool on the real database, a bounded
@@ -53,9 +42,9 @@ func setup(t *testing.T) *testBundle {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
 
-	pool := connectPool(t, ctx, dsn())
-	prefix := randomPrefix(t)
-	tables := tablesWithPrefix(prefix)
+	pool := connectPool(t, ctx, testenv.PostgresURL())
+	prefix := testenv.TablePrefix()
+	tables := testenv.PrefixedTables(prefix)
 	t.Cleanup(func() { dropTableSet(t, pool, tables) })
 	return &testBundle{ctx: ctx, pool: pool, prefix: prefix, tables: tables}
 }
@@ -79,30 +68,10 @@ func connect(t *testing.T, ctx context.Context, cfg *pgx.ConnConfig) *pgx.Conn {
 	t.Helper()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		t.Fatalf("PostgreSQL does not answer at %s: %v", redacted(dsn()), err)
+		t.Fatalf("PostgreSQL does not answer at %s: %v", redacted(testenv.PostgresURL()), err)
 	}
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn
-}
-
-// randomPrefix returns t_<8 hex>_, unique enough for parallel tests and parallel packages.
-func randomPrefix(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return "t_" + hex.EncodeToString(b) + "_"
-}
-
-func tablesWithPrefix(prefix string) schema.Tables {
-	return schema.Tables{
-		Contexts:    prefix + "contexts",
-		Statuses:    prefix + "statuses",
-		Steps:       prefix + "steps",
-		Blueprints:  prefix + "blueprints",
-		DeadLetters: prefix + "dead_letters",
-	}
 }
 
 // dropTableSet removes the tables and the migration records of one table set. It runs

@@ -16,12 +16,9 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -34,16 +31,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/schema"
 	"github.com/stepflow/stepflow/workflow"
 )
-
-var commitTestPostgresURL = func() string {
-	if v := os.Getenv("POSTGRES_URL"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}()
 
 // ---- which path a commit took ----
 
@@ -128,69 +119,27 @@ func (f *commitFixture) on(t *testing.T) *commitFixture {
 	return &g
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // newCommitFixture migrates a fresh, uniquely prefixed table set (dropped
 // in cleanup) and opens a traced pool of at most maxConns connections.
 func newCommitFixture(t *testing.T, maxConns int32) *commitFixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	prefix := "t_" + randomHex(4) + "_"
 	f := &commitFixture{
-		t:   t,
-		ctx: ctx,
-		tables: schema.Tables{
-			Contexts:    prefix + "contexts",
-			Statuses:    prefix + "statuses",
-			Steps:       prefix + "steps",
-			Blueprints:  prefix + "blueprints",
-			DeadLetters: prefix + "dead_letters",
-		},
+		t:      t,
+		ctx:    ctx,
 		paths:  &pathTracer{},
 		decoys: new(atomic.Int64),
 	}
-	cfg, err := pgxpool.ParseConfig(commitTestPostgresURL)
-	if err != nil {
-		t.Fatalf("POSTGRES_URL: %v", err)
-	}
-	cfg.MaxConns = maxConns
-	cfg.ConnConfig.Tracer = f.paths
-	if f.pool, err = pgxpool.NewWithConfig(ctx, cfg); err == nil {
-		err = f.pool.Ping(ctx)
-	}
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s does not answer: %v (set POSTGRES_URL)", commitTestPostgresURL, err)
-	}
-	t.Cleanup(f.pool.Close)
-	t.Cleanup(f.dropTables)
-	if _, err := schema.Migrate(ctx, f.pool, f.tables); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	f.pool = testenv.Pool(t, maxConns, func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = f.paths })
+	f.tables = testenv.Tables(t, f.pool)
+	var err error
 	if f.s, err = New(f.pool, f.tables); err != nil {
 		t.Fatal(err)
 	}
 	f.decoyW = compileBlueprint(t, `{"id":"decoy","nodes":[{"id":"only","uses":"noop"}]}`)
 	f.paths.take()
 	return f
-}
-
-func (f *commitFixture) dropTables() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	q := f.tables.Quoted()
-	if _, err := f.pool.Exec(ctx, "DROP TABLE IF EXISTS "+q.Contexts+", "+q.Statuses+", "+q.Steps+", "+q.Blueprints+", "+q.DeadLetters); err != nil {
-		f.t.Errorf("cleanup: drop tables: %v", err)
-	}
-	if _, err := f.pool.Exec(ctx, "DELETE FROM "+schema.MigrationsTable+" WHERE tables = $1", f.tables.Statuses); err != nil {
-		f.t.Errorf("cleanup: migration records: %v", err)
-	}
 }
 
 func compileBlueprint(t *testing.T, src string) *workflow.Workflow {
