@@ -451,7 +451,7 @@ func (f *Function) answer(s *stepRun) {
 		s.finish(f.done("not_applied"))
 		return
 	}
-	if c.Res.RunStatus.Final() {
+	if c.Res.Finished {
 		f.metrics.runs.WithLabelValues(string(c.Res.RunStatus)).Inc()
 		s.log.Info("run finished", "status", c.Res.RunStatus)
 	}

@@ -186,6 +186,9 @@ type Committed struct {
 	RunStatus workflow.RunStatus // the run's status after the commit
 	Ready     []string           // nodes made ready by this commit (jobs to publish)
 	Skipped   []string
+	// Finished: this commit gave the run its final status. Of the outcomes
+	// of one run committed together, only one says so.
+	Finished bool
 }
 
 // Commit is one outcome to commit, with the workflow of its run. CommitSteps
@@ -503,6 +506,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 			b.Queue(`UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`,
 				o.RunID, o.Error, o.NodeID)
 			setStatus(workflow.RunFailed)
+			p.c.Res.Finished = true
 			return nil
 		}
 	}
@@ -587,6 +591,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	// adapter does, to status_data.
 	b.Queue(s.completeSQL(), g.runID)
 	setStatus(workflow.RunCompleted)
+	applied[len(applied)-1].c.Res.Finished = true
 	return nil
 }
 

@@ -81,3 +81,38 @@ func TestCreateRun(t *testing.T) {
 		t.Fatalf("context of a run started without input: %v, %v; want {}", c, err)
 	}
 }
+
+// Of the outcomes of one run committed together, exactly one reports
+// that it finished the run, so a run is counted (and logged) once.
+func TestCommitFinishedOnce(t *testing.T) {
+	t.Parallel()
+	f := newCommitFixture(t, 4)
+	w := compileBlueprint(t, `{"id":"sinks","nodes":[{"id":"s","uses":"noop"},{"id":"x","uses":"noop"},{"id":"y","uses":"noop"},{"id":"z","uses":"noop"}],
+		"edges":[{"source":"s","target":"x"},{"source":"s","target":"y"},{"source":"s","target":"z"}]}`)
+	f.createRun("fin", w, nil)
+	if res := f.commit(w, f.outcome(w, "fin", "s", "s")); !res.Applied || res.Finished || len(res.Ready) != 3 {
+		t.Fatalf("start: %+v, want applied, three ready, not finished", res)
+	}
+	// x alone leaves y and z pending; then y and z together finish the run.
+	if res := f.commit(w, f.outcome(w, "fin", "x", "x")); !res.Applied || res.Finished || res.RunStatus != workflow.RunRunning {
+		t.Fatalf("x: %+v, want applied, running, not finished", res)
+	}
+	cs := []*Commit{{W: w, O: f.outcome(w, "fin", "y", "y")}, {W: w, O: f.outcome(w, "fin", "z", "z")}}
+	f.s.CommitSteps(f.ctx, cs)
+	finished := 0
+	for _, c := range cs {
+		if c.Err != nil {
+			t.Fatalf("%s: %v", c.O.NodeID, c.Err)
+		}
+		if !c.Res.Applied || c.Res.RunStatus != workflow.RunCompleted {
+			t.Errorf("%s: %+v, want applied with the run completed", c.O.NodeID, c.Res)
+		}
+		if c.Res.Finished {
+			finished++
+		}
+	}
+	if finished != 1 {
+		t.Errorf("%d outcomes say they finished the run, want 1", finished)
+	}
+	wantRun(t, "after y and z", f.run("fin"), workflow.RunCompleted, 0)
+}
