@@ -48,6 +48,8 @@ type Function struct {
 	started    bool
 	startErr   error
 	releasing  sync.WaitGroup // lease releases after answers (releaseLater)
+	relMu      sync.Mutex     // orders releaseLater's Add before Stop's Wait
+	stopping   bool           // under relMu: releases run in place
 }
 
 // New returns an unstarted function. Invalid blueprints in opts are a
@@ -136,6 +138,9 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 // StartWith is Start with a parsed configuration; zero fields take the
 // defaults.
 func (f *Function) StartWith(ctx context.Context, c Config) error {
+	f.relMu.Lock()
+	f.stopping = false
+	f.relMu.Unlock()
 	c.applyDefaults()
 	if err := c.Tables.Validate(); err != nil {
 		f.fail(err)
@@ -184,6 +189,9 @@ func (f *Function) fail(err error) {
 // Stop closes the connections, once the leases of answered requests are
 // released.
 func (f *Function) Stop(ctx context.Context) error {
+	f.relMu.Lock()
+	f.stopping = true
+	f.relMu.Unlock()
 	f.releasing.Wait() // each release is bounded by its own time limit
 	f.mu.Lock()
 	defer f.mu.Unlock()

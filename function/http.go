@@ -126,6 +126,14 @@ func (f *Function) serveBatch(w http.ResponseWriter, r *http.Request) {
 // releaseLater releases a request's leases once its answer is out, off
 // the answer's path (see handleBatch); Stop waits for it.
 func (f *Function) releaseLater(release func()) {
+	f.relMu.Lock()
+	defer f.relMu.Unlock()
+	if f.stopping {
+		// A request that outlived the server's drain: Stop is waiting
+		// for the releases already started, not for this one.
+		release()
+		return
+	}
 	f.releasing.Go(release)
 }
 

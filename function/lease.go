@@ -21,6 +21,7 @@ type lease struct {
 	rdb   *redis.Client
 	key   string
 	token string
+	lost  bool // keepLeases found it taken or expired
 }
 
 // releaseSource deletes a lease if it is still ours. It is sent with EVAL
@@ -28,7 +29,9 @@ type lease struct {
 const releaseSource = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`
 
 // acquireLeases takes the leases of the given steps for ttl in one
-// pipeline; a nil entry means another delivery holds that one.
+// pipeline; a nil entry means another delivery holds that one. On an error
+// the leases are returned too, none of them known to be held: releasing
+// them all is safe (each token is new) and frees any the pipeline did take.
 func acquireLeases(ctx context.Context, rdb *redis.Client, prefix string, steps []store.StepKey, ttl time.Duration) ([]*lease, error) {
 	out := make([]*lease, len(steps))
 	if len(steps) == 0 {
@@ -45,7 +48,7 @@ func acquireLeases(ctx context.Context, rdb *redis.Client, prefix string, steps 
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return out, err
 	}
 	for i, c := range cmds {
 		if !c.Val() {
@@ -53,6 +56,55 @@ func acquireLeases(ctx context.Context, rdb *redis.Client, prefix string, steps 
 		}
 	}
 	return out, nil
+}
+
+// renewSource sets a lease's time to live if it is still ours (1), else
+// returns 0.
+const renewSource = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`
+
+// keepLeases renews the leases (nil entries skipped) every ttl/3, in one
+// pipeline, until stop is called: a job's lease must last until its
+// outcome is committed, and in a batch that waits for the slowest node.
+// lost is called for a lease found taken or expired.
+func keepLeases(rdb *redis.Client, leases []*lease, ttl time.Duration, lost func(*lease)) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
+			cmds := make([]*redis.Cmd, len(leases))
+			_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, l := range leases {
+					if l != nil && !l.lost {
+						cmds[i] = p.Eval(ctx, renewSource, []string{l.key}, l.token, ttl.Milliseconds())
+					}
+				}
+				return nil
+			})
+			cancel()
+			for i, c := range cmds {
+				if c == nil {
+					continue
+				}
+				if n, err := c.Int(); err == nil && n == 0 {
+					leases[i].lost = true
+					lost(leases[i])
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
 }
 
 // releaseLeases gives up, in one pipeline, those of the leases that are
@@ -68,11 +120,4 @@ func releaseLeases(rdb *redis.Client, leases []*lease) {
 		}
 		return nil
 	})
-}
-
-var renewScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
-
-// renew sets the lease's time to live to ttl if it is still ours.
-func (l *lease) renew(ctx context.Context, ttl time.Duration) error {
-	return renewScript.Run(ctx, l.rdb, []string{l.key}, l.token, ttl.Milliseconds()).Err()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -131,20 +132,25 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 		return out, release
 	}
 	leases, err := acquireLeases(ctx, rdb, cfg.RedisPrefix, keys(steps), LeaseTTL)
+	release = func() { releaseLeases(rdb, leases) }
 	if err != nil {
 		for _, s := range steps {
 			s.finish(f.unavailable(s.log, "lease", err))
 		}
 		return out, release
 	}
-	release = func() { releaseLeases(rdb, leases) }
+	// The leases last until the outcomes are committed: renewed together,
+	// while the batch's nodes run and while they wait for its slowest one.
+	stopKeeping := keepLeases(rdb, leases, LeaseTTL, func(l *lease) {
+		f.log.Warn("step lease lost before its outcome was committed; another delivery may run the step", "lease", l.key)
+	})
+	defer stopKeeping()
 	var leased []*stepRun
 	for i, s := range steps {
 		if leases[i] == nil {
 			s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", s.job.RunID, s.job.NodeID))
 			continue
 		}
-		s.lease = leases[i]
 		leased = append(leased, s)
 	}
 
@@ -187,9 +193,15 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 		}
 	}
 	if len(commits) > 0 {
+		// Nodes that finished are committed even if the request was
+		// cancelled meanwhile (the bridge timed out waiting for a slower
+		// node of the batch, or is stopping): their redelivery then
+		// re-emits the stored routing instead of running them again.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 		start := time.Now()
-		st.CommitSteps(ctx, commits)
+		st.CommitSteps(cctx, commits)
 		f.metrics.commit.Observe(time.Since(start).Seconds())
+		cancel()
 	}
 
 	// 5. Answer.
@@ -207,10 +219,9 @@ type stepRun struct {
 	log  *slog.Logger
 	out  *wire.Result // where the job's result goes
 
-	lease *lease
-	w     *workflow.Workflow
-	node  *workflow.CompiledNode
-	load  *store.StepLoad
+	w    *workflow.Workflow
+	node *workflow.CompiledNode
+	load *store.StepLoad
 
 	// Set by run: what to commit, and what the answer will carry besides
 	// the successors the commit makes ready.
@@ -316,9 +327,22 @@ func (f *Function) prepare(ctx context.Context, st *store.Store, s *stepRun, ld 
 	return false
 }
 
+// commitTimeout bounds a batch's commit once its request is gone.
+const commitTimeout = 15 * time.Second
+
 // run runs the job's node and decides what to commit: the result and its
-// routing, a retry, a fallback, a sleep or the run's failure.
+// routing, a retry, a fallback, a sleep or the run's failure. A panic in
+// deciding (the node's own panics are its failed attempts) fails this job
+// alone, with 500, instead of the whole process.
 func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.commit = nil
+			f.metrics.replies.WithLabelValues("500", "panic").Inc()
+			s.log.Error("step panicked; nothing committed", "panic", p, "stack", string(debug.Stack()))
+			s.finish(wire.Result{Status: http.StatusInternalServerError, Error: fmt.Sprintf("internal error in step %s/%s: %v", s.job.RunID, s.job.NodeID, p)})
+		}
+	}()
 	ctx, job, log, node, w := s.ctx, s.job, s.log, s.node, s.w
 	step := s.load.Step
 	limit := cfg.StepTimeout
@@ -351,7 +375,7 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 	}
 	attemptCtx, cancel := context.WithTimeout(ctx, limit)
 	attemptCtx, cancelAttempt := context.WithCancelCause(attemptCtx)
-	stopWatching := f.watchRun(attemptCtx, st, job.RunID, s.lease, cancelAttempt)
+	stopWatching := f.watchRun(attemptCtx, st, job.RunID, cancelAttempt)
 	attemptCtx, nodeSpan := telemetry.Tracer().Start(attemptCtx, "stepflow.node "+node.Uses, trace.WithAttributes(attribute.String("stepflow.node_type", node.Uses)))
 	started := time.Now()
 	res, runErr := workflow.Invoke(attemptCtx, node.Func, workflow.NodeInput{
@@ -552,16 +576,15 @@ const cancelPoll = 250 * time.Millisecond
 // while it ran.
 var errRunStopped = errors.New("run is no longer running")
 
-// watchRun renews the step's lease and cancels the node attempt when its
-// run stops running (stepflow cancel), checking every cancelPoll while the
-// node runs; nodes shorter than that cost nothing. It returns a function
-// that stops watching.
-func (f *Function) watchRun(ctx context.Context, st *store.Store, runID string, l *lease, cancel context.CancelCauseFunc) (stop func()) {
+// watchRun cancels the node attempt when its run stops running (stepflow
+// cancel), checking every cancelPoll while the node runs; nodes shorter
+// than that cost nothing. (The step's lease is kept by keepLeases.) It
+// returns a function that stops watching.
+func (f *Function) watchRun(ctx context.Context, st *store.Store, runID string, cancel context.CancelCauseFunc) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(cancelPoll)
 		defer t.Stop()
-		lastRenew := time.Now()
 		for {
 			select {
 			case <-done:
@@ -569,12 +592,6 @@ func (f *Function) watchRun(ctx context.Context, st *store.Store, runID string, 
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if time.Since(lastRenew) >= LeaseTTL/3 {
-					// Keep the lease while the node runs.
-					if err := l.renew(ctx, LeaseTTL); err == nil {
-						lastRenew = time.Now()
-					}
-				}
 				status, err := st.Status(ctx, runID)
 				if err == nil && status != workflow.RunRunning {
 					cancel(fmt.Errorf("%w (%s)", errRunStopped, status))
