@@ -69,8 +69,8 @@ const (
 	maxQueueNameLen = 255 - len(".delay.83886080")
 	// maxBatchBytes bounds a batch request's body (as eventBytes counts it),
 	// half of what the function reads of one (8 MiB): a request it refuses
-	// as too large (413) would dead-letter every job of the batch. A single
-	// delivery still goes alone, whatever its size.
+	// as too large (413) costs a second round, every job of the batch sent
+	// again alone. A single delivery still goes alone, whatever its size.
 	maxBatchBytes = 4 << 20
 )
 
@@ -88,12 +88,16 @@ type Config struct {
 	BackoffMax     time.Duration // transport retry backoff cap, default 5m
 	ShutdownGrace  time.Duration // how long in-flight deliveries may finish on shutdown, default 30s
 	Logger         *slog.Logger  // default slog.Default()
-	// BatchSize bounds the deliveries sent in one request, default 32, at most
-	// wire.MaxBatch. Above 1 every request is a CloudEvents batch
-	// (application/cloudevents-batch+json), even of one job; 1 sends each job
-	// alone as a binary-mode CloudEvent, for functions that take one event per
-	// request (func-go's CloudEvents handler). A batch is never waited for:
-	// it holds what has already arrived when a request slot frees.
+	// BatchSize bounds the deliveries sent in one request, default
+	// DefaultBatchSize, at most wire.MaxBatch. Above 1 several deliveries
+	// waiting together go as one CloudEvents batch
+	// (application/cloudevents-batch+json), a lone one alone as a
+	// binary-mode CloudEvent; 1 sends every job alone, for functions that
+	// take one event per request (func-go's CloudEvents handler). A batch is
+	// never waited for: it holds what has already arrived when a request
+	// slot frees. Should the function refuse a batch as a whole (400, 415),
+	// the bridge sends its jobs again one by one and sends no more batches
+	// (it warns once); setting 1 spares that first refused request.
 	BatchSize int
 	// Registerer receives the bridge's metrics; nil uses a private registry.
 	Registerer prometheus.Registerer
@@ -222,6 +226,10 @@ type Bridge struct {
 	started atomic.Bool
 	sem     chan struct{}  // one slot per request (batch) in flight, shared across reconnects
 	wg      sync.WaitGroup // requests and redelays being handled
+	// noBatches is set once the function has refused a batch as a batch
+	// (400, 415: it takes one event per request); from then on every
+	// request holds one delivery, as with BatchSize 1.
+	noBatches atomic.Bool
 }
 
 // New validates cfg and returns a Bridge. It does not connect; Run does.
@@ -506,7 +514,8 @@ func eventBytes(d amqp.Delivery) int { return len(d.Body)*4/3 + 1024 }
 
 // collect makes the next batch: it takes a request slot first, then waits
 // for the first delivery, then adds, without waiting, whatever else has
-// already arrived, up to BatchSize deliveries and maxBatchBytes. A delivery
+// already arrived, up to BatchSize deliveries (1 once the function has
+// refused a batch) and maxBatchBytes. A delivery
 // that came back before it is due goes down the delay ladder instead (no
 // slot: it only republishes). It returns nil, holding no slot, once ctx is
 // cancelled or the session is lost.
@@ -544,8 +553,12 @@ func (b *Bridge) collect(ctx, workCtx context.Context, s *channels, in *inbox) [
 	for _, d := range batch {
 		size += eventBytes(d)
 	}
+	limit := b.cfg.BatchSize
+	if b.noBatches.Load() {
+		limit = 1
+	}
 more:
-	for len(batch) < b.cfg.BatchSize {
+	for len(batch) < limit {
 		select {
 		case d, ok := <-in.c:
 			if !ok {
@@ -646,7 +659,9 @@ type delivery struct {
 // handle runs one request slot's batch: POST it (a lone delivery alone in
 // binary mode, else as a CloudEvents batch), decide for each delivery,
 // carry the decisions out. The one-event form costs less to encode and
-// decode on both sides, which shows on a lone job's latency.
+// decode on both sides, which shows on a lone job's latency. A batch the
+// function refuses as a batch (batchRefusal) is not decided on: its
+// deliveries go again one by one (resend).
 func (b *Bridge) handle(ctx context.Context, s *channels, batch []amqp.Delivery) {
 	defer b.wg.Done()
 	defer func() { <-b.sem }()
@@ -671,6 +686,11 @@ func (b *Bridge) handle(ctx context.Context, s *channels, batch []amqp.Delivery)
 		d.dec, d.status = b.policy.Decide(reply), reply.Status
 	} else {
 		reply := b.callBatch(ctx, ds)
+		if resend, stop := batchRefusal(reply); resend {
+			b.refused(reply, len(ds), stop)
+			b.resend(ctx, s, ds)
+			return
+		}
 		jobs := make([]BatchJob, len(ds))
 		for i, d := range ds {
 			jobs[i] = BatchJob{ID: d.jobID, Attempt: d.attempt}
@@ -680,6 +700,52 @@ func (b *Bridge) handle(ctx context.Context, s *channels, batch []amqp.Delivery)
 		}
 	}
 	b.carryOut(ctx, s, ds)
+}
+
+// refused notes that the function answered a batch of n deliveries with
+// reply as a whole, refusing it as a batch; with stop, it sends no more
+// batches, which it says once, at warn level, with the fix.
+func (b *Bridge) refused(reply Reply, n int, stop bool) {
+	reason := statusReason(reply)
+	if !stop {
+		b.log.Warn(fmt.Sprintf("the step function refused a CloudEvents batch of %d jobs as too large (HTTP %d: %s); sending its jobs one per request", n, reply.Status, reason),
+			"status", reply.Status, "batch_size", n)
+		return
+	}
+	if b.noBatches.CompareAndSwap(false, true) {
+		b.metrics.batchesRefused.Set(1)
+		b.log.Warn(fmt.Sprintf("the step function refused a CloudEvents batch (HTTP %d: %s); sending one job per request from now on — set BRIDGE_BATCH_SIZE=1 for a function that takes no batches", reply.Status, reason),
+			"status", reply.Status, "batch_size", n)
+	}
+}
+
+// resend sends each delivery of a refused batch again, at once, in the
+// one-event form, as a lone delivery goes (with its own delivery attempt:
+// the refused request was no attempt at the job), decides on its own reply
+// and carries that out before sending the next. One by one, in the request
+// slot the batch held, so that no more than Concurrency requests are ever
+// in flight: a function that takes no batches is typically one built with
+// func build, which serves one request per instance, and a burst of
+// BatchSize requests per slot would only be queued there, time out and be
+// retried. Carrying each decision out at once lets a job's successors go
+// without waiting for the rest of the batch. A shutdown past the grace
+// cancels ctx: the call fails and the delivery is requeued. Once the
+// session is lost the deliveries left cannot be settled (the broker
+// redelivers them), so they are not sent.
+func (b *Bridge) resend(ctx context.Context, s *channels, ds []*delivery) {
+	for _, d := range ds {
+		select {
+		case <-s.lost:
+			d.dec, d.status = Decision{Kind: KindRequeue, Reason: "rabbitmq connection lost"}, 0
+			b.carryOut(ctx, s, []*delivery{d})
+			continue
+		default:
+		}
+		b.metrics.batchSize.Observe(1)
+		reply := b.call(d.ctx, d.d, d.jobID, d.job, d.attempt)
+		d.dec, d.status = b.policy.Decide(reply), reply.Status
+		b.carryOut(ctx, s, []*delivery{d})
+	}
 }
 
 // begin names a delivery for logs and starts its span.

@@ -5,8 +5,10 @@
 // CloudEvents batches (the jobs waiting when a request slot frees, up to
 // BatchSize; a lone job goes at once) or, with BatchSize 1, one binary-mode
 // CloudEvent per job, and acts on each job's answer: it publishes the next jobs,
-// acks, retries through TTL delay queues, or dead-letters. The whole reply →
-// action table lives in policy.go; read that file first.
+// acks, retries through TTL delay queues, or dead-letters. A batch the function
+// refuses as a whole (400, 415: it takes one event per request) is not failed:
+// its jobs go again one per request, and so do all later ones. The whole
+// reply → action table lives in policy.go; read that file first.
 //
 // The package also owns the queue topology (DeclareTopology) and the one way to
 // enqueue a job (Publish), which clients and the reconciler use too, so that every

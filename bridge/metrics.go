@@ -23,6 +23,9 @@ type metrics struct {
 	confirm    prometheus.Histogram
 	request    prometheus.Histogram
 	batchSize  prometheus.Histogram
+	// batchesRefused is 1 once the function has refused a batch (400,
+	// 415) and the bridge sends one job per request.
+	batchesRefused prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,6 +57,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Deliveries sent to the step function in one request.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9), // 1 … 256 (wire.MaxBatch)
 		}),
+		batchesRefused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stepflow_bridge_batches_refused",
+			Help: "1 once the step function has refused a CloudEvents batch (HTTP 400 or 415) and the bridge sends one job per request; set BRIDGE_BATCH_SIZE=1 for a function that takes no batches.",
+		}),
 	}
 	for _, outcome := range []string{outcomeAck, outcomeReplyPublished, outcomeRetried,
 		outcomeRedelayed, outcomeDeadLettered, outcomeRequeued} {
@@ -66,6 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.confirm = register(reg, m.confirm, &err)
 	m.request = register(reg, m.request, &err)
 	m.batchSize = register(reg, m.batchSize, &err)
+	m.batchesRefused = register(reg, m.batchesRefused, &err)
 	return m, err
 }
 

@@ -21,8 +21,8 @@ package bridge
 //	any other 4xx (400 413 415 422 …), 3xx         KindDeadLetter at once, code = the status
 //	transport error caused by our own shutdown     KindRequeue (not a failure of the job)
 //
-// A batch (application/cloudevents-batch+json, BatchSize > 1), DecideBatch,
-// per delivery of the batch:
+// A batch (application/cloudevents-batch+json, BatchSize > 1): batchRefusal,
+// then (unless refused) DecideBatch, per delivery of the batch:
 //
 //	reply                                         decision for each delivery
 //	--------------------------------------------  ---------------------------------------------
@@ -36,9 +36,18 @@ package bridge
 //	2xx that is not a batch, or without a valid    KindDeadLetter, code "bad-reply", the reason
 //	  result for this delivery (too few results,     naming the problem
 //	  id or type mismatch, bad data)
+//	400 or 415 to the batch as a whole, no         not decided: each job is sent again at once,
+//	  transport error (a function that takes         alone in the one-event form with its own
+//	  no batches: func-go, an older stepflow         attempt (one by one, in the batch's request
+//	  during a rollout), batchRefusal                slot), decided by Decide on its own reply
+//	                                                 and carried out; and the bridge sends no
+//	                                                 batches from then on (warns once, gauge
+//	                                                 stepflow_bridge_batches_refused = 1)
+//	413 to the batch as a whole (too large)        the same resending, for this batch only;
+//	                                                 later requests are batches again
 //	any other status, timeout, connection error,   Decide of that reply, each delivery with its
-//	  shutdown (a whole-request failure)             own attempt (so 503 retries every job,
-//	                                                 400 and 413 dead-letter every job)
+//	  shutdown (a whole-request failure)             own attempt (so 503 retries every job, 422
+//	                                                 dead-letters every job)
 //
 // Attempts are transport attempts: the AMQP header x-attempts counts those
 // already made (absent on a fresh job), so a delivery is attempt x-attempts+1,
@@ -227,8 +236,30 @@ type BatchDecision struct {
 	Status int
 }
 
+// batchRefusal tells whether r, the reply to a batch request, refuses the
+// batch as a batch rather than failing its jobs, so that the bridge sends
+// them again one per request instead of deciding on r (resend), and
+// whether it should send no more batches (stop). A function that reads one
+// event per request answers a batch 400 (sdk-go cannot read it as one
+// event) or 415; 413 says this request was too large, not that batches
+// are. A transport error, even one carrying no status, is never a refusal.
+func batchRefusal(r Reply) (resend, stop bool) {
+	if r.Err != nil {
+		return false, false
+	}
+	switch r.Status {
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
+		return true, true
+	case http.StatusRequestEntityTooLarge:
+		return true, false
+	}
+	return false, false
+}
+
 // DecideBatch maps the outcome of one batch request, r (r.Attempt is not
-// used), to a decision per job, in the order of jobs. A whole-request failure
+// used), to a decision per job, in the order of jobs. The bridge does not
+// call it for a refused batch (batchRefusal: 400, 413, 415), whose jobs it
+// sends again one by one. A whole-request failure
 // (any status but 2xx, a transport error) is decided by Decide for every job
 // with the job's own attempt; a 2xx must be a batch of one result per job
 // (same position, same id), and each result goes through the same table as

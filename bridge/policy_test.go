@@ -444,3 +444,32 @@ func TestPolicyResultMatchesOneEventTable(t *testing.T) {
 		}
 	}
 }
+
+// A batch answered as a whole with 400 or 415 (a function that takes no
+// batches) or 413 (too large) is sent again one job per request; only 413
+// leaves batching on. Anything else is decided as it is.
+func TestBatchRefusal(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name         string
+		reply        Reply
+		resend, stop bool
+	}{
+		{"400", Reply{Status: 400, Header: http.Header{}, Body: []byte("could not read a CloudEvent")}, true, true},
+		{"415", Reply{Status: 415, Header: http.Header{}}, true, true},
+		{"413", Reply{Status: 413, Header: http.Header{}}, true, false},
+		{"422", Reply{Status: 422, Header: http.Header{}}, false, false},
+		{"404", Reply{Status: 404, Header: http.Header{}}, false, false},
+		{"500", Reply{Status: 500, Header: http.Header{}}, false, false},
+		{"503", Reply{Status: 503, Header: http.Header{}}, false, false},
+		{"200", batchReply(t), false, false},
+		{"204", Reply{Status: 204, Header: http.Header{}}, false, false},
+		{"timeout", Reply{Err: context.DeadlineExceeded}, false, false},
+		{"shutdown", Reply{Err: context.Canceled, ShuttingDown: true}, false, false},
+		{"error after a 400 status line", Reply{Status: 400, Err: errors.New("read reply (HTTP 400): unexpected EOF")}, false, false},
+	} {
+		if resend, stop := batchRefusal(tt.reply); resend != tt.resend || stop != tt.stop {
+			t.Errorf("%s: batchRefusal = (%v, %v), want (%v, %v)", tt.name, resend, stop, tt.resend, tt.stop)
+		}
+	}
+}
