@@ -801,14 +801,8 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Jo
 	r.Attempt = attempt
 	ev, tp := b.jobEvent(ctx, d, jobID, job)
 
-	reqCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
-	defer cancel()
-	start := time.Now()
-	defer func() {
-		b.metrics.request.Observe(time.Since(start).Seconds())
-		r.Now = time.Now()
-		r.ShuttingDown = r.Err != nil && ctx.Err() != nil
-	}()
+	reqCtx, done := b.request(ctx, &r)
+	defer done()
 
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, b.cfg.FunctionURL, nil)
 	if err == nil {
@@ -824,6 +818,20 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Jo
 	}
 	b.do(req, &r)
 	return r
+}
+
+// request starts one call to the function: its context, bounded by
+// RequestTimeout, and done, which records its duration and, in r, when it
+// ended and whether the bridge's own shutdown cut it short.
+func (b *Bridge) request(ctx context.Context, r *Reply) (context.Context, func()) {
+	reqCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
+	start := time.Now()
+	return reqCtx, func() {
+		cancel()
+		b.metrics.request.Observe(time.Since(start).Seconds())
+		r.Now = time.Now()
+		r.ShuttingDown = r.Err != nil && ctx.Err() != nil
+	}
 }
 
 // callBatch POSTs the deliveries to the function as a CloudEvents batch
@@ -844,14 +852,8 @@ func (b *Bridge) callBatch(ctx context.Context, ds []*delivery) (r Reply) {
 		events[i] = ev
 	}
 
-	reqCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
-	defer cancel()
-	start := time.Now()
-	defer func() {
-		b.metrics.request.Observe(time.Since(start).Seconds())
-		r.Now = time.Now()
-		r.ShuttingDown = r.Err != nil && ctx.Err() != nil
-	}()
+	reqCtx, done := b.request(ctx, &r)
+	defer done()
 
 	req, err := cehttp.NewHTTPRequestFromEvents(reqCtx, b.cfg.FunctionURL, events)
 	if err != nil {

@@ -503,7 +503,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	}
 	for _, p := range applied {
 		if o := &p.c.O; o.State == workflow.StepFailed {
-			b.Queue(`UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`,
+			b.Queue(s.failSQL(),
 				o.RunID, o.Error, o.NodeID)
 			setStatus(workflow.RunFailed)
 			p.c.Res.Finished = true
@@ -556,7 +556,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 			owner[rn.ID] = routedBy(applied, rn.ID)
 		}
 		if len(tr.Skipped) > 0 {
-			b.Queue(`INSERT INTO `+s.T.Steps+` (run_id, node_id, state, finished_at) SELECT $1, unnest($2::text[]), 'skipped', now() ON CONFLICT DO NOTHING`,
+			b.Queue(s.skipSQL(),
 				g.runID, tr.Skipped)
 			skipped = tr.Skipped
 		}
@@ -565,7 +565,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	if len(readyIDs) > 0 {
 		// Under the run's lock no other commit inserts this run's rows,
 		// and Advance only names nodes without one: every row is new.
-		insertSQL, idsArg, inputsArg := `INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`,
+		insertSQL, idsArg, inputsArg := s.readySQL(),
 			any(readyIDs), any(readyInputs)
 		if len(readyIDs) == 1 { // a chain's next step: no arrays (see LoadSteps)
 			insertSQL = `INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, input) VALUES ($1, $2, 'ready', $3) ON CONFLICT DO NOTHING RETURNING node_id`
@@ -593,6 +593,23 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	setStatus(workflow.RunCompleted)
 	applied[len(applied)-1].c.Res.Finished = true
 	return nil
+}
+
+// failSQL fails run $1 with error $2, naming node $3.
+func (s *Store) failSQL() string {
+	return `UPDATE ` + s.T.Statuses + ` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text),
+		pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`
+}
+
+// skipSQL inserts run $1's nodes $2 as skipped.
+func (s *Store) skipSQL() string {
+	return `INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, finished_at) SELECT $1, unnest($2::text[]), 'skipped', now() ON CONFLICT DO NOTHING`
+}
+
+// readySQL inserts run $1's nodes $2 as ready with inputs $3 and returns
+// those inserted.
+func (s *Store) readySQL() string {
+	return `INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`
 }
 
 // completeSQL completes run $1: its final context (user keys and
@@ -693,7 +710,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 			}
 		}
 		if len(tr.Skipped) > 0 {
-			if _, err := tx.Exec(ctx, `INSERT INTO `+s.T.Steps+` (run_id, node_id, state, finished_at) SELECT $1, unnest($2::text[]), 'skipped', now() ON CONFLICT DO NOTHING`,
+			if _, err := tx.Exec(ctx, s.skipSQL(),
 				runID, tr.Skipped); err != nil {
 				return err
 			}
@@ -708,7 +725,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 					return fmt.Errorf("encode input of %s: %w", rn.ID, err)
 				}
 			}
-			rows, err := tx.Query(ctx, `INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`,
+			rows, err := tx.Query(ctx, s.readySQL(),
 				runID, ids, inputs)
 			if err != nil {
 				return err
@@ -723,7 +740,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 			_, err = tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, runID, res.Pending)
 		case failed != "":
 			msg := fmt.Sprintf("node %s failed: %s", failed, failedError)
-			_, err = tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`,
+			_, err = tx.Exec(ctx, s.failSQL(),
 				runID, msg, failed)
 			res.Status = workflow.RunFailed
 		default:

@@ -210,7 +210,7 @@ func (s *Store) PinBlueprint(ctx context.Context, runID string, w *workflow.Work
 		for i := range starts {
 			inputs[i] = initial
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING`,
+		_, err = tx.Exec(ctx, s.readySQL(),
 			runID, starts, inputs)
 		return err
 	})
