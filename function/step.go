@@ -409,33 +409,34 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 		RunID: job.RunID, NodeID: node.ID, LoadedAttempts: step.Attempts, Attempts: job.Attempt,
 		StartedAt: started, FinishedAt: finished,
 	}
-	var suspend *workflow.SuspendError
-	switch {
-	case errors.As(runErr, &suspend):
-		wake := suspend.Until
-		o.State, o.WakeAt, o.Attempts = workflow.StepSleeping, &wake, step.Attempts
+	verdict := node.Outcome(job.Attempt, runErr)
+	o.State = verdict.State
+	switch verdict.State {
+	case workflow.StepSleeping:
+		wake := verdict.Wake
+		// The same attempt resumes at wake: it does not count.
+		o.WakeAt, o.Attempts = &wake, step.Attempts
 		s.next = []wire.NextJob{{Job: job, DelayMs: max(0, time.Until(wake).Milliseconds())}}
 		s.outcome = "suspended"
-	case runErr != nil && job.Attempt < node.MaxAttempts:
-		delay := node.RetryDelayFor(job.Attempt + 1)
-		wake := finished.Add(delay)
-		o.State, o.Error, o.WakeAt = workflow.StepRetrying, runErr.Error(), &wake
+	case workflow.StepRetrying:
+		wake := finished.Add(verdict.Delay)
+		o.Error, o.WakeAt = runErr.Error(), &wake
 		retry := job
-		retry.Attempt++
-		s.next = []wire.NextJob{{Job: retry, DelayMs: delay.Milliseconds()}}
+		retry.Attempt = verdict.Attempt
+		s.next = []wire.NextJob{{Job: retry, DelayMs: verdict.Delay.Milliseconds()}}
 		s.outcome = "retried"
-		log.Warn("node attempt failed; retrying", "err", runErr, "delay", delay)
-	case runErr != nil && node.Fallback != "":
-		o.State, o.Error = workflow.StepAwaitingFallback, runErr.Error()
-		o.Fallback, o.FallbackInput = node.Fallback, input
+		log.Warn("node attempt failed; retrying", "err", runErr, "delay", verdict.Delay)
+	case workflow.StepAwaitingFallback:
+		o.Error = runErr.Error()
+		o.Fallback, o.FallbackInput = verdict.Fallback, input
 		s.outcome = "fallback"
-		log.Warn("node failed; running its fallback", "err", runErr, "fallback", node.Fallback)
-	case runErr != nil:
-		o.State, o.Error = workflow.StepFailed, runErr.Error()
+		log.Warn("node failed; running its fallback", "err", runErr, "fallback", verdict.Fallback)
+	case workflow.StepFailed:
+		o.Error = runErr.Error()
 		s.outcome = "failed"
 		log.Warn("node failed; failing the run", "err", runErr)
 	default:
-		o.State, o.Result = workflow.StepSucceeded, res
+		o.Result = res
 		o.ContextSet, o.ContextDeleted = nodeCtx.Changes()
 		env := workflow.Env{Context: nodeCtx.Snapshot(), Outputs: outputs}
 		var err error

@@ -230,32 +230,28 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 			t := d.started
 			st.started = &t
 		}
-		var suspend *SuspendError
-		switch {
-		case errors.As(d.err, &suspend):
+		switch out := n.Outcome(d.attempt, d.err); out.State {
+		case StepSleeping:
+			// Resumed at its wake time as the same attempt, not counted again.
 			st.status.State = StepSleeping
-			wake := suspend.Until
-			launch(d.node, d.attempt, time.Until(wake), &wake)
-		case d.err != nil:
-			st.attempts = d.attempt
-			st.err = d.err.Error()
-			if d.attempt < n.MaxAttempts {
-				st.status.State = StepRetrying
-				launch(d.node, d.attempt+1, n.RetryDelayFor(d.attempt+1), nil)
-				continue
-			}
+			wake := out.Wake
+			launch(d.node, out.Attempt, time.Until(wake), &wake)
+		case StepRetrying:
+			st.attempts, st.err = d.attempt, d.err.Error()
+			st.status.State = StepRetrying
+			launch(d.node, out.Attempt, out.Delay, nil)
+		case StepAwaitingFallback, StepFailed:
+			st.attempts, st.err = d.attempt, d.err.Error()
 			t := d.ended
 			st.finished = &t
-			if n.Fallback != "" {
-				st.status.State = StepAwaitingFallback
-				record(d.node)
-				r.steps[n.Fallback] = &localStep{status: StepStatus{State: StepReady}, uses: w.nodes[n.Fallback].Uses, input: w.ResolveInput(d.node, st.input, r.context, r.outputs)}
-				launch(n.Fallback, 1, 0, nil)
+			st.status.State = out.State
+			record(d.node)
+			if out.State == StepFailed {
+				fail(d.node, d.err.Error())
 				continue
 			}
-			st.status.State = StepFailed
-			record(d.node)
-			fail(d.node, d.err.Error())
+			r.steps[out.Fallback] = &localStep{status: StepStatus{State: StepReady}, uses: w.nodes[out.Fallback].Uses, input: w.ResolveInput(d.node, st.input, r.context, r.outputs)}
+			launch(out.Fallback, 1, 0, nil)
 		default:
 			// Outputs are stored in JSON form, as a durable runtime stores them.
 			d.res.Output = normalize(d.res.Output)

@@ -2,9 +2,7 @@ package workflow
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"strings"
-	"time"
 )
 
 // StepState is the state of one node of one run, as stored.
@@ -286,24 +284,3 @@ func (w *Workflow) ResolveInput(nodeID string, edgeInput any, ctx map[string]any
 	}
 	return m
 }
-
-// RetryDelayFor is the wait before attempt next (2, 3, …): the node's
-// retryDelay doubled for each attempt already made, with "equal jitter"
-// (between half and all of it), capped at MaxRetryDelay.
-func (n *CompiledNode) RetryDelayFor(next int) time.Duration {
-	if n.RetryDelay <= 0 || next < 2 {
-		return 0
-	}
-	d := n.RetryDelay
-	for i := 2; i < next && d < MaxRetryDelay; i++ {
-		d *= 2
-	}
-	if d > MaxRetryDelay {
-		d = MaxRetryDelay
-	}
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(half)+1))
-}
-
-// MaxRetryDelay caps node retry backoff.
-const MaxRetryDelay = time.Hour

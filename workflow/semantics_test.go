@@ -606,39 +606,6 @@ func TestCompiledNodeDefaults(t *testing.T) {
 	}
 }
 
-func TestRetryDelayFor(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name     string
-		base     time.Duration
-		next     int
-		min, max time.Duration
-	}{
-		{"no delay configured", 0, 2, 0, 0},
-		{"first attempt has no delay", 100 * time.Millisecond, 1, 0, 0},
-		{"second attempt: base with equal jitter", 100 * time.Millisecond, 2, 50 * time.Millisecond, 100 * time.Millisecond},
-		{"third attempt doubles", 100 * time.Millisecond, 3, 100 * time.Millisecond, 200 * time.Millisecond},
-		{"fourth attempt doubles again", 100 * time.Millisecond, 4, 200 * time.Millisecond, 400 * time.Millisecond},
-		{"capped", 40 * time.Minute, 10, MaxRetryDelay / 2, MaxRetryDelay},
-		{"base above the cap is capped", 3 * time.Hour, 2, MaxRetryDelay / 2, MaxRetryDelay},
-		{"many attempts do not overflow", time.Millisecond, 1000, MaxRetryDelay / 2, MaxRetryDelay},
-	}
-	for _, tt := range tests {
-		n := &CompiledNode{RetryDelay: tt.base}
-		seen := map[time.Duration]bool{}
-		for range 200 {
-			d := n.RetryDelayFor(tt.next)
-			if d < tt.min || d > tt.max {
-				t.Fatalf("%s: RetryDelayFor(%d) = %s, want within [%s, %s]", tt.name, tt.next, d, tt.min, tt.max)
-			}
-			seen[d] = true
-		}
-		if tt.max > 0 && len(seen) < 2 {
-			t.Errorf("%s: 200 delays were all %v; want jitter", tt.name, seen)
-		}
-	}
-}
-
 func TestOutputRefs(t *testing.T) {
 	t.Parallel()
 	w := mustCompile(t, NewRegistry(), `{"id":"refs","nodes":[

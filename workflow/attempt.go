@@ -1,0 +1,75 @@
+package workflow
+
+import (
+	"errors"
+	"math/rand/v2"
+	"time"
+)
+
+// AttemptOutcome is what the end of one node attempt means for its step:
+// the state the step moves to and what runs next. The step function and
+// the local runner both act on it, so the two runtimes cannot disagree on
+// retries, fallbacks and sleeps.
+type AttemptOutcome struct {
+	// State is one of
+	//
+	//	StepSucceeded         the attempt returned a result: route it
+	//	StepSleeping          the node suspended itself: call it again at Wake
+	//	StepRetrying          the attempt failed and was not the last: run
+	//	                      Attempt after Delay
+	//	StepAwaitingFallback  the last attempt failed: run Fallback in the
+	//	                      node's place
+	//	StepFailed            the last attempt failed and there is no
+	//	                      fallback: the run fails with the error
+	State StepState
+	// Attempt is the attempt to run next: the following one after a retry,
+	// the same one (resumed, not counted again) after a sleep.
+	Attempt int
+	// Delay is the backoff before a retry (RetryDelayFor).
+	Delay time.Duration
+	// Wake is the time a sleeping node asked to be called again.
+	Wake time.Time
+	// Fallback is the node that runs in place of one awaiting its fallback.
+	Fallback string
+}
+
+// Outcome decides what the end of attempt (1-based) of n means, err being
+// what the attempt returned (nil: it succeeded). A *SuspendError (see
+// Suspend) puts the step to sleep; any other error retries while attempts
+// remain (MaxAttempts counts them all, the first included), then hands over
+// to the fallback, if any, or fails.
+func (n *CompiledNode) Outcome(attempt int, err error) AttemptOutcome {
+	var suspend *SuspendError
+	switch {
+	case err == nil:
+		return AttemptOutcome{State: StepSucceeded}
+	case errors.As(err, &suspend):
+		return AttemptOutcome{State: StepSleeping, Attempt: attempt, Wake: suspend.Until}
+	case attempt < n.MaxAttempts:
+		return AttemptOutcome{State: StepRetrying, Attempt: attempt + 1, Delay: n.RetryDelayFor(attempt + 1)}
+	case n.Fallback != "":
+		return AttemptOutcome{State: StepAwaitingFallback, Fallback: n.Fallback}
+	}
+	return AttemptOutcome{State: StepFailed}
+}
+
+// RetryDelayFor is the wait before attempt next (2, 3, …): the node's
+// retryDelay doubled for each attempt already made, with "equal jitter"
+// (between half and all of it), capped at MaxRetryDelay.
+func (n *CompiledNode) RetryDelayFor(next int) time.Duration {
+	if n.RetryDelay <= 0 || next < 2 {
+		return 0
+	}
+	d := n.RetryDelay
+	for i := 2; i < next && d < MaxRetryDelay; i++ {
+		d *= 2
+	}
+	if d > MaxRetryDelay {
+		d = MaxRetryDelay
+	}
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(half)+1))
+}
+
+// MaxRetryDelay caps node retry backoff.
+const MaxRetryDelay = time.Hour
