@@ -25,7 +25,8 @@ type AttemptOutcome struct {
 	// Attempt is the attempt to run next: the following one after a retry,
 	// the same one (resumed, not counted again) after a sleep.
 	Attempt int
-	// Delay is the backoff before a retry (RetryDelayFor).
+	// Delay is the backoff before a retry: retryDelay doubled for each
+	// attempt after the first, with jitter, capped at an hour.
 	Delay time.Duration
 	// Wake is the time a sleeping node asked to be called again.
 	Wake time.Time
@@ -34,42 +35,42 @@ type AttemptOutcome struct {
 }
 
 // Outcome decides what the end of attempt (1-based) of n means, err being
-// what the attempt returned (nil: it succeeded). A *SuspendError (see
-// Suspend) puts the step to sleep; any other error retries while attempts
-// remain (MaxAttempts counts them all, the first included), then hands over
-// to the fallback, if any, or fails.
+// what the attempt returned (nil: it succeeded). An error from Suspend puts
+// the step to sleep; any other error retries while attempts remain
+// (MaxAttempts counts them all, the first included), then hands over to the
+// fallback, if any, or fails.
 func (n *CompiledNode) Outcome(attempt int, err error) AttemptOutcome {
-	var suspend *SuspendError
+	var suspend *suspendError
 	switch {
 	case err == nil:
 		return AttemptOutcome{State: StepSucceeded}
 	case errors.As(err, &suspend):
 		return AttemptOutcome{State: StepSleeping, Attempt: attempt, Wake: suspend.Until}
 	case attempt < n.MaxAttempts:
-		return AttemptOutcome{State: StepRetrying, Attempt: attempt + 1, Delay: n.RetryDelayFor(attempt + 1)}
+		return AttemptOutcome{State: StepRetrying, Attempt: attempt + 1, Delay: n.retryDelayFor(attempt + 1)}
 	case n.Fallback != "":
 		return AttemptOutcome{State: StepAwaitingFallback, Fallback: n.Fallback}
 	}
 	return AttemptOutcome{State: StepFailed}
 }
 
-// RetryDelayFor is the wait before attempt next (2, 3, …): the node's
+// retryDelayFor is the wait before attempt next (2, 3, …): the node's
 // retryDelay doubled for each attempt already made, with "equal jitter"
-// (between half and all of it), capped at MaxRetryDelay.
-func (n *CompiledNode) RetryDelayFor(next int) time.Duration {
+// (between half and all of it), capped at maxRetryDelay.
+func (n *CompiledNode) retryDelayFor(next int) time.Duration {
 	if n.RetryDelay <= 0 || next < 2 {
 		return 0
 	}
 	d := n.RetryDelay
-	for i := 2; i < next && d < MaxRetryDelay; i++ {
+	for i := 2; i < next && d < maxRetryDelay; i++ {
 		d *= 2
 	}
-	if d > MaxRetryDelay {
-		d = MaxRetryDelay
+	if d > maxRetryDelay {
+		d = maxRetryDelay
 	}
 	half := d / 2
 	return half + time.Duration(rand.Int64N(int64(half)+1))
 }
 
-// MaxRetryDelay caps node retry backoff.
-const MaxRetryDelay = time.Hour
+// maxRetryDelay caps node retry backoff.
+const maxRetryDelay = time.Hour

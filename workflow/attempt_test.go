@@ -55,7 +55,7 @@ func TestOutcome(t *testing.T) {
 			want: AttemptOutcome{State: StepAwaitingFallback, Fallback: "fb"}},
 		{name: "timeout is an ordinary failure", node: once, attempt: 1, err: context.DeadlineExceeded,
 			want: AttemptOutcome{State: StepFailed}},
-		{name: "panic is an ordinary failure", node: backed, attempt: 2, err: &PanicError{Value: "x"},
+		{name: "panic is an ordinary failure", node: backed, attempt: 2, err: &panicError{Value: "x"},
 			want: AttemptOutcome{State: StepAwaitingFallback, Fallback: "fb"}},
 	}
 	for _, tt := range tests {
@@ -70,7 +70,7 @@ func TestOutcome(t *testing.T) {
 	}
 }
 
-func TestRetryDelayFor(t *testing.T) {
+func TestRetryDelay(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
@@ -83,17 +83,17 @@ func TestRetryDelayFor(t *testing.T) {
 		{"second attempt: base with equal jitter", 100 * time.Millisecond, 2, 50 * time.Millisecond, 100 * time.Millisecond},
 		{"third attempt doubles", 100 * time.Millisecond, 3, 100 * time.Millisecond, 200 * time.Millisecond},
 		{"fourth attempt doubles again", 100 * time.Millisecond, 4, 200 * time.Millisecond, 400 * time.Millisecond},
-		{"capped", 40 * time.Minute, 10, MaxRetryDelay / 2, MaxRetryDelay},
-		{"base above the cap is capped", 3 * time.Hour, 2, MaxRetryDelay / 2, MaxRetryDelay},
-		{"many attempts do not overflow", time.Millisecond, 1000, MaxRetryDelay / 2, MaxRetryDelay},
+		{"capped", 40 * time.Minute, 10, maxRetryDelay / 2, maxRetryDelay},
+		{"base above the cap is capped", 3 * time.Hour, 2, maxRetryDelay / 2, maxRetryDelay},
+		{"many attempts do not overflow", time.Millisecond, 1000, maxRetryDelay / 2, maxRetryDelay},
 	}
 	for _, tt := range tests {
 		n := &CompiledNode{RetryDelay: tt.base}
 		seen := map[time.Duration]bool{}
 		for range 200 {
-			d := n.RetryDelayFor(tt.next)
+			d := n.retryDelayFor(tt.next)
 			if d < tt.min || d > tt.max {
-				t.Fatalf("%s: RetryDelayFor(%d) = %s, want within [%s, %s]", tt.name, tt.next, d, tt.min, tt.max)
+				t.Fatalf("%s: retryDelayFor(%d) = %s, want within [%s, %s]", tt.name, tt.next, d, tt.min, tt.max)
 			}
 			seen[d] = true
 		}

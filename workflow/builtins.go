@@ -18,8 +18,8 @@ const (
 
 // Sleep bounds.
 const (
-	MinSleep = time.Millisecond
-	MaxSleep = 7 * 24 * time.Hour
+	minSleep = time.Millisecond
+	maxSleep = 7 * 24 * time.Hour
 )
 
 func registerBuiltins(r *Registry) {
@@ -33,13 +33,13 @@ func noop(_ context.Context, in NodeInput) (NodeResult, error) {
 	return NodeResult{Output: in.Input}, nil
 }
 
-var exprCache sync.Map // source → *Expression
+var exprCache sync.Map // source → *expression
 
-func cachedExpression(src string) (*Expression, error) {
+func cachedExpression(src string) (*expression, error) {
 	if x, ok := exprCache.Load(src); ok {
-		return x.(*Expression), nil
+		return x.(*expression), nil
 	}
-	x, err := CompileExpression(src)
+	x, err := compileExpression(src)
 	if err != nil {
 		return nil, err
 	}
@@ -113,14 +113,14 @@ func checkTransformParams(p map[string]any) error {
 		return errors.New("expression: required (an expr expression computing the output)")
 	}
 	var errs []error
-	if _, err := CompileExpression(src); err != nil {
+	if _, err := compileExpression(src); err != nil {
 		errs = append(errs, fmt.Errorf("expression does not compile: %s", oneLine(err)))
 	}
 	if a, present := p["action"]; present {
 		s, ok := a.(string)
 		if !ok {
 			errs = append(errs, errors.New("action: must be a string expression"))
-		} else if _, err := CompileExpression(s); err != nil {
+		} else if _, err := compileExpression(s); err != nil {
 			errs = append(errs, fmt.Errorf("action does not compile: %s", oneLine(err)))
 		}
 	}
@@ -129,11 +129,11 @@ func checkTransformParams(p map[string]any) error {
 
 // nodeExpressions are the expressions a node itself evaluates (the
 // transform node's params), for output reference analysis.
-func (n *CompiledNode) nodeExpressions() []*Expression {
+func (n *CompiledNode) nodeExpressions() []*expression {
 	if n.Uses != NodeTransform {
 		return nil
 	}
-	var out []*Expression
+	var out []*expression
 	for _, k := range []string{"expression", "action"} {
 		if s, ok := n.Params[k].(string); ok {
 			if x, err := cachedExpression(s); err == nil {
@@ -144,8 +144,8 @@ func (n *CompiledNode) nodeExpressions() []*Expression {
 	return out
 }
 
-// SleepDuration parses params.duration ("1.5s", "10m", "24h").
-func SleepDuration(p map[string]any) (time.Duration, error) {
+// sleepDuration parses params.duration ("1.5s", "10m", "24h").
+func sleepDuration(p map[string]any) (time.Duration, error) {
 	s, ok := p["duration"].(string)
 	if !ok || s == "" {
 		return 0, errors.New(`duration: required, a Go duration such as "1.5s" or "10m"`)
@@ -154,14 +154,14 @@ func SleepDuration(p map[string]any) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("duration %q: %w", s, err)
 	}
-	if d < MinSleep || d > MaxSleep {
-		return 0, fmt.Errorf("duration %q: must be between %s and %s", s, MinSleep, MaxSleep)
+	if d < minSleep || d > maxSleep {
+		return 0, fmt.Errorf("duration %q: must be between %s and %s", s, minSleep, maxSleep)
 	}
 	return d, nil
 }
 
 func checkSleepParams(p map[string]any) error {
-	_, err := SleepDuration(p)
+	_, err := sleepDuration(p)
 	return err
 }
 
@@ -172,7 +172,7 @@ func sleepNode(_ context.Context, in NodeInput) (NodeResult, error) {
 	if in.Resumed != nil {
 		return NodeResult{Output: in.Input}, nil
 	}
-	d, err := SleepDuration(in.Params)
+	d, err := sleepDuration(in.Params)
 	if err != nil {
 		return NodeResult{}, err
 	}

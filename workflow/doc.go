@@ -1,11 +1,32 @@
-// Package workflow is the pure core of stepflow: Flowcraft blueprint types
-// and strict JSON decoding, validation, graph analysis, routing (actions,
-// conditions, transforms), join and skip rules, input resolution, the node
-// contract and registry, and an in-process runner.
+// Package workflow is the pure core of stepflow: Flowcraft blueprints, their
+// validation, and the rules every runtime applies to them.
 //
-// Every distributed part of stepflow (the step function, the reconciler)
-// asks this package the same questions — which edges does a result take,
-// is a join ready, what input does a node get — so the answers live here
-// once. The package does no I/O and must not import infrastructure
-// packages (AMQP, Postgres, Redis, HTTP).
+// A user of the package writes nodes and runs blueprints:
+//
+//   - Decode parses a blueprint document strictly (a *DecodeError names the
+//     offending JSON path); Blueprint, Node, NodeConfig, Edge and Inputs are
+//     its Go form.
+//   - NewRegistry holds the node implementations (NodeFunc, given a
+//     NodeInput, returning a NodeResult or an error; Suspend puts a node to
+//     sleep); the built-ins noop, transform and sleep are always there.
+//   - Validate and Compile check a blueprint against a registry and report
+//     every problem at once (*ValidationError); Compile returns the
+//     immutable Workflow the runtimes share.
+//   - Run executes a blueprint in-process, with the semantics of the
+//     distributed runtime, and returns a RunResult (RunStatus, StepRecord,
+//     StepError), the shape in which the client reports runs of the real
+//     stack too.
+//   - Mermaid draws a blueprint as a flowchart.
+//
+// The engine packages (the step function, the store, the reconciler) ask a
+// Workflow the questions every step raises, so that the answers live here
+// once: what a finished attempt means (CompiledNode.Outcome), which edges a
+// result takes (Route), which nodes become ready or skipped (Advance over
+// the States of a run), what input a node gets (ResolveInput), and what a
+// finished run outputs (FinalOutput). StepState names the states a step is
+// stored in. Invoke and MapContext call a node as the local runner does;
+// OutputKey, InputKey and Normalize are the run context's conventions.
+//
+// The package does no I/O and must not import infrastructure packages
+// (AMQP, Postgres, Redis, HTTP).
 package workflow

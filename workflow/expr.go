@@ -65,8 +65,8 @@ func (e Env) vars() exprEnv {
 	return exprEnv{Result: result, Input: e.Input, Context: ctx, Params: params, Outputs: outputs}
 }
 
-// Expression is a compiled condition or transform.
-type Expression struct {
+// expression is a compiled condition or transform.
+type expression struct {
 	Source  string
 	program *vm.Program
 	// Refs are the node ids whose outputs the expression names statically
@@ -76,19 +76,19 @@ type Expression struct {
 	AllOutputs bool
 }
 
-// CompileExpression compiles src against the expression environment.
-func CompileExpression(src string) (*Expression, error) {
+// compileExpression compiles src against the expression environment.
+func compileExpression(src string) (*expression, error) {
 	program, err := expr.Compile(src, expr.Env(exprEnv{}))
 	if err != nil {
 		return nil, err
 	}
-	x := &Expression{Source: src, program: program}
+	x := &expression{Source: src, program: program}
 	x.Refs, x.AllOutputs = outputRefs(program.Node())
 	return x, nil
 }
 
 // Eval runs the expression.
-func (x *Expression) Eval(env Env) (any, error) {
+func (x *expression) Eval(env Env) (any, error) {
 	out, err := expr.Run(x.program, env.vars())
 	if err != nil {
 		return nil, err
@@ -97,7 +97,7 @@ func (x *Expression) Eval(env Env) (any, error) {
 }
 
 // EvalBool runs a condition; a non-boolean result is an error.
-func (x *Expression) EvalBool(env Env) (bool, error) {
+func (x *expression) EvalBool(env Env) (bool, error) {
 	out, err := expr.Run(x.program, env.vars())
 	if err != nil {
 		return false, err

@@ -47,31 +47,32 @@ type Context interface {
 	Delete(key string)
 }
 
-// SuspendError asks the runtime to call the node again at Until without
-// holding a worker meanwhile (the built-in sleep node uses it). A durable
-// runtime stores the wake time; the local runner simply waits.
-type SuspendError struct{ Until time.Time }
+// suspendError is what Suspend returns; CompiledNode.Outcome recognises it.
+type suspendError struct{ Until time.Time }
 
-func (e *SuspendError) Error() string {
+func (e *suspendError) Error() string {
 	return "suspended until " + e.Until.UTC().Format(time.RFC3339Nano)
 }
 
-// Suspend returns an error that suspends the node until t.
-func Suspend(t time.Time) error { return &SuspendError{Until: t} }
+// Suspend returns the error a node returns to be called again at t without
+// holding a worker meanwhile (the built-in sleep node uses it). A durable
+// runtime stores the wake time; the local runner simply waits. The node is
+// called again as the same attempt, with NodeInput.Resumed set to t.
+func Suspend(t time.Time) error { return &suspendError{Until: t} }
 
-// PanicError is the error a panicking node attempt becomes.
-type PanicError struct {
+// panicError is the error a panicking node attempt becomes.
+type panicError struct {
 	Value any
 	Stack []byte
 }
 
-func (e *PanicError) Error() string { return fmt.Sprintf("node panicked: %v", e.Value) }
+func (e *panicError) Error() string { return fmt.Sprintf("node panicked: %v", e.Value) }
 
 // Invoke runs fn with panic recovery, so a panic is an ordinary node error.
 func Invoke(ctx context.Context, fn NodeFunc, in NodeInput) (res NodeResult, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
+			err = &panicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
 	return fn(ctx, in)
@@ -140,9 +141,9 @@ func (r *Registry) Names() []string {
 	return names
 }
 
-// ErrUnknownNode is returned (wrapped) when a blueprint uses a node type the
+// errUnknownNode is returned (wrapped) when a blueprint uses a node type the
 // registry does not know.
-var ErrUnknownNode = errors.New("unknown node type")
+var errUnknownNode = errors.New("unknown node type")
 
 // MapContext is an in-memory Context that records its changes, used by the
 // local runner and by runtimes that apply the changes with a step's commit.

@@ -89,7 +89,7 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 	}
 	for _, n := range w.nodes {
 		if n.Func == nil {
-			return nil, fmt.Errorf("node %q: %w %q (compile the blueprint with a registry)", n.ID, ErrUnknownNode, n.Uses)
+			return nil, fmt.Errorf("node %q: %w %q (compile the blueprint with a registry)", n.ID, errUnknownNode, n.Uses)
 		}
 	}
 	runCtx, cancel := context.WithCancel(ctx)

@@ -354,12 +354,12 @@ func TestInvokeRecoversPanics(t *testing.T) {
 		m["x"] = 1 // nil map write
 		return NodeResult{}, nil
 	}, NodeInput{})
-	var pe *PanicError
+	var pe *panicError
 	if !errors.As(err, &pe) {
-		t.Fatalf("Invoke error = %v, want a *PanicError", err)
+		t.Fatalf("Invoke error = %v, want a *panicError", err)
 	}
 	if !strings.Contains(pe.Error(), "node panicked: assignment to entry in nil map") || len(pe.Stack) == 0 {
-		t.Errorf("PanicError %q with %d bytes of stack", pe.Error(), len(pe.Stack))
+		t.Errorf("panicError %q with %d bytes of stack", pe.Error(), len(pe.Stack))
 	}
 }
 

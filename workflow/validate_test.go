@@ -200,8 +200,8 @@ func TestValidationWithoutRegistry(t *testing.T) {
 	if n, _ := w.Node("a"); n.Func != nil {
 		t.Errorf("node compiled without a registry carries a Func")
 	}
-	if _, err := w.Run(context.Background(), nil, RunOptions{}); !errors.Is(err, ErrUnknownNode) {
-		t.Errorf("Run of a workflow without Funcs: %v, want ErrUnknownNode", err)
+	if _, err := w.Run(context.Background(), nil, RunOptions{}); !errors.Is(err, errUnknownNode) {
+		t.Errorf("Run of a workflow without Funcs: %v, want errUnknownNode", err)
 	}
 	if err := Validate(nil, nil); err == nil {
 		t.Errorf("Validate(nil) = nil, want an error")

@@ -34,7 +34,7 @@ type Workflow struct {
 
 	nodes    map[string]*CompiledNode
 	order    []string
-	in, out  map[string][]*CompiledEdge
+	in, out  map[string][]*compiledEdge
 	starts   []string
 	backedBy map[string]string // fallback node → the node it stands in for
 }
@@ -55,12 +55,12 @@ type CompiledNode struct {
 	AllOutputs bool
 }
 
-// CompiledEdge is an edge with its expressions compiled.
-type CompiledEdge struct {
+// compiledEdge is an edge with its expressions compiled.
+type compiledEdge struct {
 	Edge
 	Index     int
-	Condition *Expression
-	Transform *Expression
+	Condition *expression
+	Transform *expression
 }
 
 // Problem is one thing wrong with a blueprint.
@@ -109,8 +109,8 @@ func Compile(bp *Blueprint, reg *Registry) (*Workflow, error) {
 		Blueprint: bp,
 		Digest:    bp.Digest(),
 		nodes:     map[string]*CompiledNode{},
-		in:        map[string][]*CompiledEdge{},
-		out:       map[string][]*CompiledEdge{},
+		in:        map[string][]*compiledEdge{},
+		out:       map[string][]*compiledEdge{},
 		backedBy:  map[string]string{},
 	}
 	var probs []Problem
@@ -206,16 +206,16 @@ func Compile(bp *Blueprint, reg *Registry) (*Workflow, error) {
 				ok = false
 			}
 		}
-		ce := &CompiledEdge{Edge: e, Index: i}
+		ce := &compiledEdge{Edge: e, Index: i}
 		if e.Condition != "" {
-			x, err := CompileExpression(e.Condition)
+			x, err := compileExpression(e.Condition)
 			if err != nil {
 				add(path+".condition", "does not compile: %s", oneLine(err))
 			}
 			ce.Condition = x
 		}
 		if e.Transform != "" {
-			x, err := CompileExpression(e.Transform)
+			x, err := compileExpression(e.Transform)
 			if err != nil {
 				add(path+".transform", "does not compile: %s", oneLine(err))
 			}
@@ -478,7 +478,7 @@ func (w *Workflow) outputRefs(id string) ([]string, bool) {
 	}
 	for _, src := range routed {
 		for _, e := range w.out[src] {
-			for _, x := range []*Expression{e.Condition, e.Transform} {
+			for _, x := range []*expression{e.Condition, e.Transform} {
 				if x == nil {
 					continue
 				}
@@ -517,12 +517,6 @@ func (w *Workflow) NodeIDs() []string { return append([]string(nil), w.order...)
 // StartNodes are the nodes with no incoming edges that are not fallbacks,
 // in declaration order.
 func (w *Workflow) StartNodes() []string { return append([]string(nil), w.starts...) }
-
-// Incoming returns the edges into id.
-func (w *Workflow) Incoming(id string) []*CompiledEdge { return w.in[id] }
-
-// Outgoing returns the edges out of id.
-func (w *Workflow) Outgoing(id string) []*CompiledEdge { return w.out[id] }
 
 // Predecessors returns the sources of id's incoming edges.
 func (w *Workflow) Predecessors(id string) []string {
