@@ -24,8 +24,9 @@ import (
 )
 
 // LeaseTTL is how long a step's lease lives unless renewed. It is renewed
-// every LeaseTTL/3 while the node runs, so a killed function's leases free
-// their steps within LeaseTTL, whatever the node's time limit.
+// every LeaseTTL/3 until the step's outcome is committed, so a killed
+// function's leases free their steps within LeaseTTL, whatever the node's
+// time limit.
 const LeaseTTL = 5 * time.Second
 
 // earlyTolerance: a sleeping step woken this much before its due time runs.
@@ -81,8 +82,8 @@ func (f *Function) handleOne(ctx context.Context, e event.Event) (*event.Event, 
 //  5. Answer each job with the jobs to publish: successors, a delayed
 //     retry, a fallback, or the wake-up of a sleeping node.
 //
-// Error results carry a status the bridge acts on: 4xx dead-letters the
-// job, 409 and 503 are retried.
+// Error results carry a status the bridge acts on: 400 and 422 dead-letter
+// the job; 409, 500 (a panic while deciding) and 503 are retried.
 func (f *Function) HandleBatch(ctx context.Context, events []event.Event) []wire.Result {
 	out, release := f.handleBatch(ctx, events)
 	release()

@@ -55,7 +55,7 @@ func (n *CompiledNode) Outcome(attempt int, err error) AttemptOutcome {
 }
 
 // retryDelayFor is the wait before attempt next (2, 3, …): the node's
-// retryDelay doubled for each attempt already made, with "equal jitter"
+// retryDelay doubled for each attempt after the first, with "equal jitter"
 // (between half and all of it), capped at maxRetryDelay.
 func (n *CompiledNode) retryDelayFor(next int) time.Duration {
 	if n.RetryDelay <= 0 || next < 2 {

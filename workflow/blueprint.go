@@ -32,7 +32,7 @@ type Node struct {
 // NodeConfig holds a node's runtime options. Durations are milliseconds.
 type NodeConfig struct {
 	// MaxRetries is the total number of attempts (Flowcraft's meaning);
-	// unset means 1.
+	// unset or 0 means 1.
 	MaxRetries *int `json:"maxRetries,omitempty"`
 	// RetryDelay is the base delay in ms of exponential backoff with
 	// jitter between attempts.
@@ -80,8 +80,9 @@ func (in *Inputs) UnmarshalJSON(b []byte) error {
 // MaxBlueprintBytes bounds the size of a blueprint document.
 const MaxBlueprintBytes = 4 << 20
 
-// DecodeError is a blueprint document that does not have the blueprint's
-// shape; Path names the offending JSON location (e.g. nodes[2].config).
+// DecodeError is a document Decode rejects: too large, malformed JSON, or
+// not of the blueprint's shape; Path names the offending JSON location
+// (e.g. nodes[2].config), empty when it is the whole document.
 type DecodeError struct {
 	Path string
 	Msg  string

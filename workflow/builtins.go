@@ -48,8 +48,9 @@ func cachedExpression(src string) (*expression, error) {
 }
 
 // transformNode computes its output from params.expression and, when
-// params.action is set, its action from that expression, so a JSON-only
-// blueprint can compute values and branch.
+// params.action is set, its action from that second expression (which also
+// sees the output as result.output), so a JSON-only blueprint can compute
+// values and branch.
 func transformNode(_ context.Context, in NodeInput) (NodeResult, error) {
 	src, _ := in.Params["expression"].(string)
 	x, err := cachedExpression(src)

@@ -141,9 +141,9 @@ func (v *refVisitor) Visit(node *ast.Node) {
 		}
 	case *ast.IdentifierNode:
 		// A bare `outputs` or `context` (passed whole to a builtin, say) is
-		// a dynamic read. Member accesses claim their identifier first:
-		// ast.Walk visits children before the parent, so this is decided
-		// after the walk (see outputRefs).
+		// a dynamic read. Whether it is bare is known only once its member
+		// access, if any, has claimed it, and ast.Walk visits children
+		// before their parent: a second walk decides (see outputRefs).
 	}
 }
 

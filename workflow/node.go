@@ -14,9 +14,10 @@ import (
 // NodeFunc is a node implementation. It runs one attempt of one node.
 //
 // It returns the node's result (output and optional action) or an error.
-// An error fails the attempt; the runtime retries it up to the node's
-// maxRetries and then runs the node's fallback, or fails the run with the
-// error's message. A panic is turned into an error.
+// An error fails the attempt; the runtime runs the node again until it has
+// made maxRetries attempts in all, then runs the node's fallback, or fails
+// the run with the error's message. A panic is turned into an error. The
+// error of Suspend is not a failure: it puts the node to sleep.
 type NodeFunc func(ctx context.Context, in NodeInput) (NodeResult, error)
 
 // NodeInput is what a node receives for one attempt.
@@ -26,8 +27,9 @@ type NodeInput struct {
 	Attempt int // 1-based
 	Input   any
 	Params  map[string]any
-	// Context reads and writes the run's context. Writes become visible to
-	// the rest of the run atomically with the step's result.
+	// Context reads and writes the run's context. The writes of an attempt
+	// that succeeds become visible to the rest of the run atomically with
+	// the step's result; those of any other attempt are dropped.
 	Context Context
 	// Resumed is set when the node is called again after it suspended
 	// itself (see Suspend): it carries the time the node asked to wake.
@@ -87,7 +89,7 @@ type Registry struct {
 }
 
 // NewRegistry returns a registry holding the built-in nodes (noop,
-// transform, sleep) plus the given ones.
+// transform, sleep); Register adds the others.
 func NewRegistry() *Registry {
 	r := &Registry{nodes: map[string]NodeFunc{}, checks: map[string]ParamValidator{}}
 	registerBuiltins(r)
@@ -141,8 +143,9 @@ func (r *Registry) Names() []string {
 	return names
 }
 
-// errUnknownNode is returned (wrapped) when a blueprint uses a node type the
-// registry does not know.
+// errUnknownNode is returned (wrapped) by Workflow.Run for a workflow
+// compiled without a registry; with one, Compile reports an unknown node
+// type as a validation problem.
 var errUnknownNode = errors.New("unknown node type")
 
 // MapContext is an in-memory Context that records its changes, used by the

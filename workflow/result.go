@@ -50,8 +50,8 @@ type StepError struct {
 }
 
 // FinalOutput is the output a finished run reports: the output of its sink
-// node (a node without outgoing edges) that produced one, or a map of sink
-// id → output when several did.
+// node (a node without outgoing edges, fallbacks excluded) that produced
+// one, or a map of sink id → output when several did.
 func (w *Workflow) FinalOutput(outputs map[string]any) any {
 	sinks := map[string]any{}
 	var last string

@@ -11,7 +11,8 @@ import (
 type RunOptions struct {
 	// RunID names the run (default "local").
 	RunID string
-	// OnStep, when set, is called after each step finishes or is skipped.
+	// OnStep, when set, is called each time a step finishes, is skipped or
+	// starts awaiting its fallback.
 	OnStep func(StepRecord)
 }
 
@@ -20,8 +21,9 @@ type RunOptions struct {
 // fallbacks, joins, skips and sleeps. input (a JSON object, or nil) becomes
 // the run's initial context and the input of start nodes without `inputs`.
 //
-// It returns an error only when the run cannot start (an invalid blueprint
-// or input); a node failure is a RunResult with status failed.
+// It returns an error only when the run cannot start (an invalid blueprint,
+// or a nil registry, which leaves the nodes without implementations); a
+// node failure is a RunResult with status failed.
 func Run(ctx context.Context, bp *Blueprint, reg *Registry, input map[string]any, opts RunOptions) (*RunResult, error) {
 	w, err := Compile(bp, reg)
 	if err != nil {

@@ -19,7 +19,7 @@ const (
 	StepSucceeded StepState = "succeeded"
 	StepRecovered StepState = "recovered" // failed, and its fallback's result stands in
 	StepSkipped   StepState = "skipped"   // on a dead path: every incoming edge untaken
-	StepFailed    StepState = "failed"    // attempts exhausted without a fallback
+	StepFailed    StepState = "failed"    // attempts exhausted without a fallback, or its routing failed
 )
 
 // Resolved reports whether the node's outgoing edges are decided.
@@ -254,7 +254,7 @@ func (w *Workflow) edgeInput(target string, takenFrom []string, states States) a
 // initial input).
 //
 // ctx holds the run's context keys; outputs holds the outputs of the nodes
-// the workflow's OutputRefs name.
+// the node's OutputRefs name.
 func (w *Workflow) ResolveInput(nodeID string, edgeInput any, ctx map[string]any, outputs map[string]any) any {
 	n := w.nodes[nodeID]
 	if n == nil || n.Inputs == nil {

@@ -44,13 +44,14 @@ type CompiledNode struct {
 	Node
 	MaxAttempts  int
 	RetryDelay   time.Duration
-	Timeout      time.Duration // 0: none
+	Timeout      time.Duration // 0: none of its own (a runtime may apply a default limit)
 	Fallback     string
 	JoinStrategy string
 	Func         NodeFunc // nil when compiled without a registry
 	// OutputRefs are the node ids whose outputs this node's input
-	// resolution and outgoing expressions read; AllOutputs is set when
-	// they read outputs dynamically.
+	// resolution, own expressions (a transform's params) and outgoing
+	// expressions (for a fallback, those of the nodes it stands in for too)
+	// read; AllOutputs is set when they read outputs dynamically.
 	OutputRefs []string
 	AllOutputs bool
 }
@@ -100,7 +101,7 @@ func (e *ValidationError) Error() string {
 type ParamValidator func(params map[string]any) error
 
 // Compile validates bp and builds its Workflow. With a nil registry, the
-// `uses` of each node is not checked and nodes carry no Func.
+// `uses` and params of each node are not checked and nodes carry no Func.
 func Compile(bp *Blueprint, reg *Registry) (*Workflow, error) {
 	if bp == nil {
 		return nil, &ValidationError{Problems: []Problem{{Msg: "no blueprint"}}}
