@@ -34,10 +34,6 @@ const (
 const (
 	minDelayBucket   = 10 * time.Millisecond
 	delayBucketCount = 24
-	// earlyTolerance: a delayed message that comes back at most this early runs now.
-	// Zero: a job never runs before its due time; with 10 ms buckets it runs at
-	// most about 10 ms late.
-	earlyTolerance = 0
 )
 
 // ErrNacked is returned when a publish is not confirmed: the broker nacked it,

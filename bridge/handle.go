@@ -108,7 +108,7 @@ func (b *Bridge) resend(ctx context.Context, s *channels, ds []*delivery) {
 	for _, d := range ds {
 		select {
 		case <-s.lost:
-			d.dec, d.status = Decision{Kind: KindRequeue, Reason: "rabbitmq connection lost"}, 0
+			d.dec, d.status = connectionLost(), 0
 			b.carryOut(ctx, s, []*delivery{d})
 			continue
 		default:

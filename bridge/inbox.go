@@ -153,7 +153,7 @@ more:
 	}
 	if ctx.Err() != nil { // shutting down: start nothing new
 		for _, d := range batch {
-			b.settle(d, nil, Decision{Kind: KindRequeue})
+			b.settle(d, nil, notSent())
 		}
 		<-b.sem
 		return nil
@@ -166,12 +166,12 @@ more:
 func (b *Bridge) take(ctx, workCtx context.Context, s *channels, in *inbox, batch []amqp.Delivery, d amqp.Delivery) []amqp.Delivery {
 	in.received()
 	if ctx.Err() != nil { // shutting down: start nothing new
-		b.settle(d, nil, Decision{Kind: KindRequeue})
+		b.settle(d, nil, notSent())
 		return batch
 	}
-	if due, ok := dueIn(d.Headers, time.Now()); ok && due > earlyTolerance {
+	if dec, ok := early(d.Headers, time.Now()); ok {
 		b.wg.Add(1)
-		go b.redelay(workCtx, s, d, due)
+		go b.redelay(workCtx, s, d, dec)
 		return batch
 	}
 	return append(batch, d)

@@ -6,14 +6,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/internal/wire"
 )
@@ -161,6 +164,76 @@ func TestPolicyDecide(t *testing.T) {
 				t.Errorf("jobs = %d, want %d", len(got.Jobs), tt.jobs)
 			}
 		})
+	}
+}
+
+// The bridge's own rows decide the deliveries that no reply decides.
+func TestPolicyOwnRows(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	dueIn := func(d time.Duration) amqp.Table { return amqp.Table{HeaderDue: now.Add(d).UnixMilli()} }
+	earlyRow := func(h amqp.Table) func() (Decision, bool) { return func() (Decision, bool) { return early(h, now) } }
+	row := func(d Decision) func() (Decision, bool) { return func() (Decision, bool) { return d, true } }
+	long := strings.Repeat("x", 2*MaxReasonBytes)
+	nacked := fmt.Errorf("wait for publish confirm: %w", ErrNacked)
+
+	for _, tt := range []struct {
+		name    string
+		row     func() (Decision, bool)
+		applies bool
+		want    Decision
+	}{
+		{"early by 1.5s", earlyRow(dueIn(1500 * time.Millisecond)), true, Decision{Kind: KindRedelay, Delay: 1500 * time.Millisecond}},
+		{"early by 1ms", earlyRow(dueIn(time.Millisecond)), true, Decision{Kind: KindRedelay, Delay: time.Millisecond}},
+		{"early, due time as a string", earlyRow(amqp.Table{HeaderDue: strconv.FormatInt(now.Add(time.Second).UnixMilli(), 10)}), true,
+			Decision{Kind: KindRedelay, Delay: time.Second}},
+		{"due now", earlyRow(dueIn(0)), false, Decision{}},
+		{"overdue", earlyRow(dueIn(-time.Minute)), false, Decision{}},
+		{"no due time", earlyRow(amqp.Table{"x-other": int64(1)}), false, Decision{}},
+		{"no headers", earlyRow(nil), false, Decision{}},
+		{"due time not a number", earlyRow(amqp.Table{HeaderDue: "soon"}), false, Decision{}},
+		{"shutdown before it was sent", row(notSent()), true, Decision{Kind: KindRequeue}},
+		{"shutdown in flight", row(shutdownInFlight(context.Canceled)), true, Decision{Kind: KindRequeue, Reason: "context canceled"}},
+		{"shutdown in flight, long error", row(shutdownInFlight(errors.New(long))), true, Decision{Kind: KindRequeue, Reason: long[:MaxReasonBytes]}},
+		{"session lost before resending", row(connectionLost()), true, Decision{Kind: KindRequeue, Reason: "rabbitmq connection lost"}},
+		{"publishes not confirmed", row(publishFailed(nacked)), true, Decision{Kind: KindRequeue, Reason: nacked.Error()}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, applies := tt.row()
+			if applies != tt.applies || got.Kind != tt.want.Kind || got.Delay != tt.want.Delay ||
+				got.Code != tt.want.Code || got.Reason != tt.want.Reason || got.Jobs != nil {
+				t.Errorf("got %+v (applies %v), want %+v (applies %v)", got, applies, tt.want, tt.applies)
+			}
+		})
+	}
+}
+
+// A call cut short by the bridge's own shutdown is decided by the same row
+// in both forms.
+func TestPolicyShutdownRowInBothForms(t *testing.T) {
+	t.Parallel()
+	p := Policy{MaxAttempts: 1, BackoffBase: time.Second, BackoffMax: time.Second}
+	err := &url.Error{Op: "Post", URL: "http://f/", Err: context.Canceled}
+	want := shutdownInFlight(err)
+	one := p.Decide(Reply{Err: err, ShuttingDown: true, Attempt: 1})
+	batch := p.DecideBatch(Reply{Err: err, ShuttingDown: true}, []BatchJob{{ID: "r:a:1", Attempt: 1}, {ID: "r:b:1", Attempt: 9}})
+	for i, got := range []Decision{one, batch[0].Decision, batch[1].Decision} {
+		if got.Kind != want.Kind || got.Reason != want.Reason || got.Code != "" {
+			t.Errorf("decision %d: %+v, want %+v", i, got, want)
+		}
+	}
+}
+
+func TestKindString(t *testing.T) {
+	t.Parallel()
+	for k, want := range map[Kind]string{
+		KindPublish: "publish", KindAck: "ack", KindRetry: "retry", KindDeadLetter: "dead-letter",
+		KindRequeue: "requeue", KindRedelay: "redelay", Kind(0): "Kind(0)", Kind(99): "Kind(99)",
+	} {
+		if got := k.String(); got != want {
+			t.Errorf("Kind(%d).String() = %q, want %q", int(k), got, want)
+		}
 	}
 }
 

@@ -140,10 +140,10 @@ func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox) {
 		d := *in.held
 		in.held = nil
 		in.received()
-		b.settle(d, nil, Decision{Kind: KindRequeue})
+		b.settle(d, nil, notSent())
 	}
 	for d := range in.c { // closed once the cancel is done (or the channel closes)
 		in.received()
-		b.settle(d, nil, Decision{Kind: KindRequeue})
+		b.settle(d, nil, notSent())
 	}
 }

@@ -47,7 +47,7 @@ func (b *Bridge) carryOut(ctx context.Context, s *channels, ds []*delivery) {
 		dec, log := d.dec, d.log
 		if d.pubErr != nil {
 			log.Error("publishing for a delivery failed; requeueing it", "decision", dec.Kind.String(), "err", d.pubErr)
-			dec = Decision{Kind: KindRequeue, Reason: d.pubErr.Error()}
+			dec = publishFailed(d.pubErr)
 		}
 		if d.status != 0 {
 			log = log.With("status", d.status)
@@ -131,6 +131,8 @@ func (b *Bridge) settle(d amqp.Delivery, log *slog.Logger, dec Decision) {
 			outcome, level = outcomeRetried, slog.LevelInfo
 		case KindDeadLetter:
 			outcome, level = outcomeDeadLettered, slog.LevelWarn
+		case KindRedelay:
+			outcome = outcomeRedelayed
 		}
 		err = d.Ack(false)
 	}
@@ -156,9 +158,10 @@ func (b *Bridge) settle(d amqp.Delivery, log *slog.Logger, dec Decision) {
 	log.Log(context.Background(), level, "delivery settled", attrs...)
 }
 
-// redelay sends a delivery that came back before its due time further down the
-// delay ladder, without calling the function.
-func (b *Bridge) redelay(ctx context.Context, s *channels, d amqp.Delivery, remaining time.Duration) {
+// redelay carries out an early delivery's KindRedelay: it sends the delivery
+// further down the delay ladder, without calling the function, then settles
+// it.
+func (b *Bridge) redelay(ctx context.Context, s *channels, d amqp.Delivery, dec Decision) {
 	defer b.wg.Done()
 	b.metrics.inflight.Inc()
 	defer b.metrics.inflight.Dec()
@@ -167,25 +170,18 @@ func (b *Bridge) redelay(ctx context.Context, s *channels, d amqp.Delivery, rema
 	defer cancel()
 	msg := republishing(d) // keeps x-stepflow-due
 	start := time.Now()
-	dc, err := send(pctx, s.pub, redelayRoute(b.cfg.Queue, remaining), msg)
+	dc, err := send(pctx, s.pub, redelayRoute(b.cfg.Queue, dec.Delay), msg)
 	if err == nil {
 		err = waitConfirm(pctx, dc)
 		b.metrics.confirm.Observe(time.Since(start).Seconds())
 	}
 	job := peekJob(d.Body)
-	log := b.log.With("job_id", deliveryJobID(d.MessageId, d.Body), "run_id", job.RunID, "node_id", job.NodeID, "due_in", remaining)
+	log := b.log.With("job_id", deliveryJobID(d.MessageId, d.Body), "run_id", job.RunID, "node_id", job.NodeID, "due_in", dec.Delay)
 	if err != nil {
 		log.Error("redelay failed; requeueing", "err", err)
-		b.settle(d, log, Decision{Kind: KindRequeue})
-		return
+		dec = publishFailed(err)
 	}
-	if err := d.Ack(false); err != nil {
-		log.Warn("could not ack redelayed delivery; the broker will redeliver it", "err", err)
-		b.metrics.deliveries.WithLabelValues(outcomeRequeued).Inc()
-		return
-	}
-	b.metrics.deliveries.WithLabelValues(outcomeRedelayed).Inc()
-	log.Debug("delivery settled", "outcome", outcomeRedelayed)
+	b.settle(d, log, dec)
 }
 
 // republishing copies a delivery into a message to publish again: same body,
