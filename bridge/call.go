@@ -15,6 +15,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/telemetry"
 	"github.com/stepflow/stepflow/internal/wire"
 )
@@ -25,7 +26,7 @@ const maxErrorBodyBytes = 64 << 10
 
 // jobEvent is the CloudEvent of one delivery, and the traceparent it carries
 // ("" when none is known).
-func (b *Bridge) jobEvent(ctx context.Context, d amqp.Delivery, jobID string, job Job) (event.Event, string) {
+func (b *Bridge) jobEvent(ctx context.Context, d amqp.Delivery, jobID string, job wire.Job) (event.Event, string) {
 	ev := event.New()
 	ev.SetID(jobID)
 	ev.SetType(EventTypeJob)
@@ -36,19 +37,19 @@ func (b *Bridge) jobEvent(ctx context.Context, d amqp.Delivery, jobID string, jo
 	_ = ev.SetData("application/json", d.Body) // []byte is passed through unchanged
 	tp := telemetry.Traceparent(ctx)
 	if tp == "" {
-		tp, _ = headerString(d.Headers, HeaderTraceparent) // pass through what came in
+		tp, _ = jobqueue.HeaderString(d.Headers, jobqueue.HeaderTraceparent) // pass through what came in
 	}
 	if tp != "" {
 		// The function sees the event, not the HTTP request: the trace
 		// context travels as the CloudEvents distributed-tracing extension.
-		ev.SetExtension(HeaderTraceparent, tp)
+		ev.SetExtension(jobqueue.HeaderTraceparent, tp)
 	}
 	return ev, tp
 }
 
 // call POSTs the delivery to the function as a binary-mode CloudEvent and reads
 // the reply. Transport failures come back in Reply.Err.
-func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Job, attempt int) (r Reply) {
+func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job wire.Job, attempt int) (r Reply) {
 	r.Attempt = attempt
 	ev, tp := b.jobEvent(ctx, d, jobID, job)
 
@@ -65,7 +66,7 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job Jo
 	}
 	req.Header.Set("X-Delivery-Attempt", strconv.Itoa(attempt))
 	if tp != "" {
-		req.Header.Set(HeaderTraceparent, tp)
+		req.Header.Set(jobqueue.HeaderTraceparent, tp)
 	}
 	b.do(req, &r)
 	return r

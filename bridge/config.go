@@ -11,12 +11,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
 // Config defaults.
 const (
-	DefaultQueue = "flowcraft-jobs" // the Flowcraft adapter's queue
+	DefaultQueue = jobqueue.DefaultQueue // the Flowcraft adapter's queue
 	// DefaultPrefetch, DefaultConcurrency and DefaultBatchSize go together: a
 	// delivery is sent as soon as one of the Concurrency request slots is free,
 	// alone if nothing else is waiting (no timer waits for a batch to fill),

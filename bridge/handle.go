@@ -9,13 +9,15 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/telemetry"
+	"github.com/stepflow/stepflow/internal/wire"
 )
 
 // delivery is one delivery of a batch being handled.
 type delivery struct {
 	d       amqp.Delivery
-	job     Job // as far as the body parses
+	job     wire.Job // as far as the body parses
 	jobID   string
 	attempt int // this transport attempt, 1-based
 	log     *slog.Logger
@@ -124,7 +126,7 @@ func (b *Bridge) resend(ctx context.Context, s *channels, ds []*delivery) {
 func (b *Bridge) begin(ctx context.Context, d amqp.Delivery, batchSize int) *delivery {
 	job := peekJob(d.Body)
 	jobID := deliveryJobID(d.MessageId, d.Body)
-	made, _ := headerInt(d.Headers, HeaderAttempts)
+	made, _ := jobqueue.HeaderInt(d.Headers, jobqueue.HeaderAttempts)
 	attempt := int(max(made, 0)) + 1
 	log := b.log.With("job_id", jobID, "run_id", job.RunID, "node_id", job.NodeID,
 		"attempt", max(job.Attempt, 1), "delivery_attempt", attempt)

@@ -94,6 +94,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -396,7 +397,7 @@ const earlyTolerance = 0
 // left). ok is false for a delivery that is due (or carries no due time),
 // which is sent to the function.
 func early(h amqp.Table, now time.Time) (dec Decision, ok bool) {
-	remaining, ok := dueIn(h, now)
+	remaining, ok := jobqueue.DueIn(h, now)
 	if !ok || remaining <= earlyTolerance {
 		return Decision{}, false
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/stepflow/stepflow/internal/jobqueue"
 )
 
 const (
@@ -46,7 +48,7 @@ func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consume
 	if err != nil {
 		return false, fmt.Errorf("open channel: %w", err)
 	}
-	if err := DeclareTopology(setup, b.cfg.Queue); err != nil {
+	if err := jobqueue.DeclareTopology(setup, b.cfg.Queue); err != nil {
 		return false, classifySetup(err)
 	}
 	_ = setup.Close()

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/telemetry"
 )
 
@@ -34,7 +35,7 @@ func (b *Bridge) carryOut(ctx context.Context, s *channels, ds []*delivery) {
 			continue
 		}
 		for _, dc := range d.dcs {
-			if d.pubErr = waitConfirm(pctx, dc); d.pubErr != nil {
+			if d.pubErr = jobqueue.WaitConfirm(pctx, dc); d.pubErr != nil {
 				break
 			}
 		}
@@ -65,14 +66,14 @@ func (b *Bridge) publishFor(ctx context.Context, s *channels, d *delivery, now t
 		var headers amqp.Table
 		tp := telemetry.Traceparent(d.ctx)
 		if tp == "" {
-			tp, _ = headerString(d.d.Headers, HeaderTraceparent)
+			tp, _ = jobqueue.HeaderString(d.d.Headers, jobqueue.HeaderTraceparent)
 		}
 		if tp != "" {
-			headers = amqp.Table{HeaderTraceparent: tp} // the next steps continue the trace
+			headers = amqp.Table{jobqueue.HeaderTraceparent: tp} // the next steps continue the trace
 		}
 		for _, j := range dec.Jobs {
 			for range max(1, b.cfg.PublishCopies) {
-				dc, err := sendJob(ctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
+				dc, err := jobqueue.SendJob(ctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
 				if err != nil {
 					return nil, err
 				}
@@ -81,25 +82,25 @@ func (b *Bridge) publishFor(ctx context.Context, s *channels, d *delivery, now t
 		}
 	case KindRetry:
 		msg := republishing(d.d)
-		msg.Headers[HeaderAttempts] = int32(d.attempt)
-		if _, ok := msg.Headers[HeaderFirstFailure]; !ok {
-			msg.Headers[HeaderFirstFailure] = now.UTC().Format(time.RFC3339)
+		msg.Headers[jobqueue.HeaderAttempts] = int32(d.attempt)
+		if _, ok := msg.Headers[jobqueue.HeaderFirstFailure]; !ok {
+			msg.Headers[jobqueue.HeaderFirstFailure] = now.UTC().Format(time.RFC3339)
 		}
-		dc, err := sendDelayed(ctx, s.pub, b.cfg.Queue, msg, dec.Delay, now)
+		dc, err := jobqueue.SendDelayed(ctx, s.pub, b.cfg.Queue, msg, dec.Delay, now)
 		if err != nil {
 			return nil, err
 		}
 		dcs = append(dcs, dc)
 	case KindDeadLetter:
 		msg := republishing(d.d)
-		msg.Headers[HeaderDeadLetterID] = uuid.NewString()
-		msg.Headers[HeaderErrorCode] = dec.Code
-		msg.Headers[HeaderErrorReason] = dec.Reason
-		msg.Headers[HeaderAttempts] = int32(d.attempt)
-		if _, ok := msg.Headers[HeaderFirstFailure]; !ok {
-			msg.Headers[HeaderFirstFailure] = now.UTC().Format(time.RFC3339)
+		msg.Headers[jobqueue.HeaderDeadLetterID] = uuid.NewString()
+		msg.Headers[jobqueue.HeaderErrorCode] = dec.Code
+		msg.Headers[jobqueue.HeaderErrorReason] = dec.Reason
+		msg.Headers[jobqueue.HeaderAttempts] = int32(d.attempt)
+		if _, ok := msg.Headers[jobqueue.HeaderFirstFailure]; !ok {
+			msg.Headers[jobqueue.HeaderFirstFailure] = now.UTC().Format(time.RFC3339)
 		}
-		dc, err := send(ctx, s.pub, DeadLetterQueue(b.cfg.Queue), msg)
+		dc, err := jobqueue.Send(ctx, s.pub, jobqueue.DeadLetterQueue(b.cfg.Queue), msg)
 		if err != nil {
 			return nil, err
 		}
@@ -170,9 +171,9 @@ func (b *Bridge) redelay(ctx context.Context, s *channels, d amqp.Delivery, dec 
 	defer cancel()
 	msg := republishing(d) // keeps x-stepflow-due
 	start := time.Now()
-	dc, err := send(pctx, s.pub, redelayRoute(b.cfg.Queue, dec.Delay), msg)
+	dc, err := jobqueue.Send(pctx, s.pub, jobqueue.RedelayRoute(b.cfg.Queue, dec.Delay), msg)
 	if err == nil {
-		err = waitConfirm(pctx, dc)
+		err = jobqueue.WaitConfirm(pctx, dc)
 		b.metrics.confirm.Observe(time.Since(start).Seconds())
 	}
 	job := peekJob(d.Body)
