@@ -47,7 +47,7 @@ type Config struct {
 	Queue          string        // default DefaultQueue
 	FunctionURL    string        // required, e.g. http://127.0.0.1:8080/
 	ReadinessURL   string        // default: FunctionURL with path ReadinessPath
-	Prefetch       int           // AMQP prefetch (unacked deliveries held), default 256
+	Prefetch       int           // AMQP prefetch (unacked deliveries held), default 512
 	Concurrency    int           // requests (batches) to the function in flight at once, default 8
 	RequestTimeout time.Duration // time limit of one request (one job, or a whole batch), default 25s
 	MaxAttempts    int           // transport-level attempts before dead-lettering, default 10

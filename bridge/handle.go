@@ -105,7 +105,7 @@ func (b *Bridge) refused(reply Reply, n int, stop bool) {
 // without waiting for the rest of the batch. A shutdown past the grace
 // cancels ctx: the call fails and the delivery is requeued. Once the
 // session is lost the deliveries left cannot be settled (the broker
-// redelivers them), so they are not sent.
+// redelivers them), so they are not sent (connectionLost).
 func (b *Bridge) resend(ctx context.Context, s *channels, ds []*delivery) {
 	for _, d := range ds {
 		select {

@@ -21,7 +21,7 @@ const maxBatchBytes = 4 << 20
 // prefetch, so that a slot that frees sees every delivery already there and
 // takes them in one batch.
 type inbox struct {
-	c       chan amqp.Delivery // closed once the consumer's channel is
+	c       chan amqp.Delivery // closed once the consumer's deliveries end or the inbox is closed
 	stop    chan struct{}
 	stopped chan struct{}
 	waiting prometheus.Gauge
@@ -90,10 +90,10 @@ func eventBytes(d amqp.Delivery) int { return len(d.Body)*4/3 + 1024 }
 // collect makes the next batch: it takes a request slot first, then waits
 // for the first delivery, then adds, without waiting, whatever else has
 // already arrived, up to BatchSize deliveries (1 once the function has
-// refused a batch) and maxBatchBytes. A delivery
-// that came back before it is due goes down the delay ladder instead (no
-// slot: it only republishes). It returns nil, holding no slot, once ctx is
-// cancelled or the session is lost.
+// refused a batch) and maxBatchBytes. A delivery that came back before it
+// is due goes down the delay ladder instead (no slot: it only republishes).
+// It returns nil, holding no slot, once ctx is cancelled (requeueing what it
+// had taken), the session is lost or the consumer's deliveries end.
 func (b *Bridge) collect(ctx, workCtx context.Context, s *channels, in *inbox) []amqp.Delivery {
 	select {
 	case b.sem <- struct{}{}:

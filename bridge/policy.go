@@ -108,7 +108,7 @@ const (
 const (
 	CodeTimeout    = "timeout"    // the attempt ran past RequestTimeout
 	CodeConnection = "connection" // the function could not be reached or broke the connection
-	CodeBadReply   = "bad-reply"  // a 2xx whose body is not a valid jobs event
+	CodeBadReply   = "bad-reply"  // a 2xx whose body is not a valid jobs event (to a batch: no valid result for the job)
 )
 
 // MaxReasonBytes bounds x-error-reason.
@@ -126,8 +126,9 @@ const (
 	// incremented (and x-first-failure set on the first failure), then ack the
 	// original.
 	KindRetry
-	// KindDeadLetter: publish the message to <queue>.dlq with the x-error-*
-	// headers, then ack the original.
+	// KindDeadLetter: publish the message to <queue>.dlq with x-error-code
+	// (Code), x-error-reason (Reason), x-dead-letter-id, x-attempts and
+	// x-first-failure, then ack the original.
 	KindDeadLetter
 	// KindRequeue: nack with requeue, for a delivery that is not to be
 	// decided now (shutdown, a lost session, publishes not confirmed); it

@@ -13,14 +13,15 @@ import (
 	"github.com/stepflow/stepflow/internal/telemetry"
 )
 
-// publishTimeout bounds publishing a decision (replies, retries, dead letters)
-// and waiting for its confirms; past it the delivery is requeued.
+// publishTimeout bounds publishing a decision (reply jobs, a retry, a dead
+// letter, a redelay) and waiting for its confirms; past it the delivery is
+// requeued (publishFailed).
 const publishTimeout = 30 * time.Second
 
 // carryOut executes a batch's decisions: it publishes everything they ask
 // for, pipelined on the confirm channel, then waits for all the confirms,
-// then settles each delivery: ack, or requeue for a delivery whose own
-// publishes failed (at-least-once: the function is idempotent per job id).
+// then settles each delivery as its decision says, or requeues it
+// (publishFailed) when its own publishes were not confirmed.
 func (b *Bridge) carryOut(ctx context.Context, s *channels, ds []*delivery) {
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
