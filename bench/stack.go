@@ -25,7 +25,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/schema"
 )
 
@@ -331,7 +331,7 @@ func (s *stack) cleanup(extraTables []string, extraQueues []string) {
 	defer cancel()
 	var errs []error
 	if conn, err := amqp.Dial(s.cfg.AMQPURL); err == nil {
-		queues := append(bridge.TopologyQueues(s.queue), extraQueues...)
+		queues := append(jobqueue.TopologyQueues(s.queue), extraQueues...)
 		for _, q := range queues {
 			ch, err := conn.Channel()
 			if err != nil {
@@ -422,7 +422,7 @@ func (s *stack) queueDepths() (map[string]int, error) {
 	}
 	defer conn.Close()
 	out := map[string]int{}
-	for _, q := range bridge.TopologyQueues(s.queue) {
+	for _, q := range jobqueue.TopologyQueues(s.queue) {
 		ch, err := conn.Channel()
 		if err != nil {
 			return nil, err

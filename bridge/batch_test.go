@@ -26,6 +26,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -57,7 +58,7 @@ func (g *gate) wrap(t *testing.T, next http.HandlerFunc) http.HandlerFunc {
 // they all wait in the bridge. It consumes the warm-up's request from tb.reqs.
 func (tb *testBundle) batchUp(g *gate, n int, publish func()) {
 	tb.t.Helper()
-	tb.publishJob(Job{RunID: "warm", BlueprintID: "bp", NodeID: "up"}, 0)
+	tb.publishJob(wire.Job{RunID: "warm", BlueprintID: "bp", NodeID: "up"}, 0)
 	tb.nextRequest(wait)
 	publish()
 	waitFor(tb.t, wait, fmt.Sprint(n, " deliveries waiting for the request slot"), func() bool {
@@ -170,7 +171,7 @@ func TestBatchRequestShape(t *testing.T) {
 		tb.publishRaw(amqp.Publishing{ContentType: "application/json", Body: flowcraft,
 			Headers: amqp.Table{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}})
 		tb.publishRaw(amqp.Publishing{ContentType: "application/json", MessageId: "run-2:ship:4",
-			Body: []byte(`{"runId":"run-2","blueprintId":"bp","nodeId":"ship","attempt":4}`), Headers: amqp.Table{HeaderAttempts: int32(2)}})
+			Body: []byte(`{"runId":"run-2","blueprintId":"bp","nodeId":"ship","attempt":4}`), Headers: amqp.Table{jobqueue.HeaderAttempts: int32(2)}})
 		tb.publishRaw(amqp.Publishing{ContentType: "application/json", Body: malformed})
 	})
 	r := tb.nextRequest(wait)
@@ -243,7 +244,7 @@ func TestBatchesFormUnderLoad(t *testing.T) {
 	var want []string
 	tb.batchUp(g, 20, func() {
 		for i := range 20 {
-			j := Job{RunID: "r", BlueprintID: "bp", NodeID: fmt.Sprint("n", i)}
+			j := wire.Job{RunID: "r", BlueprintID: "bp", NodeID: fmt.Sprint("n", i)}
 			want = append(want, j.ID())
 			tb.publishJob(j, 0)
 		}
@@ -262,7 +263,7 @@ func TestBatchesFormUnderLoad(t *testing.T) {
 	tb.waitOutcome(outcomeAck, 21, wait)
 
 	published := time.Now()
-	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "lone"}, 0)
+	tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "lone"}, 0)
 	r := tb.nextRequest(wait)
 	if evs := r.events(t); len(evs) != 1 || evs[0].ID() != "r:lone:1" || isBatch(r.Header) {
 		t.Errorf("lone job sent as %v (Content-Type %q), want alone, in the one-event form", ids(evs), r.Header.Get("Content-Type"))
@@ -281,7 +282,7 @@ func TestBatchesFormUnderLoad(t *testing.T) {
 func TestBatchMixedResults(t *testing.T) {
 	t.Parallel()
 	const tp = "00-11111111111111111111111111111111-2222222222222222-01"
-	next := Job{RunID: "r", BlueprintID: "bp", NodeID: "after"}
+	next := wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "after"}
 	var mu sync.Mutex
 	attempts := map[string][]int{} // job id → delivery attempts seen
 	var afterTP string             // the traceparent of pub's next job
@@ -295,7 +296,7 @@ func TestBatchMixedResults(t *testing.T) {
 				attempts[ev.ID()] = append(attempts[ev.ID()], deliveryAttempt(t, ev))
 				first := len(attempts[ev.ID()]) == 1
 				if ev.ID() == next.ID() {
-					afterTP = fmt.Sprint(ev.Extensions()[HeaderTraceparent])
+					afterTP = fmt.Sprint(ev.Extensions()[jobqueue.HeaderTraceparent])
 				}
 				switch res := &results[i]; {
 				case ev.ID() == "r:pub:1":
@@ -326,7 +327,7 @@ func TestBatchMixedResults(t *testing.T) {
 		t.Fatalf("batch %v, want the %d jobs together", ids(evs), len(nodes))
 	}
 
-	d := tb.get(DeadLetterQueue(tb.queue), wait)
+	d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 	if d.MessageId != "r:bad:1" {
 		t.Errorf("dead letter %s, want r:bad:1", d.MessageId)
 	}
@@ -405,7 +406,7 @@ func TestBatchWholeRequestFailure(t *testing.T) {
 				for _, n := range []string{"a", "b", "c"} {
 					h := amqp.Table{}
 					if m := made["r:"+n+":1"]; m > 0 {
-						h[HeaderAttempts] = m
+						h[jobqueue.HeaderAttempts] = m
 					}
 					tb.publishRaw(amqp.Publishing{ContentType: "application/json", MessageId: "r:" + n + ":1",
 						Body: []byte(`{"runId":"r","blueprintId":"bp","nodeId":"` + n + `"}`), Headers: h})
@@ -455,10 +456,10 @@ func TestBatchWholeRequestDeadLetters(t *testing.T) {
 	start := time.Now().Add(-time.Second).Truncate(time.Second)
 	tb.batchUp(g, 2, func() {
 		tb.publishRaw(amqp.Publishing{ContentType: "application/json", MessageId: "r:last:1",
-			Body: []byte(`{"runId":"r","blueprintId":"bp","nodeId":"last"}`), Headers: amqp.Table{HeaderAttempts: int32(2)}})
-		tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "fresh"}, 0)
+			Body: []byte(`{"runId":"r","blueprintId":"bp","nodeId":"last"}`), Headers: amqp.Table{jobqueue.HeaderAttempts: int32(2)}})
+		tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "fresh"}, 0)
 	})
-	d := tb.get(DeadLetterQueue(tb.queue), wait)
+	d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 	if d.MessageId != "r:last:1" {
 		t.Errorf("dead letter %s, want r:last:1", d.MessageId)
 	}
@@ -521,7 +522,7 @@ func TestBatchBadReply(t *testing.T) {
 			writeEvents(t, w, []event.Event{okResult(ids[0]), resultEvent(t, ids[1], wire.Result{}), okResult(ids[2])})
 		}, []string{"r:b:1"}, "status 0"},
 		{"invalid job", func(t *testing.T, w http.ResponseWriter, ids []string) {
-			b := resultEvent(t, ids[1], wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: Job{RunID: "r", NodeID: "n"}}}})
+			b := resultEvent(t, ids[1], wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: wire.Job{RunID: "r", NodeID: "n"}}}})
 			writeEvents(t, w, []event.Event{okResult(ids[0]), b, okResult(ids[2])})
 		}, []string{"r:b:1"}, "jobs[0]: blueprintId is required"},
 	} {
@@ -545,12 +546,12 @@ func TestBatchBadReply(t *testing.T) {
 			start := time.Now().Add(-time.Second).Truncate(time.Second)
 			tb.batchUp(g, 3, func() {
 				for _, n := range []string{"a", "b", "c"} {
-					tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
+					tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
 				}
 			})
 			var got []string
 			for range tt.bad {
-				d := tb.get(DeadLetterQueue(tb.queue), wait)
+				d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 				got = append(got, d.MessageId)
 				assertDeadLetterHeaders(t, d, CodeBadReply, tt.reason, 1, start)
 			}
@@ -588,7 +589,7 @@ func TestBatchShutdownRequeuesInFlight(t *testing.T) {
 	tb.start()
 	tb.batchUp(g, 3, func() {
 		for _, n := range []string{"a", "b", "c"} {
-			tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
+			tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
 		}
 	})
 	if evs := tb.nextRequest(wait).events(t); len(evs) != 3 {
@@ -602,14 +603,14 @@ func TestBatchShutdownRequeuesInFlight(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("the in-flight batch was not cancelled")
 	}
-	if n := tb.count(DeadLetterQueue(tb.queue)); n != 0 {
+	if n := tb.count(jobqueue.DeadLetterQueue(tb.queue)); n != 0 {
 		t.Errorf("%d dead letters after a shutdown", n)
 	}
 	var got []string
 	for range 3 {
 		d := tb.get(tb.queue, wait)
 		got = append(got, d.MessageId)
-		if _, ok := d.Headers[HeaderAttempts]; ok {
+		if _, ok := d.Headers[jobqueue.HeaderAttempts]; ok {
 			t.Errorf("shutdown counted as a failed attempt: %v", d.Headers)
 		}
 	}

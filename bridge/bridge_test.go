@@ -20,7 +20,9 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/testenv"
+	"github.com/stepflow/stepflow/internal/wire"
 )
 
 const wait = 10 * time.Second // generous upper bound for anything that should take milliseconds
@@ -130,7 +132,7 @@ func TestRequestShape(t *testing.T) {
 	}
 
 	// A stepflow message: the message id is the CloudEvent id.
-	tb.publishJob(Job{RunID: "run-2", BlueprintID: "bp", NodeID: "ship", Attempt: 4}, 0)
+	tb.publishJob(wire.Job{RunID: "run-2", BlueprintID: "bp", NodeID: "ship", Attempt: 4}, 0)
 	r = tb.nextRequest(wait)
 	if got := r.Header.Get("Ce-Id"); got != "run-2:ship:4" {
 		t.Errorf("ce-id = %q", got)
@@ -145,8 +147,8 @@ func TestReplyJobsArePublished(t *testing.T) {
 	t.Parallel()
 	forms(t, func(t *testing.T, form func(*Config)) {
 		next := []ReplyJob{
-			{Job: Job{RunID: "r", BlueprintID: "bp", NodeID: "b", Attempt: 1}},
-			{Job: Job{RunID: "r", BlueprintID: "bp", NodeID: "c", Attempt: 2}, DelayMs: 300},
+			{Job: wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "b", Attempt: 1}},
+			{Job: wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "c", Attempt: 2}, DelayMs: 300},
 		}
 		var replied atomic.Int64 // unix nanos of the jobs reply
 		tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
@@ -209,7 +211,7 @@ func TestAckWithoutEvent(t *testing.T) {
 			forms(t, func(t *testing.T, form func(*Config)) {
 				tb := setup(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }, form)
 				tb.start()
-				tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+				tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
 				tb.nextRequest(wait)
 				tb.waitOutcome(outcomeAck, 1, wait)
 				tb.stopAndAssertEmpty()
@@ -247,7 +249,7 @@ func TestDeadLetterAtOnce(t *testing.T) {
 					Body:         body,
 					Headers:      amqp.Table{"x-custom": "kept"},
 				})
-				d := tb.get(DeadLetterQueue(tb.queue), wait)
+				d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 				if string(d.Body) != string(body) || d.MessageId != "r:n:1" || d.ContentType != "application/json" {
 					t.Errorf("dead letter lost the message: body %s id %q ct %q", d.Body, d.MessageId, d.ContentType)
 				}
@@ -270,16 +272,16 @@ func TestDeadLetterAtOnce(t *testing.T) {
 
 func assertDeadLetterHeaders(t *testing.T, d amqp.Delivery, code, reasonPart string, attempts int, notBefore time.Time) {
 	t.Helper()
-	if got := headerStr(t, d.Headers, HeaderErrorCode); got != code {
+	if got := headerStr(t, d.Headers, jobqueue.HeaderErrorCode); got != code {
 		t.Errorf("x-error-code = %q, want %q", got, code)
 	}
-	if got := headerStr(t, d.Headers, HeaderErrorReason); !strings.Contains(got, reasonPart) || len(got) > MaxReasonBytes {
+	if got := headerStr(t, d.Headers, jobqueue.HeaderErrorReason); !strings.Contains(got, reasonPart) || len(got) > MaxReasonBytes {
 		t.Errorf("x-error-reason = %q, want it to contain %q", got, reasonPart)
 	}
-	if got, ok := headerInt(d.Headers, HeaderAttempts); !ok || got != int64(attempts) {
-		t.Errorf("x-attempts = %v, want %d", d.Headers[HeaderAttempts], attempts)
+	if got, ok := jobqueue.HeaderInt(d.Headers, jobqueue.HeaderAttempts); !ok || got != int64(attempts) {
+		t.Errorf("x-attempts = %v, want %d", d.Headers[jobqueue.HeaderAttempts], attempts)
 	}
-	ff, err := time.Parse(time.RFC3339, headerStr(t, d.Headers, HeaderFirstFailure))
+	ff, err := time.Parse(time.RFC3339, headerStr(t, d.Headers, jobqueue.HeaderFirstFailure))
 	if err != nil {
 		t.Errorf("x-first-failure: %v", err)
 	} else if ff.Before(notBefore) || ff.After(time.Now()) {
@@ -304,7 +306,7 @@ func TestRetryThenSuccess(t *testing.T) {
 					w.WriteHeader(http.StatusNoContent)
 				}, form)
 				tb.start()
-				job := Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}
+				job := wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}
 				tb.publishJob(job, 0)
 				want, _ := json.Marshal(job)
 				for attempt := 1; attempt <= 3; attempt++ {
@@ -343,7 +345,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}, single)
 	tb.start()
-	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+	tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
 	first := tb.nextRequest(wait)
 	second := tb.nextRequest(wait)
 	if gap := second.At.Sub(first.At); gap < time.Second || gap > 3*time.Second {
@@ -368,7 +370,7 @@ func TestMaxAttemptsExhausted(t *testing.T) {
 			Body:        []byte(`{"runId":"r","blueprintId":"bp","nodeId":"n"}`),
 			Headers:     amqp.Table{"x-custom": "kept"},
 		})
-		d := tb.get(DeadLetterQueue(tb.queue), wait)
+		d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 		assertDeadLetterHeaders(t, d, "500", "boom: database down", 3, start)
 		if got := headerStr(t, d.Headers, "x-custom"); got != "kept" {
 			t.Errorf("x-custom = %q", got)
@@ -395,8 +397,8 @@ func TestTimeout(t *testing.T) {
 		}, func(c *Config) { c.RequestTimeout = 150 * time.Millisecond; c.MaxAttempts = 2 }, form)
 		tb.start()
 		start := time.Now().Add(-time.Second).Truncate(time.Second)
-		tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
-		d := tb.get(DeadLetterQueue(tb.queue), wait)
+		tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+		d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 		assertDeadLetterHeaders(t, d, CodeTimeout, "deadline exceeded", 2, start)
 		tb.waitOutcome(outcomeDeadLettered, 1, wait)
 		tb.stopAndAssertEmpty()
@@ -418,8 +420,8 @@ func TestConnectionRefused(t *testing.T) {
 		}, form)
 		tb.start()
 		start := time.Now().Add(-time.Second).Truncate(time.Second)
-		tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
-		d := tb.get(DeadLetterQueue(tb.queue), wait)
+		tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+		d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 		assertDeadLetterHeaders(t, d, CodeConnection, "refused", 3, start)
 		tb.waitOutcome(outcomeDeadLettered, 1, wait)
 		tb.stopAndAssertEmpty()
@@ -461,8 +463,8 @@ func TestBadReply(t *testing.T) {
 			tb := setup(t, tt.reply, single)
 			tb.start()
 			start := time.Now().Add(-time.Second).Truncate(time.Second)
-			tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
-			d := tb.get(DeadLetterQueue(tb.queue), wait)
+			tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+			d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 			assertDeadLetterHeaders(t, d, CodeBadReply, tt.reason, 1, start)
 			tb.waitOutcome(outcomeDeadLettered, 1, wait)
 			tb.stopAndAssertEmpty()
@@ -492,7 +494,7 @@ func TestMalformedBodyIsPostedAndDeadLettered(t *testing.T) {
 		if _, ok := r.Header["Ce-Subject"]; ok {
 			t.Errorf("ce-subject set for a body without a run id: %q", r.Header.Get("Ce-Subject"))
 		}
-		d := tb.get(DeadLetterQueue(tb.queue), wait)
+		d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 		if string(d.Body) != string(body) {
 			t.Errorf("dead letter body = %q", d.Body)
 		}
@@ -530,14 +532,14 @@ func TestShutdownRequeuesInFlight(t *testing.T) {
 		case <-time.After(wait):
 			t.Fatal("the in-flight request was not cancelled")
 		}
-		if n := tb.count(DeadLetterQueue(tb.queue)); n != 0 {
+		if n := tb.count(jobqueue.DeadLetterQueue(tb.queue)); n != 0 {
 			t.Errorf("%d dead letters after a shutdown", n)
 		}
 		d := tb.get(tb.queue, wait)
 		if string(d.Body) != string(body) {
 			t.Errorf("requeued body = %s", d.Body)
 		}
-		if _, ok := d.Headers[HeaderAttempts]; ok {
+		if _, ok := d.Headers[jobqueue.HeaderAttempts]; ok {
 			t.Errorf("shutdown counted as a failed attempt: %v", d.Headers)
 		}
 		if got := tb.outcomes(outcomeRequeued); got != 1 {
@@ -559,7 +561,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 			w.WriteHeader(http.StatusNoContent)
 		}, form)
 		tb.start()
-		tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
+		tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "n"}, 0)
 		tb.nextRequest(wait)
 		stopErr := make(chan error, 1)
 		go func() { stopErr <- tb.stop() }()
@@ -586,7 +588,7 @@ func TestConcurrencyLimit(t *testing.T) {
 		}, func(c *Config) { c.Concurrency = 2; c.Prefetch = 10 }, form)
 		tb.start()
 		for i := range 6 {
-			tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: fmt.Sprint("n", i)}, 0)
+			tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: fmt.Sprint("n", i)}, 0)
 			if i < 2 { // each fills a slot alone
 				waitFor(t, wait, fmt.Sprint(i+1, " requests in flight"), func() bool { return tb.httpInflight.Load() == int64(i+1) })
 			}
@@ -621,7 +623,7 @@ func TestReconnect(t *testing.T) {
 		c.AMQPURL = pu.String()
 	})
 	tb.start()
-	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "before"}, 0)
+	tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "before"}, 0)
 	tb.waitOutcome(outcomeAck, 1, wait)
 
 	proxy.setPaused(true)
@@ -632,7 +634,7 @@ func TestReconnect(t *testing.T) {
 	if n := proxy.accepted.Load(); n < 2 {
 		t.Errorf("%d connections through the proxy, want a reconnect", n)
 	}
-	tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "after"}, 0)
+	tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "after"}, 0)
 	tb.waitOutcome(outcomeAck, 2, wait)
 	tb.stopAndAssertEmpty()
 }

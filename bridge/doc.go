@@ -8,13 +8,18 @@
 // acks, retries through TTL delay queues, or dead-letters. A batch the function
 // refuses as a whole (400, 415: it takes one event per request) is not failed:
 // its jobs go again one per request, and so do all later ones. The whole
-// reply → action table lives in policy.go; read that file first.
+// table of what happens to a delivery lives in policy.go; read that file
+// first. The rest, by concern: config.go, bridge.go (Run: reconnecting,
+// draining), session.go (one AMQP connection), inbox.go (making batches),
+// handle.go (one request slot's batch), call.go (the HTTP call), reply.go
+// (reading replies), settle.go (carrying decisions out).
 //
-// The package also owns the queue topology (DeclareTopology) and the one way to
-// enqueue a job (Publish), which clients and the reconciler use too, so that every
-// job on the queue carries the same message id, properties and delay headers.
+// The queue's topology, headers and publisher are internal/jobqueue's,
+// shared with the client and the reconciler, so that every job on the queue
+// carries the same message id, properties and delay headers.
 //
-// bridge imports RabbitMQ, CloudEvents and Prometheus libraries only; it must not
-// import the workflow core, the function, Postgres or Redis. It knows jobs as
-// opaque JSON plus ids, never how a node runs.
+// bridge imports the RabbitMQ, CloudEvents, Prometheus and OpenTelemetry
+// libraries and internal/jobqueue, internal/wire and internal/telemetry; it
+// must not import the workflow core, the function, Postgres or Redis. It knows
+// jobs as opaque JSON plus ids, never how a node runs.
 package bridge

@@ -5,14 +5,15 @@ import (
 	"log"
 	"os/signal"
 	"syscall"
-	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stepflow/stepflow/bridge"
 )
 
 // Run a bridge until SIGTERM: it drains in-flight deliveries before returning.
+// Jobs reach its queue from client.Client, the reconciler, the function's
+// replies, or the Flowcraft adapter.
 func Example() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -29,27 +30,19 @@ func Example() {
 	}
 }
 
-// Enqueue a job the way clients and the reconciler do: on a confirm-mode
-// channel, after declaring the topology.
-func ExamplePublish() {
-	conn, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
+// A bridge for a function that takes one event per request (one built with
+// func build): BatchSize 1 sends every job alone, in binary mode, and its
+// metrics go to the process's registry.
+func ExampleNew() {
+	b, err := bridge.New(bridge.Config{
+		AMQPURL:     "amqp://guest:guest@127.0.0.1:5672/",
+		Queue:       bridge.DefaultQueue,
+		FunctionURL: "http://order-steps.default.svc.cluster.local/",
+		BatchSize:   1,
+		Registerer:  prometheus.DefaultRegisterer,
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		log.Fatal(err)
-	}
-	if err := bridge.DeclareTopology(ch, bridge.DefaultQueue); err != nil {
-		log.Fatal(err)
-	}
-	job := bridge.Job{RunID: "run-42", BlueprintID: "order", NodeID: "charge", Attempt: 1}
-	// Runs in 5 minutes, through the delay queues.
-	if err := bridge.Publish(context.Background(), ch, bridge.DefaultQueue, job, 5*time.Minute); err != nil {
-		log.Fatal(err)
-	}
+	_ = b // b.Run(ctx) consumes until ctx is cancelled
 }

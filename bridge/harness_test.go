@@ -30,6 +30,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 )
@@ -113,11 +114,11 @@ func newBundle(t *testing.T, handler http.HandlerFunc, raw bool, opts []func(*Co
 	}
 	tb.conn = dialTest(t)
 	tb.ch = tb.openConfirmChannel()
-	if err := DeclareTopology(tb.ch, tb.queue); err != nil {
+	if err := jobqueue.DeclareTopology(tb.ch, tb.queue); err != nil {
 		t.Fatalf("declare topology: %v", err)
 	}
 	// Runs after the bridge stops (cleanups are LIFO).
-	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, TopologyQueues(tb.queue)...) })
+	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, jobqueue.TopologyQueues(tb.queue)...) })
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/readiness", func(w http.ResponseWriter, r *http.Request) {})
@@ -181,8 +182,8 @@ func (tb *testBundle) serveBatch(w http.ResponseWriter, r *http.Request, body []
 			switch k {
 			case wire.DeliveryAttemptExtension:
 				req.Header.Set("X-Delivery-Attempt", fmt.Sprint(v))
-			case HeaderTraceparent:
-				req.Header.Set(HeaderTraceparent, fmt.Sprint(v))
+			case jobqueue.HeaderTraceparent:
+				req.Header.Set(jobqueue.HeaderTraceparent, fmt.Sprint(v))
 			}
 		}
 		tb.calls.Add(1)
@@ -350,11 +351,11 @@ func (tb *testBundle) publishRaw(msg amqp.Publishing) {
 	}
 }
 
-func (tb *testBundle) publishJob(job Job, delay time.Duration) {
+func (tb *testBundle) publishJob(job wire.Job, delay time.Duration) {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := Publish(ctx, tb.ch, tb.queue, job, delay); err != nil {
+	if err := jobqueue.Publish(ctx, tb.ch, tb.queue, job, delay); err != nil {
 		tb.t.Fatalf("Publish: %v", err)
 	}
 }
@@ -440,7 +441,7 @@ func (tb *testBundle) stopAndAssertEmpty() {
 	if n := tb.count(tb.queue); n != 0 {
 		tb.t.Errorf("%d message(s) left on the main queue; want the delivery acked", n)
 	}
-	if n := tb.count(DeadLetterQueue(tb.queue)); n != 0 {
+	if n := tb.count(jobqueue.DeadLetterQueue(tb.queue)); n != 0 {
 		tb.t.Errorf("%d message(s) on the DLQ; want none", n)
 	}
 }
@@ -461,7 +462,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 
 func headerStr(t *testing.T, h amqp.Table, key string) string {
 	t.Helper()
-	s, ok := headerString(h, key)
+	s, ok := jobqueue.HeaderString(h, key)
 	if !ok {
 		t.Fatalf("header %s missing or not a string: %#v", key, h[key])
 	}

@@ -1,10 +1,12 @@
 package bridge
 
-// This file is the bridge's whole ack / retry / dead-letter policy: pure
-// functions, Policy.Decide for a one-event reply and Policy.DecideBatch for a
-// batch reply, from what the step function answered (or how the call failed)
-// to what the bridge does with each delivery. They do no I/O; bridge.go
-// carries the decisions out.
+// This file is the bridge's whole ack / retry / requeue / dead-letter policy:
+// pure functions from what the step function answered (or how the call
+// failed, or what happened to the delivery before or after it) to what the
+// bridge does with each delivery. Policy.Decide decides a one-event reply,
+// Policy.DecideBatch a batch reply, and the rows of the last table the
+// deliveries that no reply decides. They do no I/O; settle.go carries the
+// decisions out.
 //
 // One event per request (BatchSize 1), Decide:
 //
@@ -49,6 +51,30 @@ package bridge
 //	  shutdown (a whole-request failure)             own attempt (so 503 retries every job, 422
 //	                                                 dead-letters every job)
 //
+// Without a reply to decide on (the bridge's own rows):
+//
+//	what happened to the delivery                 decision
+//	--------------------------------------------  ---------------------------------------------
+//	came back from the delay queues more than      KindRedelay: down the delay ladder again,
+//	  earlyTolerance before its x-stepflow-due,      without calling the function, then ack
+//	  early
+//	shutting down before it was sent (waiting      KindRequeue, for the next consumer
+//	  in the prefetch or in a batch being made),
+//	  notSent
+//	the call cut short by the bridge's own         KindRequeue, not a failure of the job (not
+//	  shutdown (ShuttingDown), shutdownInFlight      counted as an attempt)
+//	the session closed under a refused batch's     KindRequeue, not sent again: a nack on the
+//	  job before it went again alone,                dead channel fails, and the broker
+//	  connectionLost                                 redelivers it
+//	what its decision asked to publish was not     KindRequeue (at-least-once: the function
+//	  confirmed (publish error, broker nack,         is idempotent per job id)
+//	  channel closed, publishTimeout),
+//	  publishFailed
+//	the session closed while it waited to be       nothing: it dies with its channel, and the
+//	  sent (the inbox's rest)                        broker redelivers it
+//	the ack or nack itself fails (its channel is   nothing more to do: the broker redelivers
+//	  gone)                                          it; counted as requeued
+//
 // Attempts are transport attempts: the AMQP header x-attempts counts those
 // already made (absent on a fresh job), so a delivery is attempt x-attempts+1,
 // sent to the function as X-Delivery-Attempt (in a batch, as the event's
@@ -56,15 +82,9 @@ package bridge
 // (it replies with the job at attempt+1 and a delayMs).
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"github.com/stepflow/stepflow/internal/wire"
-	"io"
 	"math/rand/v2"
-	"mime"
 	"net"
 	"net/http"
 	"strconv"
@@ -72,9 +92,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cloudevents/sdk-go/v2/binding"
-	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/wire"
 )
 
 // CloudEvent types of the bridge ↔ function contract.
@@ -87,15 +108,11 @@ const (
 const (
 	CodeTimeout    = "timeout"    // the attempt ran past RequestTimeout
 	CodeConnection = "connection" // the function could not be reached or broke the connection
-	CodeBadReply   = "bad-reply"  // a 2xx whose body is not a valid jobs event
+	CodeBadReply   = "bad-reply"  // a 2xx whose body is not a valid jobs event (to a batch: no valid result for the job)
 )
 
 // MaxReasonBytes bounds x-error-reason.
 const MaxReasonBytes = 1024
-
-// MaxReplyBytes bounds the reply body the bridge reads; a larger 2xx reply is a
-// bad reply.
-const MaxReplyBytes = 16 << 20
 
 // Kind is what the bridge does with a delivery.
 type Kind int
@@ -109,12 +126,18 @@ const (
 	// incremented (and x-first-failure set on the first failure), then ack the
 	// original.
 	KindRetry
-	// KindDeadLetter: publish the message to <queue>.dlq with the x-error-*
-	// headers, then ack the original.
+	// KindDeadLetter: publish the message to <queue>.dlq with x-error-code
+	// (Code), x-error-reason (Reason), x-dead-letter-id, x-attempts and
+	// x-first-failure, then ack the original.
 	KindDeadLetter
-	// KindRequeue: nack with requeue. Only for calls cut short by the bridge's
-	// own shutdown, which are not failures of the job.
+	// KindRequeue: nack with requeue, for a delivery that is not to be
+	// decided now (shutdown, a lost session, publishes not confirmed); it
+	// counts no attempt.
 	KindRequeue
+	// KindRedelay: publish the same message, headers unchanged, further down
+	// the delay ladder (it came back before its due time, Delay from now),
+	// then ack the original.
+	KindRedelay
 )
 
 func (k Kind) String() string {
@@ -129,16 +152,19 @@ func (k Kind) String() string {
 		return "dead-letter"
 	case KindRequeue:
 		return "requeue"
+	case KindRedelay:
+		return "redelay"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Decision is the outcome of Policy.Decide.
+// Decision is what the bridge does with one delivery: the outcome of
+// Policy.Decide, Policy.DecideBatch or one of the bridge's own rows.
 type Decision struct {
 	Kind   Kind
-	Delay  time.Duration // KindRetry: how long to wait before the next attempt
+	Delay  time.Duration // KindRetry: how long to wait before the next attempt; KindRedelay: until the message is due
 	Code   string        // KindRetry, KindDeadLetter: HTTP status as a string, or a Code* constant
-	Reason string        // KindRetry, KindDeadLetter: response body or error text, at most MaxReasonBytes
+	Reason string        // KindRetry, KindDeadLetter, KindRequeue: response body or error text (at most MaxReasonBytes for a reply)
 	Jobs   []ReplyJob    // KindPublish: the jobs to enqueue, in reply order
 }
 
@@ -167,10 +193,6 @@ type Policy struct {
 	Jitter      func(d time.Duration) time.Duration
 }
 
-// maxDelayMs bounds a reply job's delayMs (and keeps it far from overflowing
-// a time.Duration).
-const maxDelayMs = int64(365 * 24 * time.Hour / time.Millisecond)
-
 // retryableStatus lists the 4xx statuses that mean "not now" rather than "never".
 var retryableStatus = map[int]bool{
 	http.StatusNotFound:        true, // function not routed yet (scale from zero, rollout)
@@ -184,7 +206,7 @@ var retryableStatus = map[int]bool{
 func (p Policy) Decide(r Reply) Decision {
 	if r.Err != nil {
 		if r.ShuttingDown {
-			return Decision{Kind: KindRequeue, Reason: trimReason(r.Err.Error())}
+			return shutdownInFlight(r.Err)
 		}
 		code := CodeConnection
 		if isTimeout(r.Err) {
@@ -303,70 +325,6 @@ func (p Policy) decideResult(res wire.Result, attempt int, now time.Time) Decisi
 	return p.decideFailure(Reply{Status: res.Status, Header: http.Header{}, Body: []byte(res.Error), Attempt: attempt, Now: now})
 }
 
-// parseBatchReply reads a 2xx batch reply: for each job, its result or an
-// error naming why it has none (the same error for every job when the reply
-// as a whole is unusable).
-func parseBatchReply(r Reply, jobs []BatchJob) ([]wire.Result, []error) {
-	results := make([]wire.Result, len(jobs))
-	errs := make([]error, len(jobs))
-	all := func(err error) ([]wire.Result, []error) {
-		for i := range errs {
-			errs[i] = err
-		}
-		return results, errs
-	}
-	if r.BodyTruncated {
-		return all(fmt.Errorf("reply body larger than %d bytes", MaxReplyBytes))
-	}
-	msg := cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(r.Body)))
-	if msg.ReadEncoding() != binding.EncodingBatch {
-		return all(fmt.Errorf("reply to a batch is not a CloudEvents batch (HTTP %d, content-type %q, want %s)",
-			r.Status, r.Header.Get("Content-Type"), wire.BatchContentType))
-	}
-	events, err := binding.ToEvents(context.Background(), msg, msg.BodyReader)
-	if err != nil {
-		return all(fmt.Errorf("reply batch is not a readable CloudEvents batch: %w", err))
-	}
-	for i, j := range jobs {
-		if i >= len(events) {
-			errs[i] = fmt.Errorf("reply batch has %d results for %d jobs: none for job %d (%s)", len(events), len(jobs), i, j.ID)
-			continue
-		}
-		res, err := parseResult(events[i], j.ID)
-		if err != nil {
-			errs[i] = fmt.Errorf("reply batch result %d (job %s): %w", i, j.ID, err)
-			continue
-		}
-		results[i] = res
-	}
-	return results, errs
-}
-
-// parseResult reads one result event of a batch reply, which must answer the
-// job with id.
-func parseResult(ev event.Event, id string) (wire.Result, error) {
-	var res wire.Result
-	if err := ev.Validate(); err != nil {
-		return res, fmt.Errorf("invalid CloudEvent: %w", err)
-	}
-	if ev.ID() != id {
-		return res, fmt.Errorf("has id %q, want %q (results must be in request order)", ev.ID(), id)
-	}
-	if ev.Type() != wire.ResultEventType {
-		return res, fmt.Errorf("has type %q, want %q", ev.Type(), wire.ResultEventType)
-	}
-	if err := checkJSONData(ev); err != nil {
-		return res, err
-	}
-	if err := json.Unmarshal(ev.Data(), &res); err != nil {
-		return res, fmt.Errorf("data is not {\"status\":…}: %w", err)
-	}
-	if res.Status < 100 || res.Status > 599 {
-		return res, fmt.Errorf("data has status %d, want an HTTP status", res.Status)
-	}
-	return res, nil
-}
-
 // retry decides between another attempt and the dead-letter queue.
 func (p Policy) retry(r Reply, code, reason string) Decision {
 	reason = trimReason(reason)
@@ -426,85 +384,49 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
-// parseJobsReply reads a 2xx reply. It returns (nil, nil) for "no event, empty
-// body", the jobs for a valid jobs event (an empty, non-nil slice for zero jobs),
-// and an error naming what is wrong otherwise.
-func parseJobsReply(r Reply) ([]ReplyJob, error) {
-	if r.BodyTruncated {
-		return nil, fmt.Errorf("reply body larger than %d bytes", MaxReplyBytes)
+// The bridge's own rows (the last table above): deliveries that no reply
+// decides.
+
+// earlyTolerance: a delayed message that comes back at most this early runs now.
+// Zero: a job never runs before its due time; with 10 ms buckets it runs at
+// most about 10 ms late.
+const earlyTolerance = 0
+
+// early decides for a delivery just out of the inbox, before it is sent:
+// one that came back from the delay queues more than earlyTolerance before
+// its due time goes down the ladder again (KindRedelay, Delay = the time
+// left). ok is false for a delivery that is due (or carries no due time),
+// which is sent to the function.
+func early(h amqp.Table, now time.Time) (dec Decision, ok bool) {
+	remaining, ok := jobqueue.DueIn(h, now)
+	if !ok || remaining <= earlyTolerance {
+		return Decision{}, false
 	}
-	msg := cehttp.NewMessage(r.Header, io.NopCloser(bytes.NewReader(r.Body)))
-	switch msg.ReadEncoding() {
-	case binding.EncodingUnknown:
-		if len(bytes.TrimSpace(r.Body)) == 0 {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("reply has a body but is not a CloudEvent (no ce-specversion header, content-type %q)",
-			r.Header.Get("Content-Type"))
-	case binding.EncodingBatch:
-		return nil, errors.New("reply is a CloudEvents batch; want one " + EventTypeJobs + " event")
-	}
-	ev, err := binding.ToEvent(context.Background(), msg)
-	if err != nil {
-		return nil, fmt.Errorf("reply is not a readable CloudEvent: %w", err)
-	}
-	if err := ev.Validate(); err != nil {
-		return nil, fmt.Errorf("reply CloudEvent is invalid: %w", err)
-	}
-	if ev.Type() != EventTypeJobs {
-		return nil, fmt.Errorf("reply CloudEvent has type %q, want %q", ev.Type(), EventTypeJobs)
-	}
-	if err := checkJSONData(*ev); err != nil {
-		return nil, fmt.Errorf("reply %w", err)
-	}
-	var data struct {
-		Jobs *[]ReplyJob `json:"jobs"`
-	}
-	if err := json.Unmarshal(ev.Data(), &data); err != nil {
-		return nil, fmt.Errorf("reply data is not {\"jobs\":[…]}: %w", err)
-	}
-	if data.Jobs == nil {
-		return nil, errors.New(`reply data has no "jobs" array`)
-	}
-	jobs, err := checkJobs(*data.Jobs)
-	if err != nil {
-		return nil, fmt.Errorf("reply %w", err)
-	}
-	if jobs == nil {
-		jobs = []ReplyJob{}
-	}
-	return jobs, nil
+	return Decision{Kind: KindRedelay, Delay: remaining}, true
 }
 
-// checkJSONData checks that ev has data, and JSON data if it says what.
-func checkJSONData(ev event.Event) error {
-	if ct := ev.DataContentType(); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return fmt.Errorf("data content type is %q, want application/json", ct)
-		}
-	}
-	if len(ev.Data()) == 0 {
-		return errors.New(ev.Type() + " event has no data")
-	}
-	return nil
+// notSent decides for a delivery the bridge holds but has not sent when it
+// shuts down: the next consumer gets it.
+func notSent() Decision { return Decision{Kind: KindRequeue} }
+
+// shutdownInFlight decides for a delivery whose call to the function the
+// bridge's own shutdown cut short: not a failure of the job, so no attempt.
+func shutdownInFlight(err error) Decision {
+	return Decision{Kind: KindRequeue, Reason: trimReason(err.Error())}
 }
 
-// checkJobs validates the jobs of a reply or a result.
-func checkJobs(jobs []ReplyJob) ([]ReplyJob, error) {
-	for i, j := range jobs {
-		if err := j.Validate(); err != nil {
-			return nil, fmt.Errorf("jobs[%d]: %w", i, err)
-		}
-		if j.DelayMs < 0 {
-			return nil, fmt.Errorf("jobs[%d]: delayMs is negative", i)
-		}
-		if j.DelayMs > maxDelayMs {
-			return nil, fmt.Errorf("jobs[%d]: delayMs %d is more than a year", i, j.DelayMs)
-		}
-	}
-	return jobs, nil
+// connectionLost decides for a delivery whose session closed before it was
+// sent (a refused batch's job waiting to go again alone): it cannot be
+// settled any more, and the broker redelivers it.
+func connectionLost() Decision {
+	return Decision{Kind: KindRequeue, Reason: "rabbitmq connection lost"}
 }
+
+// publishFailed replaces a delivery's decision when what it asked to
+// publish (jobs, a retry, a dead letter, a redelay) was not confirmed: the
+// delivery is decided again when it comes back, and the function is
+// idempotent per job id.
+func publishFailed(err error) Decision { return Decision{Kind: KindRequeue, Reason: err.Error()} }
 
 func isTimeout(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {

@@ -6,15 +6,19 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -164,6 +168,76 @@ func TestPolicyDecide(t *testing.T) {
 	}
 }
 
+// The bridge's own rows decide the deliveries that no reply decides.
+func TestPolicyOwnRows(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	dueIn := func(d time.Duration) amqp.Table { return amqp.Table{jobqueue.HeaderDue: now.Add(d).UnixMilli()} }
+	earlyRow := func(h amqp.Table) func() (Decision, bool) { return func() (Decision, bool) { return early(h, now) } }
+	row := func(d Decision) func() (Decision, bool) { return func() (Decision, bool) { return d, true } }
+	long := strings.Repeat("x", 2*MaxReasonBytes)
+	nacked := fmt.Errorf("wait for publish confirm: %w", jobqueue.ErrNacked)
+
+	for _, tt := range []struct {
+		name    string
+		row     func() (Decision, bool)
+		applies bool
+		want    Decision
+	}{
+		{"early by 1.5s", earlyRow(dueIn(1500 * time.Millisecond)), true, Decision{Kind: KindRedelay, Delay: 1500 * time.Millisecond}},
+		{"early by 1ms", earlyRow(dueIn(time.Millisecond)), true, Decision{Kind: KindRedelay, Delay: time.Millisecond}},
+		{"early, due time as a string", earlyRow(amqp.Table{jobqueue.HeaderDue: strconv.FormatInt(now.Add(time.Second).UnixMilli(), 10)}), true,
+			Decision{Kind: KindRedelay, Delay: time.Second}},
+		{"due now", earlyRow(dueIn(0)), false, Decision{}},
+		{"overdue", earlyRow(dueIn(-time.Minute)), false, Decision{}},
+		{"no due time", earlyRow(amqp.Table{"x-other": int64(1)}), false, Decision{}},
+		{"no headers", earlyRow(nil), false, Decision{}},
+		{"due time not a number", earlyRow(amqp.Table{jobqueue.HeaderDue: "soon"}), false, Decision{}},
+		{"shutdown before it was sent", row(notSent()), true, Decision{Kind: KindRequeue}},
+		{"shutdown in flight", row(shutdownInFlight(context.Canceled)), true, Decision{Kind: KindRequeue, Reason: "context canceled"}},
+		{"shutdown in flight, long error", row(shutdownInFlight(errors.New(long))), true, Decision{Kind: KindRequeue, Reason: long[:MaxReasonBytes]}},
+		{"session lost before resending", row(connectionLost()), true, Decision{Kind: KindRequeue, Reason: "rabbitmq connection lost"}},
+		{"publishes not confirmed", row(publishFailed(nacked)), true, Decision{Kind: KindRequeue, Reason: nacked.Error()}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, applies := tt.row()
+			if applies != tt.applies || got.Kind != tt.want.Kind || got.Delay != tt.want.Delay ||
+				got.Code != tt.want.Code || got.Reason != tt.want.Reason || got.Jobs != nil {
+				t.Errorf("got %+v (applies %v), want %+v (applies %v)", got, applies, tt.want, tt.applies)
+			}
+		})
+	}
+}
+
+// A call cut short by the bridge's own shutdown is decided by the same row
+// in both forms.
+func TestPolicyShutdownRowInBothForms(t *testing.T) {
+	t.Parallel()
+	p := Policy{MaxAttempts: 1, BackoffBase: time.Second, BackoffMax: time.Second}
+	err := &url.Error{Op: "Post", URL: "http://f/", Err: context.Canceled}
+	want := shutdownInFlight(err)
+	one := p.Decide(Reply{Err: err, ShuttingDown: true, Attempt: 1})
+	batch := p.DecideBatch(Reply{Err: err, ShuttingDown: true}, []BatchJob{{ID: "r:a:1", Attempt: 1}, {ID: "r:b:1", Attempt: 9}})
+	for i, got := range []Decision{one, batch[0].Decision, batch[1].Decision} {
+		if got.Kind != want.Kind || got.Reason != want.Reason || got.Code != "" {
+			t.Errorf("decision %d: %+v, want %+v", i, got, want)
+		}
+	}
+}
+
+func TestKindString(t *testing.T) {
+	t.Parallel()
+	for k, want := range map[Kind]string{
+		KindPublish: "publish", KindAck: "ack", KindRetry: "retry", KindDeadLetter: "dead-letter",
+		KindRequeue: "requeue", KindRedelay: "redelay", Kind(0): "Kind(0)", Kind(99): "Kind(99)",
+	} {
+		if got := k.String(); got != want {
+			t.Errorf("Kind(%d).String() = %q, want %q", int(k), got, want)
+		}
+	}
+}
+
 func TestPolicyJobsKeepOrderAndDelay(t *testing.T) {
 	t.Parallel()
 	d := Policy{MaxAttempts: 1}.Decide(Reply{Status: 200, Header: jobsEventHeader(EventTypeJobs), Attempt: 1,
@@ -223,38 +297,8 @@ func TestJobID(t *testing.T) {
 			t.Errorf("deliveryJobID(%q, %q) = %q, want %q", tt.msgID, tt.body, got, tt.want)
 		}
 	}
-	if got := (Job{RunID: "r", NodeID: "n", Attempt: 2}).ID(); got != "r:n:2" {
+	if got := (wire.Job{RunID: "r", NodeID: "n", Attempt: 2}).ID(); got != "r:n:2" {
 		t.Errorf("ID = %q", got)
-	}
-}
-
-func TestDelayRoute(t *testing.T) {
-	t.Parallel()
-	q := "q"
-	for _, tt := range []struct {
-		remaining time.Duration
-		want      string
-	}{
-		{0, "q"},
-		{9 * time.Millisecond, "q"},
-		{10 * time.Millisecond, "q.delay.10"},
-		{39 * time.Millisecond, "q.delay.20"},
-		{100 * time.Millisecond, "q.delay.80"},
-		{200 * time.Millisecond, "q.delay.160"},
-		{1500 * time.Millisecond, "q.delay.1280"},
-		{10 * time.Second, "q.delay.5120"},
-		{24 * time.Hour, "q.delay.83886080"},
-		{100 * time.Hour, "q.delay.83886080"},
-	} {
-		if got := delayRoute(q, tt.remaining); got != tt.want {
-			t.Errorf("delayRoute(%s) = %s, want %s", tt.remaining, got, tt.want)
-		}
-	}
-	if got := redelayRoute(q, 6*time.Millisecond); got != "q.delay.10" {
-		t.Errorf("redelayRoute(6ms) = %s", got)
-	}
-	if n := len(TopologyQueues(q)); n != 2+delayBucketCount {
-		t.Errorf("TopologyQueues: %d queues", n)
 	}
 }
 
@@ -328,7 +372,7 @@ func TestPolicyDecideBatch(t *testing.T) {
 	}
 	jobs := []BatchJob{{ID: "r:a:1", Attempt: 1}, {ID: "r:b:1", Attempt: 3}, {ID: "r:c:1", Attempt: 5}}
 	res := func(id string, r wire.Result) event.Event { return resultEvent(t, id, r) }
-	next := []wire.NextJob{{Job: Job{RunID: "r", BlueprintID: "b", NodeID: "n"}, DelayMs: 20}}
+	next := []wire.NextJob{{Job: wire.Job{RunID: "r", BlueprintID: "b", NodeID: "n"}, DelayMs: 20}}
 	type want struct {
 		kind   Kind
 		code   string
@@ -359,7 +403,7 @@ func TestPolicyDecideBatch(t *testing.T) {
 			[]want{{kind: KindDeadLetter, code: "400", reason: "Bad Request", status: 400}, {kind: KindAck, status: 200},
 				{kind: KindDeadLetter, code: "302", status: 302}}},
 		{"bad jobs in a result", batchReply(t,
-			res("r:a:1", wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: Job{RunID: "r"}}}}),
+			res("r:a:1", wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: wire.Job{RunID: "r"}}}}),
 			res("r:b:1", wire.Result{Status: 200, Jobs: []wire.NextJob{{Job: next[0].Job, DelayMs: -1}}}),
 			res("r:c:1", wire.Result{Status: 200})),
 			[]want{{kind: KindDeadLetter, code: CodeBadReply, reason: "jobs[0]: blueprintId is required", status: 200},

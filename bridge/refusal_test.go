@@ -19,6 +19,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -52,7 +53,7 @@ func (h *holder) wrap(next http.HandlerFunc) http.HandlerFunc {
 // holdUp makes the function's next request after the held job's hold the
 // n deliveries that publish publishes. It publishes the held job itself
 // and consumes its request from tb.reqs.
-func (tb *testBundle) holdUp(h *holder, job Job, n int, publish func()) {
+func (tb *testBundle) holdUp(h *holder, job wire.Job, n int, publish func()) {
 	tb.t.Helper()
 	if job.ID() != h.id {
 		tb.t.Fatalf("held job %s, holder waits for %s", job.ID(), h.id)
@@ -152,7 +153,7 @@ func TestBatchRefusedFallsBackToOneEvent(t *testing.T) {
 	} {
 		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
 			t.Parallel()
-			next := Job{RunID: "r", BlueprintID: "bp", NodeID: "after"}
+			next := wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "after"}
 			var batches atomic.Int64
 			g, h := newGate(), newHolder(t, "r:hold:1")
 			logger, warnings := recordWarnings(t)
@@ -175,10 +176,10 @@ func TestBatchRefusedFallsBackToOneEvent(t *testing.T) {
 			}
 
 			tb.batchUp(g, 3, func() {
-				tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "a"}, 0)
+				tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "a"}, 0)
 				tb.publishRaw(amqp.Publishing{ContentType: "application/json", MessageId: "r:b:1",
-					Body: []byte(`{"runId":"r","blueprintId":"bp","nodeId":"b"}`), Headers: amqp.Table{HeaderAttempts: int32(2)}})
-				tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: "pub"}, 0)
+					Body: []byte(`{"runId":"r","blueprintId":"bp","nodeId":"b"}`), Headers: amqp.Table{jobqueue.HeaderAttempts: int32(2)}})
+				tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "pub"}, 0)
 			})
 			refused := tb.nextRequest(wait)
 			if evs := refused.events(t); !isBatch(refused.Header) || len(evs) != 3 {
@@ -200,9 +201,9 @@ func TestBatchRefusedFallsBackToOneEvent(t *testing.T) {
 			}
 
 			// From now on one job per request, even with several waiting.
-			tb.holdUp(h, Job{RunID: "r", BlueprintID: "bp", NodeID: "hold"}, 3, func() {
+			tb.holdUp(h, wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "hold"}, 3, func() {
 				for _, n := range []string{"c", "d", "e"} {
-					tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
+					tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
 				}
 			})
 			gotIDs, _ = tb.oneEventRequests(3)
@@ -250,7 +251,7 @@ func TestBatchTooLargeFallsBackOnce(t *testing.T) {
 	tb.start()
 	tb.batchUp(g, 3, func() {
 		for _, n := range []string{"a", "b", "c"} {
-			tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
+			tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
 		}
 	})
 	if r := tb.nextRequest(wait); !isBatch(r.Header) {
@@ -265,9 +266,9 @@ func TestBatchTooLargeFallsBackOnce(t *testing.T) {
 	}
 	tb.waitOutcome(outcomeAck, 4, wait)
 
-	tb.holdUp(h, Job{RunID: "r", BlueprintID: "bp", NodeID: "hold"}, 3, func() {
+	tb.holdUp(h, wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "hold"}, 3, func() {
 		for _, n := range []string{"d", "e", "f"} {
-			tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
+			tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
 		}
 	})
 	r := tb.nextRequest(wait)
@@ -331,7 +332,7 @@ func TestBatchWholeRequestNotRefusal(t *testing.T) {
 			start := time.Now().Add(-time.Second).Truncate(time.Second)
 			tb.batchUp(g, 3, func() {
 				for _, n := range []string{"a", "b", "c"} {
-					tb.publishJob(Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
+					tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: n}, 0)
 				}
 			})
 			if r := tb.nextRequest(wait); !isBatch(r.Header) {
@@ -339,7 +340,7 @@ func TestBatchWholeRequestNotRefusal(t *testing.T) {
 			}
 			var dead []string
 			for range tt.dead {
-				d := tb.get(DeadLetterQueue(tb.queue), wait)
+				d := tb.get(jobqueue.DeadLetterQueue(tb.queue), wait)
 				dead = append(dead, d.MessageId)
 				assertDeadLetterHeaders(t, d, strconv.Itoa(tt.status), "refused as a whole", 1, start)
 			}

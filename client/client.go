@@ -15,7 +15,7 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/schema"
 	"github.com/stepflow/stepflow/workflow"
@@ -42,7 +42,7 @@ type Client struct {
 // New connects to PostgreSQL (RabbitMQ is dialled on first publish).
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Queue == "" {
-		cfg.Queue = bridge.DefaultQueue
+		cfg.Queue = jobqueue.DefaultQueue
 	}
 	if cfg.Tables == (schema.Tables{}) {
 		cfg.Tables = schema.DefaultTables()
@@ -100,7 +100,7 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 		return "", err
 	}
 	for _, id := range starts {
-		job := bridge.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}
+		job := jobqueue.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}
 		if err := c.Publish(ctx, job, 0); err != nil {
 			return runID, fmt.Errorf("run %s is recorded but its start job %s was not published (the reconciler will republish it): %w", runID, id, err)
 		}
@@ -109,12 +109,12 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 }
 
 // Publish sends one job to the queue and waits for the broker's confirm.
-func (c *Client) Publish(ctx context.Context, job bridge.Job, delay time.Duration) error {
+func (c *Client) Publish(ctx context.Context, job jobqueue.Job, delay time.Duration) error {
 	ch, err := c.channel()
 	if err != nil {
 		return err
 	}
-	if err := bridge.Publish(ctx, ch, c.cfg.Queue, job, delay); err != nil {
+	if err := jobqueue.Publish(ctx, ch, c.cfg.Queue, job, delay); err != nil {
 		c.resetChannel(ch)
 		return err
 	}
@@ -141,7 +141,7 @@ func (c *Client) channel() (*amqp.Channel, error) {
 	if err := ch.Confirm(false); err != nil {
 		return nil, fmt.Errorf("confirm mode: %w", err)
 	}
-	if err := bridge.DeclareTopology(ch, c.cfg.Queue); err != nil {
+	if err := jobqueue.DeclareTopology(ch, c.cfg.Queue); err != nil {
 		return nil, err
 	}
 	c.ch = ch

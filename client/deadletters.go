@@ -8,7 +8,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 )
 
@@ -41,7 +41,7 @@ func (c *Client) ReplayDeadLetters(ctx context.Context, runID string) (Replayed,
 	byRun := map[string][]store.DeadLetter{}
 	var order []string
 	for _, dl := range dls {
-		var job bridge.Job
+		var job jobqueue.Job
 		if dl.RunID == "" || json.Unmarshal(dl.Body, &job) != nil || job.Validate() != nil {
 			out.Unplayable = append(out.Unplayable, dl.DeadLetterID)
 			continue
@@ -86,7 +86,7 @@ func (c *Client) redrive(ctx context.Context, runID string, dls []store.DeadLett
 	n := 0
 	now := time.Now()
 	for _, p := range pending {
-		job := bridge.Job{RunID: runID, BlueprintID: run.BlueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
+		job := jobqueue.Job{RunID: runID, BlueprintID: run.BlueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
 		var delay time.Duration
 		if p.WakeAt != nil {
 			delay = max(0, p.WakeAt.Sub(now))
@@ -98,7 +98,7 @@ func (c *Client) redrive(ctx context.Context, runID string, dls []store.DeadLett
 		n++
 	}
 	for _, dl := range dls {
-		var job bridge.Job
+		var job jobqueue.Job
 		_ = json.Unmarshal(dl.Body, &job)
 		if sent[job.NodeID] {
 			continue

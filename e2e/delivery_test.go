@@ -14,6 +14,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -67,16 +68,16 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 			t.Errorf("%s: not on the DLQ (body kept as published?)", p.name)
 			continue
 		}
-		if code := headerString(d.Headers, bridge.HeaderErrorCode); code != p.code {
+		if code := headerString(d.Headers, jobqueue.HeaderErrorCode); code != p.code {
 			t.Errorf("%s: x-error-code %q, want %q", p.name, code, p.code)
 		}
-		reason := headerString(d.Headers, bridge.HeaderErrorReason)
+		reason := headerString(d.Headers, jobqueue.HeaderErrorReason)
 		for _, want := range p.reason {
 			if !strings.Contains(reason, want) {
 				t.Errorf("%s: x-error-reason %q does not name %q", p.name, reason, want)
 			}
 		}
-		if n := headerString(d.Headers, bridge.HeaderAttempts); n != "1" {
+		if n := headerString(d.Headers, jobqueue.HeaderAttempts); n != "1" {
 			t.Errorf("%s: x-attempts %s, want 1 (a poison message is not retried)", p.name, n)
 		}
 	}
@@ -88,7 +89,7 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 	if res := tb.wait(gated, 20*time.Second); res.Status != workflow.RunCompleted {
 		t.Errorf("the run the unknown-node job named: status %s, errors %v", res.Status, res.Errors)
 	}
-	if n := tb.queueDepth(bridge.DeadLetterQueue(tb.queue)); n != 0 {
+	if n := tb.queueDepth(jobqueue.DeadLetterQueue(tb.queue)); n != 0 {
 		t.Errorf("%d more message(s) on the DLQ", n)
 	}
 }
@@ -111,8 +112,8 @@ func TestDuplicateJobs(t *testing.T) {
 	bp := blueprint(t, chainCounted)
 
 	runID := tb.start(bp, map[string]any{"n": 1})
-	jobA := bridge.Job{RunID: runID, BlueprintID: "dup", NodeID: "a", Attempt: 1}
-	jobB := bridge.Job{RunID: runID, BlueprintID: "dup", NodeID: "b", Attempt: 1}
+	jobA := jobqueue.Job{RunID: runID, BlueprintID: "dup", NodeID: "a", Attempt: 1}
+	jobB := jobqueue.Job{RunID: runID, BlueprintID: "dup", NodeID: "b", Attempt: 1}
 	tb.publishJob(jobA) // a copy of the start job, at once
 
 	g := tb.waitStarted(runID, "b", 10*time.Second)
@@ -132,7 +133,7 @@ func TestDuplicateJobs(t *testing.T) {
 	// Copies after the run completed are answered without running anything.
 	before := len(tb.http.of(runID, "b"))
 	tb.publishJob(jobB)
-	tb.publishJob(bridge.Job{RunID: runID, BlueprintID: "dup", NodeID: "c", Attempt: 1})
+	tb.publishJob(jobqueue.Job{RunID: runID, BlueprintID: "dup", NodeID: "c", Attempt: 1})
 	waitUntil(t, 10*time.Second, "the late copies to be answered", func() bool {
 		return len(tb.http.of(runID, "b")) > before && len(tb.http.of(runID, "c")) >= 2
 	})
@@ -155,7 +156,7 @@ func TestDuplicateJobs(t *testing.T) {
 	if w := tb.finalWrites(runID); len(w) != 1 || w[0] != "completed" {
 		t.Errorf("final status writes %v, want [completed]", w)
 	}
-	if n := tb.queueDepth(bridge.DeadLetterQueue(tb.queue)); n != 0 {
+	if n := tb.queueDepth(jobqueue.DeadLetterQueue(tb.queue)); n != 0 {
 		t.Errorf("%d duplicate(s) dead-lettered", n)
 	}
 }
@@ -170,7 +171,7 @@ func TestConcurrentDeliveriesNeverOverlap(t *testing.T) {
 	  "edges":[{"source":"o","target":"end"}]}`)
 
 	runID := tb.start(bp, map[string]any{"v": 1})
-	job := bridge.Job{RunID: runID, BlueprintID: "overlap", NodeID: "o", Attempt: 1}
+	job := jobqueue.Job{RunID: runID, BlueprintID: "overlap", NodeID: "o", Attempt: 1}
 	for range 4 {
 		tb.publishJob(job)
 	}
@@ -209,14 +210,14 @@ func TestDeadLetteredDuplicateDoesNotFailRun(t *testing.T) {
 
 	runID := tb.start(bp, map[string]any{"n": 1})
 	g := tb.waitStarted(runID, "b", 10*time.Second)
-	tb.publishJob(bridge.Job{RunID: runID, BlueprintID: "dup", NodeID: "b", Attempt: 1})
+	tb.publishJob(jobqueue.Job{RunID: runID, BlueprintID: "dup", NodeID: "b", Attempt: 1})
 	waitUntil(t, 10*time.Second, "the copy of b's job to be dead-lettered", func() bool {
-		return tb.queueDepth(bridge.DeadLetterQueue(tb.queue)) == 1
+		return tb.queueDepth(jobqueue.DeadLetterQueue(tb.queue)) == 1
 	})
 
 	rec, err := reconciler.New(reconciler.Options{
 		Store: tb.client.Store(),
-		Publish: func(ctx context.Context, job bridge.Job, delay time.Duration) error {
+		Publish: func(ctx context.Context, job jobqueue.Job, delay time.Duration) error {
 			return tb.client.Publish(ctx, job, delay)
 		},
 		Channel: func() (*amqp.Channel, error) { return tb.conn.Channel() },

@@ -36,6 +36,7 @@ import (
 	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/examples/nodes"
 	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
@@ -283,11 +284,11 @@ func (tb *testBundle) connectRabbitMQ() {
 	tb.conn = testenv.RabbitMQ(t)
 	tb.pubCh = tb.channel(true)
 	tb.getCh = tb.channel(false)
-	if err := bridge.DeclareTopology(tb.pubCh, tb.queue); err != nil {
+	if err := jobqueue.DeclareTopology(tb.pubCh, tb.queue); err != nil {
 		t.Fatalf("declare the topology of %s: %v", tb.queue, err)
 	}
 	// After the bridge has stopped.
-	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, bridge.TopologyQueues(tb.queue)...) })
+	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, jobqueue.TopologyQueues(tb.queue)...) })
 }
 
 func (tb *testBundle) channel(confirm bool) *amqp.Channel {
@@ -430,8 +431,8 @@ func (tb *testBundle) publishRaw(msg amqp.Publishing) {
 	}
 }
 
-// publishJob enqueues a job the way stepflow does (bridge.Publish).
-func (tb *testBundle) publishJob(job bridge.Job) {
+// publishJob enqueues a job the way stepflow does (jobqueue.Publish).
+func (tb *testBundle) publishJob(job jobqueue.Job) {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -444,11 +445,11 @@ func (tb *testBundle) publishJob(job bridge.Job) {
 func (tb *testBundle) deadLetters(n int, timeout time.Duration) []amqp.Delivery {
 	tb.t.Helper()
 	var got []amqp.Delivery
-	waitUntil(tb.t, timeout, fmt.Sprintf("%d message(s) on %s", n, bridge.DeadLetterQueue(tb.queue)), func() bool {
+	waitUntil(tb.t, timeout, fmt.Sprintf("%d message(s) on %s", n, jobqueue.DeadLetterQueue(tb.queue)), func() bool {
 		tb.amqpMu.Lock()
 		defer tb.amqpMu.Unlock()
 		for len(got) < n {
-			d, ok, err := tb.getCh.Get(bridge.DeadLetterQueue(tb.queue), true)
+			d, ok, err := tb.getCh.Get(jobqueue.DeadLetterQueue(tb.queue), true)
 			if err != nil {
 				tb.t.Fatalf("read the DLQ: %v", err)
 			}

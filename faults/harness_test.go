@@ -24,8 +24,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/schema"
 	"github.com/stepflow/stepflow/workflow"
@@ -221,12 +221,12 @@ func (b *bundle) connectRedis() {
 func (b *bundle) connectRabbitMQ() {
 	t := b.t
 	b.amqp = testenv.RabbitMQ(t)
-	t.Cleanup(func() { testenv.DeleteQueues(t, b.amqp, bridge.TopologyQueues(b.queue)...) })
+	t.Cleanup(func() { testenv.DeleteQueues(t, b.amqp, jobqueue.TopologyQueues(b.queue)...) })
 	ch, err := b.amqp.Channel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bridge.DeclareTopology(ch, b.queue); err != nil {
+	if err := jobqueue.DeclareTopology(ch, b.queue); err != nil {
 		t.Fatal(err)
 	}
 	_ = ch.Close()
@@ -241,7 +241,7 @@ func (b *bundle) queueDepths() (map[string]amqp.Queue, error) {
 	}
 	defer ch.Close()
 	out := map[string]amqp.Queue{}
-	for _, name := range bridge.TopologyQueues(b.queue) {
+	for _, name := range jobqueue.TopologyQueues(b.queue) {
 		q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
 		if err != nil {
 			return nil, fmt.Errorf("inspect %s: %w", name, err)

@@ -16,7 +16,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -95,8 +95,8 @@ func (b *bundle) verify(l *load, o verifyOptions) *logs {
 	if err != nil {
 		t.Fatalf("queues after stop: %v", err)
 	}
-	dlq := bridge.DeadLetterQueue(b.queue)
-	for _, name := range bridge.TopologyQueues(b.queue) {
+	dlq := jobqueue.DeadLetterQueue(b.queue)
+	for _, name := range jobqueue.TopologyQueues(b.queue) {
 		d := depths[name]
 		if name != dlq && d.Messages != 0 {
 			t.Errorf("queue %s holds %d messages after every process stopped", name, d.Messages)
@@ -134,7 +134,7 @@ func (b *bundle) verify(l *load, o verifyOptions) *logs {
 func (b *bundle) waitQuiet() {
 	t := b.t
 	t.Helper()
-	dlq := bridge.DeadLetterQueue(b.queue)
+	dlq := jobqueue.DeadLetterQueue(b.queue)
 	streak := 0
 	var last string
 	err := waitFor(b.ctx, quietDeadline, 100*time.Millisecond, func() (bool, error) {
@@ -259,15 +259,15 @@ func (b *bundle) checkDeadLetters(ctx context.Context, want []poison) {
 	}
 	defer ch.Close()
 	for {
-		d, ok, err := ch.Get(bridge.DeadLetterQueue(b.queue), true)
+		d, ok, err := ch.Get(jobqueue.DeadLetterQueue(b.queue), true)
 		if err != nil {
 			t.Fatalf("read the DLQ: %v", err)
 		}
 		if !ok {
 			break
 		}
-		code, _ := d.Headers[bridge.HeaderErrorCode].(string)
-		reason, _ := d.Headers[bridge.HeaderErrorReason].(string)
+		code, _ := d.Headers[jobqueue.HeaderErrorCode].(string)
+		reason, _ := d.Headers[jobqueue.HeaderErrorReason].(string)
 		got = append(got, dead{"DLQ", d.MessageId, code, reason, string(d.Body)})
 	}
 	rows, err := b.pool.Query(ctx, `SELECT coalesce(message_id, ''), error_code, error_reason, body FROM `+b.tables.Quoted().DeadLetters+` ORDER BY id`)

@@ -11,7 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 )
 
@@ -32,7 +32,7 @@ func (r *Reconciler) IngestDeadLetters(ctx context.Context) (recorded, failedRun
 	if err != nil {
 		return 0, 0, err
 	}
-	dlq := bridge.DeadLetterQueue(r.o.Queue)
+	dlq := jobqueue.DeadLetterQueue(r.o.Queue)
 	for recorded < MaxDeadLettersPerPass && ctx.Err() == nil {
 		d, ok, err := ch.Get(dlq, false)
 		if err != nil {
@@ -66,23 +66,23 @@ func deadLetterFrom(d amqp.Delivery) store.DeadLetter {
 	for k, v := range d.Headers {
 		dl.Headers[k] = headerValue(v)
 	}
-	dl.DeadLetterID, _ = d.Headers[bridge.HeaderDeadLetterID].(string)
+	dl.DeadLetterID, _ = d.Headers[jobqueue.HeaderDeadLetterID].(string)
 	if dl.DeadLetterID == "" {
 		// Dead-lettered by something else: name it by its content.
 		h := sha256.New()
 		h.Write(d.Body)
-		fmt.Fprint(h, d.MessageId, d.Headers[bridge.HeaderFirstFailure], d.Timestamp)
+		fmt.Fprint(h, d.MessageId, d.Headers[jobqueue.HeaderFirstFailure], d.Timestamp)
 		dl.DeadLetterID = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	}
-	dl.Code = fmt.Sprint(headerValue(d.Headers[bridge.HeaderErrorCode]))
-	dl.Reason = fmt.Sprint(headerValue(d.Headers[bridge.HeaderErrorReason]))
+	dl.Code = fmt.Sprint(headerValue(d.Headers[jobqueue.HeaderErrorCode]))
+	dl.Reason = fmt.Sprint(headerValue(d.Headers[jobqueue.HeaderErrorReason]))
 	if dl.Code == "<nil>" {
 		dl.Code = ""
 	}
 	if dl.Reason == "<nil>" {
 		dl.Reason = ""
 	}
-	switch n := d.Headers[bridge.HeaderAttempts].(type) {
+	switch n := d.Headers[jobqueue.HeaderAttempts].(type) {
 	case int32:
 		dl.Attempts = int(n)
 	case int64:
@@ -90,12 +90,12 @@ func deadLetterFrom(d amqp.Delivery) store.DeadLetter {
 	case int:
 		dl.Attempts = n
 	}
-	if s, ok := d.Headers[bridge.HeaderFirstFailure].(string); ok {
+	if s, ok := d.Headers[jobqueue.HeaderFirstFailure].(string); ok {
 		if t, err := time.Parse(time.RFC3339, s); err == nil {
 			dl.FirstFailure = &t
 		}
 	}
-	var job bridge.Job
+	var job jobqueue.Job
 	if json.Unmarshal(d.Body, &job) == nil {
 		dl.RunID, dl.NodeID, dl.BlueprintID, dl.JobAttempt = clean(job.RunID), clean(job.NodeID), clean(job.BlueprintID), job.Attempt
 	}

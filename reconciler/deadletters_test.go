@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/reconciler"
@@ -52,14 +52,14 @@ func (tb *testBundle) publishDeadLetter(dl deadLetter) {
 		Timestamp:    time.Now(),
 		Body:         dl.body,
 		Headers: amqp.Table{
-			bridge.HeaderDeadLetterID: dl.id,
-			bridge.HeaderErrorCode:    dl.code,
-			bridge.HeaderErrorReason:  dl.reason,
-			bridge.HeaderAttempts:     dl.attempts,
-			bridge.HeaderFirstFailure: dl.firstFailure.Format(time.RFC3339),
+			jobqueue.HeaderDeadLetterID: dl.id,
+			jobqueue.HeaderErrorCode:    dl.code,
+			jobqueue.HeaderErrorReason:  dl.reason,
+			jobqueue.HeaderAttempts:     dl.attempts,
+			jobqueue.HeaderFirstFailure: dl.firstFailure.Format(time.RFC3339),
 		},
 	}
-	dc, err := tb.pubCh.PublishWithDeferredConfirmWithContext(ctx, "", bridge.DeadLetterQueue(tb.queue), false, false, msg)
+	dc, err := tb.pubCh.PublishWithDeferredConfirmWithContext(ctx, "", jobqueue.DeadLetterQueue(tb.queue), false, false, msg)
 	if err != nil {
 		tb.t.Fatalf("publish dead letter: %v", err)
 	}
@@ -124,8 +124,8 @@ func TestDeadLettersFailTheirRunAndRedrive(t *testing.T) {
 		got.FirstFailure == nil || !got.FirstFailure.Equal(dead.firstFailure) || string(got.Body) != string(dead.body) {
 		t.Errorf("job dead letter recorded as %+v (body %q)", got, got.Body)
 	}
-	if got.Headers[bridge.HeaderErrorReason] != dead.reason {
-		t.Errorf("recorded headers %v lack %s", got.Headers, bridge.HeaderErrorReason)
+	if got.Headers[jobqueue.HeaderErrorReason] != dead.reason {
+		t.Errorf("recorded headers %v lack %s", got.Headers, jobqueue.HeaderErrorReason)
 	}
 	g := byID[garbage.id]
 	if g.DeadLetterID == "" || g.RunID != "" || g.Code != "400" || string(g.Body) != string(garbage.body) {
@@ -249,7 +249,7 @@ func TestPoisonDeadLetterDoesNotBlockReconciliation(t *testing.T) {
 	if st.Republished != 1 {
 		t.Errorf("stats %+v: the stalled run was not repaired", st)
 	}
-	if d := tb.queueDepths()[bridge.DeadLetterQueue(tb.queue)]; d != 0 {
+	if d := tb.queueDepths()[jobqueue.DeadLetterQueue(tb.queue)]; d != 0 {
 		t.Errorf("the poison dead letter is still in the DLQ (%d messages): every pass will stop at it", d)
 	}
 	// A second pass must not stop at it either.

@@ -2,7 +2,7 @@ package reconciler_test
 
 // The harness: setup(t) gives each test its own tables (t_<8hex>_…, migrated
 // with schema.Migrate and dropped in cleanup), its own queue topology
-// (rt-<uuid>, every bridge.TopologyQueues queue deleted in cleanup) and its
+// (rt-<uuid>, every jobqueue.TopologyQueues queue deleted in cleanup) and its
 // own Redis prefix (its keys deleted in cleanup), a started step function
 // that the test calls directly (no bridge: the test is the bridge, and can
 // drop any job it likes), and a client that starts runs on the real queue.
@@ -22,10 +22,10 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/examples/nodes"
 	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
@@ -84,11 +84,11 @@ func setup(t *testing.T) *testBundle {
 
 	// RabbitMQ: own topology, deleted at the end.
 	tb.conn = testenv.RabbitMQ(t)
-	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, bridge.TopologyQueues(tb.queue)...) })
+	t.Cleanup(func() { testenv.DeleteQueues(t, tb.conn, jobqueue.TopologyQueues(tb.queue)...) })
 	if tb.getCh, err = tb.conn.Channel(); err != nil {
 		t.Fatal(err)
 	}
-	if err := bridge.DeclareTopology(tb.getCh, tb.queue); err != nil {
+	if err := jobqueue.DeclareTopology(tb.getCh, tb.queue); err != nil {
 		t.Fatal(err)
 	}
 	if tb.pubCh, err = tb.conn.Channel(); err != nil {
@@ -277,7 +277,7 @@ func (tb *testBundle) takeQueued() []wire.Job {
 func (tb *testBundle) queueDepths() map[string]int {
 	tb.t.Helper()
 	out := map[string]int{}
-	for _, name := range bridge.TopologyQueues(tb.queue) {
+	for _, name := range jobqueue.TopologyQueues(tb.queue) {
 		q, err := tb.getCh.QueueDeclarePassive(name, true, false, false, false, nil)
 		if err != nil {
 			tb.t.Fatalf("inspect %s: %v", name, err)

@@ -20,7 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/workflow"
@@ -37,7 +37,7 @@ const (
 )
 
 // Publisher publishes one job after delay, with a broker confirm.
-type Publisher func(ctx context.Context, job bridge.Job, delay time.Duration) error
+type Publisher func(ctx context.Context, job jobqueue.Job, delay time.Duration) error
 
 // Options configure a Reconciler.
 type Options struct {
@@ -79,7 +79,7 @@ func New(o Options) (*Reconciler, error) {
 		o.Threshold = DefaultThreshold
 	}
 	if o.Queue == "" {
-		o.Queue = bridge.DefaultQueue
+		o.Queue = jobqueue.DefaultQueue
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
@@ -198,7 +198,7 @@ func (r *Reconciler) repair(ctx context.Context, tx store.Querier, run stalled) 
 				continue // being run right now
 			}
 		}
-		job := bridge.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
+		job := jobqueue.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			return published, false, fmt.Errorf("republish %s: %w", job.ID(), err)
 		}
@@ -228,7 +228,7 @@ func (r *Reconciler) resync(ctx context.Context, run stalled) (int, bool, error)
 	}
 	n := 0
 	for _, id := range res.Ready {
-		job := bridge.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: id, Attempt: 1}
+		job := jobqueue.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: id, Attempt: 1}
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			// The step row is ready: the next pass republishes it.
 			return n, true, fmt.Errorf("republish %s: %w", job.ID(), err)
@@ -264,7 +264,7 @@ func (r *Reconciler) restartUnpinned(ctx context.Context, tx store.Querier, run 
 	}
 	n := 0
 	for _, node := range w.StartNodes() {
-		job := bridge.Job{RunID: run.runID, BlueprintID: id, NodeID: node, Attempt: 1}
+		job := jobqueue.Job{RunID: run.runID, BlueprintID: id, NodeID: node, Attempt: 1}
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			return n, false, fmt.Errorf("republish %s: %w", job.ID(), err)
 		}

@@ -19,7 +19,7 @@ func RabbitMQ(t testing.TB) *amqp.Connection {
 	return conn
 }
 
-// DeleteQueues deletes queues (a test's topology: bridge.TopologyQueues),
+// DeleteQueues deletes queues (a test's topology: jobqueue.TopologyQueues),
 // whatever they hold, failing the test (not at once) for each it cannot
 // delete. For t.Cleanup, once nothing consumes them any more.
 func DeleteQueues(t testing.TB, conn *amqp.Connection, queues ...string) {

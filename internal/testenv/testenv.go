@@ -5,7 +5,7 @@
 //
 // It is imported by tests only. It imports no package of stepflow but schema,
 // so that any package's tests, internal ones included, can use it; queue
-// names come from the caller (bridge.TopologyQueues) for the same reason.
+// names come from the caller (jobqueue.TopologyQueues) for the same reason.
 package testenv
 
 import (

@@ -1,0 +1,151 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/stepflow/stepflow/internal/jobqueue"
+)
+
+const (
+	dialTimeout = 10 * time.Second
+	heartbeat   = 10 * time.Second
+)
+
+// session is one connection's life: connect, declare, consume until ctx is
+// cancelled (then drain) or the connection breaks. consumed reports that the
+// session got as far as consuming.
+func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consumed bool, err error) {
+	conn, err := amqp.DialConfig(b.cfg.AMQPURL, amqp.Config{
+		Heartbeat:  heartbeat,
+		Properties: amqp.Table{"connection_name": "stepflow-bridge " + b.cfg.Queue},
+		Dial: func(network, addr string) (net.Conn, error) {
+			d := net.Dialer{Timeout: dialTimeout}
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// Bounds the AMQP handshake; amqp091 clears it once the connection is open.
+			if err := c.SetDeadline(time.Now().Add(dialTimeout)); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return c, nil
+		},
+	})
+	if err != nil {
+		return false, fmt.Errorf("dial rabbitmq: %w", err)
+	}
+	defer conn.Close()
+
+	setup, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open channel: %w", err)
+	}
+	if err := jobqueue.DeclareTopology(setup, b.cfg.Queue); err != nil {
+		return false, classifySetup(err)
+	}
+	_ = setup.Close()
+
+	pub, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open publish channel: %w", err)
+	}
+	if err := pub.Confirm(false); err != nil {
+		return false, classifySetup(fmt.Errorf("confirm mode: %w", err))
+	}
+	cons, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open consume channel: %w", err)
+	}
+	if err := cons.Qos(b.cfg.Prefetch, 0, false); err != nil {
+		return false, classifySetup(fmt.Errorf("qos: %w", err))
+	}
+
+	// Watch the connection and both channels; any of them closing ends the session.
+	lost := make(chan struct{})
+	var lostErr error
+	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	pubClosed := pub.NotifyClose(make(chan *amqp.Error, 1))
+	consClosed := cons.NotifyClose(make(chan *amqp.Error, 1))
+	consCancelled := cons.NotifyCancel(make(chan string, 1))
+	go func() {
+		defer close(lost)
+		select {
+		case e := <-connClosed:
+			lostErr = fmt.Errorf("connection closed: %w", amqpErr(e))
+		case e := <-pubClosed:
+			lostErr = fmt.Errorf("publish channel closed: %w", amqpErr(e))
+		case e := <-consClosed:
+			lostErr = fmt.Errorf("consume channel closed: %w", amqpErr(e))
+		case tag := <-consCancelled:
+			lostErr = fmt.Errorf("broker cancelled consumer %s (queue deleted?)", tag)
+		}
+	}()
+
+	tag := "stepflow-bridge-" + uuid.NewString()
+	deliveries, err := cons.Consume(b.cfg.Queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return false, classifySetup(fmt.Errorf("consume %s: %w", b.cfg.Queue, err))
+	}
+	b.ready.Store(true)
+	defer b.ready.Store(false)
+	b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency, "batch_size", b.cfg.BatchSize)
+
+	in := b.forward(deliveries)
+	defer in.close()
+	s := &channels{pub: pub, lost: lost}
+	for {
+		if batch := b.collect(ctx, workCtx, s, in); batch != nil {
+			b.wg.Add(1)
+			go b.handle(workCtx, s, batch)
+			continue
+		}
+		if ctx.Err() != nil {
+			b.ready.Store(false)
+			b.log.Info("shutting down: consumer cancelled, draining in-flight deliveries", "grace", b.cfg.ShutdownGrace)
+			b.stopConsuming(cons, tag, in)
+			b.drain(stopWork)
+			return true, nil
+		}
+		<-lost // the channel or connection closed; the watcher says why
+		return true, lostErr
+	}
+}
+
+func amqpErr(e *amqp.Error) error {
+	if e == nil {
+		return errors.New("closed")
+	}
+	return e
+}
+
+// channels is what a delivery handler needs from its session.
+type channels struct {
+	pub  *amqp.Channel
+	lost <-chan struct{} // closed when the session's connection or a channel closes
+}
+
+// stopConsuming cancels the consumer and requeues deliveries that were
+// prefetched but never sent.
+func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox) {
+	if err := cons.Cancel(tag, false); err != nil {
+		b.log.Warn("cancel consumer", "err", err)
+	}
+	if in.held != nil {
+		d := *in.held
+		in.held = nil
+		in.received()
+		b.settle(d, nil, notSent())
+	}
+	for d := range in.c { // closed once the cancel is done (or the channel closes)
+		in.received()
+		b.settle(d, nil, notSent())
+	}
+}
