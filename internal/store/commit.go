@@ -79,8 +79,8 @@ func (s *Store) CommitStep(ctx context.Context, w *workflow.Workflow, o Outcome)
 // predecessor's committed result. It takes two round trips whatever the
 // number of outcomes: one pipelined batch locks the runs, updates the steps
 // (only an unfinished attempt, as loaded, of a running run) and reads the
-// rows the join and skip decisions need; the decisions are made here, once
-// per run over all its resolved steps (workflow.Advance); a second batch
+// rows the join and skip decisions need; the decisions are made once per
+// run over all its applied steps (workflow.DecideRun); a second batch
 // writes their consequences and commits. One WAL flush serves the whole
 // group.
 func (s *Store) CommitSteps(ctx context.Context, cs []*Commit) {
@@ -325,10 +325,10 @@ func (s *Store) queueFinish(b *pgx.Batch, p *pending) {
 	})
 }
 
-// decide makes the decisions of one run's outcomes, now that its steps are
-// updated, and adds to b what they write: context changes, skipped and
-// ready steps, the run's pending count or final status. It fills in every
-// outcome's Res.
+// decide turns the decision of one run's outcomes (workflow.DecideRun),
+// now that its steps are updated, into what b writes: context changes,
+// skipped and ready steps, the run's pending count or final status. It
+// fills in every outcome's Res.
 func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	status := workflow.RunStatus(g.status)
 	if !g.locked {
@@ -349,82 +349,50 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	if len(applied) == 0 {
 		return nil // nothing of this run changed
 	}
-	setStatus := func(st workflow.RunStatus) {
-		for _, p := range g.ps {
-			p.c.Res.RunStatus = st
-		}
-	}
-	for _, p := range applied {
+	steps := make([]workflow.AppliedStep, len(applied))
+	for i, p := range applied {
+		o := &p.c.O
 		if p.contextSet != nil {
-			o := &p.c.O
 			b.Queue(`UPDATE `+s.T.Contexts+` SET context_data = (context_data - $2::text[]) || $3::jsonb WHERE run_id = $1`,
 				o.RunID, nonNil(o.ContextDeleted), p.contextSet)
 		}
-	}
-	for _, p := range applied {
-		if o := &p.c.O; o.State == workflow.StepFailed {
-			b.Queue(s.failSQL(),
-				o.RunID, o.Error, o.NodeID)
-			setStatus(workflow.RunFailed)
-			p.c.Res.Finished = true
-			return nil
-		}
-	}
-
-	// The nodes made ready, each with the outcome whose delivery will
-	// publish its job: the step whose fallback it is, or a step that routed
-	// to it (whose redelivery re-emits it), else the run's first.
-	var readyIDs []string
-	var readyInputs [][]byte
-	owner := map[string]*pending{}
-	delta := 0
-	var resolved []string
-	for _, p := range applied {
-		o := &p.c.O
-		if o.State != workflow.StepRetrying && o.State != workflow.StepSleeping {
-			delta-- // this step is no longer pending
-		}
-		if o.Fallback != "" {
-			in, err := jsonArg(o.FallbackInput)
-			if err != nil {
-				return fmt.Errorf("encode input of %s: %w", o.Fallback, err)
-			}
-			readyIDs, readyInputs = append(readyIDs, o.Fallback), append(readyInputs, in)
-			owner[o.Fallback] = p
-		}
-		if o.State.Resolved() {
-			resolved = append(resolved, o.NodeID)
-		}
+		steps[i] = workflow.AppliedStep{NodeID: o.NodeID, State: o.State, Taken: o.Routing.Taken, Error: o.Error, Fallback: o.Fallback, FallbackInput: o.FallbackInput}
 		for _, backed := range p.recovered {
 			if p.recoveredApplied[backed] {
-				resolved = append(resolved, backed)
+				steps[i].Recovered = append(steps[i].Recovered, workflow.RecoveredStep{NodeID: backed, Taken: o.Recovered[backed].Taken})
 			}
 		}
 	}
-	var skipped []string
-	if len(resolved) > 0 {
-		tr := g.w.Advance(resolved, g.states)
-		if g.states.err != nil {
-			return g.states.err
-		}
-		for _, rn := range tr.Ready {
+	d := g.w.DecideRun(status, g.pending, steps, g.states)
+	if g.states.err != nil {
+		return g.states.err
+	}
+	for _, p := range g.ps {
+		p.c.Res.RunStatus = d.Status
+	}
+	if d.Status == workflow.RunFailed {
+		b.Queue(s.failSQL(),
+			g.runID, d.Error, d.FailedNode)
+		applied[d.Finisher].c.Res.Finished = true
+		return nil
+	}
+	if len(d.Skipped) > 0 {
+		b.Queue(s.skipSQL(),
+			g.runID, d.Skipped)
+		applied[0].c.Res.Skipped = d.Skipped
+	}
+	if len(d.Ready) > 0 {
+		readyIDs := make([]string, len(d.Ready))
+		readyInputs := make([][]byte, len(d.Ready))
+		for i, rn := range d.Ready {
 			in, err := jsonArg(rn.Input)
 			if err != nil {
 				return fmt.Errorf("encode input of %s: %w", rn.ID, err)
 			}
-			readyIDs, readyInputs = append(readyIDs, rn.ID), append(readyInputs, in)
-			owner[rn.ID] = routedBy(applied, rn.ID)
+			readyIDs[i], readyInputs[i] = rn.ID, in
 		}
-		if len(tr.Skipped) > 0 {
-			b.Queue(s.skipSQL(),
-				g.runID, tr.Skipped)
-			skipped = tr.Skipped
-		}
-	}
-	applied[0].c.Res.Skipped = skipped
-	if len(readyIDs) > 0 {
 		// Under the run's lock no other commit inserts this run's rows,
-		// and Advance only names nodes without one: every row is new.
+		// and DecideRun only names nodes without one: every row is new.
 		insertSQL, idsArg, inputsArg := s.readySQL(),
 			any(readyIDs), any(readyInputs)
 		if len(readyIDs) == 1 { // a chain's next step: no arrays (see LoadSteps)
@@ -434,24 +402,25 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 		b.Queue(insertSQL, g.runID, idsArg, inputsArg).Query(func(rows pgx.Rows) error {
 			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 			for _, id := range ids {
-				if p := owner[id]; p != nil {
-					p.c.Res.Ready = append(p.c.Res.Ready, id)
+				// The last entry for a node names its owner.
+				for i := len(d.Ready) - 1; i >= 0; i-- {
+					if d.Ready[i].ID == id {
+						p := applied[d.Ready[i].Owner]
+						p.c.Res.Ready = append(p.c.Res.Ready, id)
+						break
+					}
 				}
 			}
 			return err
 		})
 	}
-	if n := g.pending + delta + len(readyIDs); n > 0 {
+	if d.Status == workflow.RunRunning {
 		// Touching updated_at is what tells the reconciler the run moves.
-		b.Queue(`UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, g.runID, n)
+		b.Queue(`UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, g.runID, d.Pending)
 		return nil
 	}
-	// Nothing pending: the run is complete. Its final context (user keys
-	// and _outputs.<id>) goes to the context row and, as Flowcraft's
-	// adapter does, to status_data.
 	b.Queue(s.completeSQL(), g.runID)
-	setStatus(workflow.RunCompleted)
-	applied[len(applied)-1].c.Res.Finished = true
+	applied[d.Finisher].c.Res.Finished = true
 	return nil
 }
 
@@ -484,22 +453,6 @@ func (s *Store) completeSQL() string {
 		UPDATE ` + s.T.Statuses + ` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,
 			status_data = coalesce((SELECT context_data FROM ctx), (SELECT o FROM outs))
 		WHERE run_id = $1`
-}
-
-// routedBy returns the outcome among applied that routed to node id (or
-// stands in for a node that did), else the first.
-func routedBy(applied []*pending, id string) *pending {
-	for _, p := range applied {
-		if slices.Contains(p.c.O.Routing.Taken, id) {
-			return p
-		}
-		for _, backed := range p.recovered {
-			if p.recoveredApplied[backed] && slices.Contains(p.c.O.Recovered[backed].Taken, id) {
-				return p
-			}
-		}
-	}
-	return applied[0]
 }
 
 func nonNil(s []string) []string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,12 +20,11 @@ type Resynced struct {
 
 // ResyncRun rebuilds a running run's frontier from its step rows, for a
 // run that is running with nothing pending (which no commit leaves
-// behind; a lost or hand-edited row can). Under the run's lock it decides
-// again, with workflow.Advance over every resolved step, which nodes are
-// ready or skipped, inserts the rows that are missing, and sets the
-// pending count from the rows. A run with nothing left to run is completed
-// — or failed, when one of its steps failed or a fallback it waits for has
-// no step. It changes nothing of a run that is not running.
+// behind; a lost or hand-edited row can). Under the run's lock it reads
+// every step row, and writes what workflow.DecideResync decides from
+// them: the rows that are missing (ready or skipped), and the pending
+// count — or, for a run with nothing left to run, its final status. It
+// changes nothing of a run that is not running.
 func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflow) (*Resynced, error) {
 	res := &Resynced{}
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
@@ -50,9 +48,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 		if err != nil {
 			return err
 		}
-		var resolved []string
-		var failed, failedError string
-		var awaiting []string
+		var steps []workflow.StoredStep
 		for rows.Next() {
 			var id, state, stepErr string
 			var taken []string
@@ -64,52 +60,33 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 			d, _ := decodeJSON(deliveries).(map[string]any)
 			st := workflow.StepState(state)
 			states.rows[id] = &stateRow{status: workflow.StepStatus{State: st, Taken: taken}, deliveries: d}
-			switch {
-			case st.Resolved():
-				resolved = append(resolved, id)
-			case st == workflow.StepFailed && failed == "":
-				failed, failedError = id, stepErr
-			case st == workflow.StepAwaitingFallback:
-				awaiting = append(awaiting, id)
-			case st == workflow.StepReady || st == workflow.StepRetrying || st == workflow.StepSleeping:
-				res.Pending++
-			}
+			steps = append(steps, workflow.StoredStep{NodeID: id, State: st, Error: stepErr})
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		slices.Sort(resolved)             // a stable order of decisions
-		tr := w.Advance(resolved, states) // every node is known: no reads
+		d := w.DecideResync(steps, states) // every node is known: no reads
 		if states.err != nil {
 			return states.err
 		}
-		for _, id := range awaiting {
-			if n, ok := w.Node(id); ok && n.Fallback != "" {
-				if r := states.rows[n.Fallback]; r != nil && r.status.State.Pending() {
-					continue // counted above
-				}
-			}
-			if failed == "" {
-				failed, failedError = id, "its fallback has no step"
-			}
-		}
-		if len(tr.Skipped) > 0 {
+		if len(d.Skipped) > 0 {
 			if _, err := tx.Exec(ctx, s.skipSQL(),
-				runID, tr.Skipped); err != nil {
+				runID, d.Skipped); err != nil {
 				return err
 			}
-			res.Skipped = tr.Skipped
+			res.Skipped = d.Skipped
 		}
-		if len(tr.Ready) > 0 {
-			ids := make([]string, len(tr.Ready))
-			inputs := make([][]byte, len(tr.Ready))
-			for i, rn := range tr.Ready {
+		if len(d.Ready) > 0 {
+			ids := make([]string, len(d.Ready))
+			inputs := make([][]byte, len(d.Ready))
+			for i, rn := range d.Ready {
 				ids[i] = rn.ID
 				if inputs[i], err = jsonArg(rn.Input); err != nil {
 					return fmt.Errorf("encode input of %s: %w", rn.ID, err)
 				}
 			}
+			// Under the run's lock, and with every row read, each is new.
 			rows, err := tx.Query(ctx, s.readySQL(),
 				runID, ids, inputs)
 			if err != nil {
@@ -118,19 +95,16 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 			if res.Ready, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 				return err
 			}
-			res.Pending += len(res.Ready)
 		}
-		switch {
-		case res.Pending > 0:
-			_, err = tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, runID, res.Pending)
-		case failed != "":
-			msg := fmt.Sprintf("node %s failed: %s", failed, failedError)
+		res.Status, res.Pending = d.Status, d.Pending
+		switch d.Status {
+		case workflow.RunRunning:
+			_, err = tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, runID, d.Pending)
+		case workflow.RunFailed:
 			_, err = tx.Exec(ctx, s.failSQL(),
-				runID, msg, failed)
-			res.Status = workflow.RunFailed
+				runID, d.Error, d.FailedNode)
 		default:
 			_, err = tx.Exec(ctx, s.completeSQL(), runID)
-			res.Status = workflow.RunCompleted
 		}
 		return err
 	})
