@@ -200,7 +200,7 @@ func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
 		runIDs[i] = g.runID
 	}
 
-	conn, err := s.Pool.Acquire(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -221,9 +221,9 @@ func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
 	// stands in for, and read what Advance will ask about.
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	lockSQL, lockArg := `SELECT run_id, status, pending FROM `+s.T.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, any(runIDs)
+	lockSQL, lockArg := `SELECT run_id, status, pending FROM `+s.tables.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, any(runIDs)
 	if len(runIDs) == 1 {
-		lockSQL, lockArg = `SELECT run_id, status, pending FROM `+s.T.Statuses+` WHERE run_id = $1 FOR UPDATE`, runIDs[0]
+		lockSQL, lockArg = `SELECT run_id, status, pending FROM `+s.tables.Statuses+` WHERE run_id = $1 FOR UPDATE`, runIDs[0]
 	}
 	b.Queue(lockSQL, lockArg).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
@@ -284,10 +284,10 @@ func (s *Store) queueFinish(b *pgx.Batch, p *pending) {
 	o := &p.c.O
 	args := []any{o.RunID, o.NodeID, string(o.State), o.Attempts, p.output, o.Result.Action, nonNil(o.Routing.Taken), p.deliveries, o.Error, o.WakeAt,
 		o.StartedAt, p.finished, o.LoadedAttempts}
-	finish := `UPDATE ` + s.T.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
+	finish := `UPDATE ` + s.tables.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
 			started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now()
 			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping') AND attempts = $13
-			AND EXISTS (SELECT 1 FROM ` + s.T.Statuses + ` WHERE run_id = $1 AND status = 'running')
+			AND EXISTS (SELECT 1 FROM ` + s.tables.Statuses + ` WHERE run_id = $1 AND status = 'running')
 			RETURNING node_id`
 	if len(p.recovered) == 0 {
 		b.Queue(finish, args...).Exec(func(tag pgconn.CommandTag) error {
@@ -307,7 +307,7 @@ func (s *Store) queueFinish(b *pgx.Batch, p *pending) {
 		args = append(args, backed, nonNil(routing.Taken), p.recoveredDeliveries[i])
 		fmt.Fprintf(&sql, `, r%d AS (UPDATE %s SET state = 'recovered', output = $5, action = nullif($6, ''), taken = $%d, deliveries = $%d, updated_at = now()
 			WHERE run_id = $1 AND node_id = $%d AND state = 'awaiting_fallback' AND EXISTS (SELECT 1 FROM me) RETURNING node_id)`,
-			i, s.T.Steps, n+2, n+3, n+1)
+			i, s.tables.Steps, n+2, n+3, n+1)
 		sel = append(sel, fmt.Sprintf("(SELECT node_id FROM r%d)", i))
 	}
 	sql.WriteString(` SELECT EXISTS (SELECT 1 FROM me), ARRAY[` + strings.Join(sel, ", ") + `]`)
@@ -353,7 +353,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	for i, p := range applied {
 		o := &p.c.O
 		if p.contextSet != nil {
-			b.Queue(`UPDATE `+s.T.Contexts+` SET context_data = (context_data - $2::text[]) || $3::jsonb WHERE run_id = $1`,
+			b.Queue(`UPDATE `+s.tables.Contexts+` SET context_data = (context_data - $2::text[]) || $3::jsonb WHERE run_id = $1`,
 				o.RunID, nonNil(o.ContextDeleted), p.contextSet)
 		}
 		steps[i] = workflow.AppliedStep{NodeID: o.NodeID, State: o.State, Taken: o.Routing.Taken, Error: o.Error, Fallback: o.Fallback, FallbackInput: o.FallbackInput}
@@ -396,7 +396,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 		insertSQL, idsArg, inputsArg := s.readySQL(),
 			any(readyIDs), any(readyInputs)
 		if len(readyIDs) == 1 { // a chain's next step: no arrays (see LoadSteps)
-			insertSQL = `INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, input) VALUES ($1, $2, 'ready', $3) ON CONFLICT DO NOTHING RETURNING node_id`
+			insertSQL = `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) VALUES ($1, $2, 'ready', $3) ON CONFLICT DO NOTHING RETURNING node_id`
 			idsArg, inputsArg = readyIDs[0], readyInputs[0]
 		}
 		b.Queue(insertSQL, g.runID, idsArg, inputsArg).Query(func(rows pgx.Rows) error {
@@ -416,7 +416,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	}
 	if d.Status == workflow.RunRunning {
 		// Touching updated_at is what tells the reconciler the run moves.
-		b.Queue(`UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, g.runID, d.Pending)
+		b.Queue(`UPDATE `+s.tables.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, g.runID, d.Pending)
 		return nil
 	}
 	b.Queue(s.completeSQL(), g.runID)
@@ -426,19 +426,19 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 
 // failSQL fails run $1 with error $2, naming node $3.
 func (s *Store) failSQL() string {
-	return `UPDATE ` + s.T.Statuses + ` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text),
+	return `UPDATE ` + s.tables.Statuses + ` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text),
 		pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`
 }
 
 // skipSQL inserts run $1's nodes $2 as skipped.
 func (s *Store) skipSQL() string {
-	return `INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, finished_at) SELECT $1, unnest($2::text[]), 'skipped', now() ON CONFLICT DO NOTHING`
+	return `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, finished_at) SELECT $1, unnest($2::text[]), 'skipped', now() ON CONFLICT DO NOTHING`
 }
 
 // readySQL inserts run $1's nodes $2 as ready with inputs $3 and returns
 // those inserted.
 func (s *Store) readySQL() string {
-	return `INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`
+	return `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`
 }
 
 // completeSQL completes run $1: its final context (user keys and
@@ -447,10 +447,10 @@ func (s *Store) readySQL() string {
 func (s *Store) completeSQL() string {
 	return `WITH outs AS (
 			SELECT coalesce(jsonb_object_agg('_outputs.' || node_id, coalesce(output, 'null'::jsonb)), '{}'::jsonb) AS o
-			FROM ` + s.T.Steps + ` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
+			FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
 		ctx AS (
-			UPDATE ` + s.T.Contexts + ` c SET context_data = c.context_data || outs.o FROM outs WHERE c.run_id = $1 RETURNING c.context_data)
-		UPDATE ` + s.T.Statuses + ` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,
+			UPDATE ` + s.tables.Contexts + ` c SET context_data = c.context_data || outs.o FROM outs WHERE c.run_id = $1 RETURNING c.context_data)
+		UPDATE ` + s.tables.Statuses + ` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,
 			status_data = coalesce((SELECT context_data FROM ctx), (SELECT o FROM outs))
 		WHERE run_id = $1`
 }

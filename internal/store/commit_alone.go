@@ -49,39 +49,39 @@ func (s *Store) commitAlone(ctx context.Context, p *pending) (done bool, err err
 	// lock it is the latest, where a plain read would see the statement's
 	// snapshot from before the wait.
 	sql.WriteString(`WITH run AS (
-			SELECT run_id, status FROM ` + s.T.Statuses + ` WHERE run_id = $1 FOR UPDATE),
+			SELECT run_id, status FROM ` + s.tables.Statuses + ` WHERE run_id = $1 FOR UPDATE),
 		me AS (
-			UPDATE ` + s.T.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
+			UPDATE ` + s.tables.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
 				started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now()
 			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping') AND attempts = $13 AND EXISTS (SELECT 1 FROM run WHERE status = 'running')
 			RETURNING node_id),`)
 	if len(readyIDs) == 1 { // no arrays for a chain's next step (see LoadSteps)
 		sql.WriteString(`
 		ready AS (
-			INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, input) SELECT $1, ` + arg(readyIDs[0]) + `::text, 'ready', ` + arg(readyInputs[0]) + `::jsonb
+			INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) SELECT $1, ` + arg(readyIDs[0]) + `::text, 'ready', ` + arg(readyInputs[0]) + `::jsonb
 			WHERE EXISTS (SELECT 1 FROM me) ON CONFLICT DO NOTHING RETURNING node_id),`)
 	} else {
 		sql.WriteString(`
 		ready AS (
-			INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest(` + arg(readyIDs) + `::text[], ` + arg(readyInputs) + `::jsonb[]) AS u(n, i)
+			INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest(` + arg(readyIDs) + `::text[], ` + arg(readyInputs) + `::jsonb[]) AS u(n, i)
 			WHERE EXISTS (SELECT 1 FROM me) ON CONFLICT DO NOTHING RETURNING node_id),`)
 	}
 	if len(tr.Skipped) > 0 {
 		sql.WriteString(`
 		skipped AS (
-			INSERT INTO ` + s.T.Steps + ` (run_id, node_id, state, finished_at) SELECT $1, unnest(` + arg(tr.Skipped) + `::text[]), 'skipped', now()
+			INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, finished_at) SELECT $1, unnest(` + arg(tr.Skipped) + `::text[]), 'skipped', now()
 			WHERE EXISTS (SELECT 1 FROM me) ON CONFLICT DO NOTHING),`)
 	}
 	if p.contextSet != nil {
 		sql.WriteString(`
 		ctx AS (
-			UPDATE ` + s.T.Contexts + ` SET context_data = (context_data - ` + arg(nonNil(o.ContextDeleted)) + `::text[]) || ` + arg(p.contextSet) + `::jsonb
+			UPDATE ` + s.tables.Contexts + ` SET context_data = (context_data - ` + arg(nonNil(o.ContextDeleted)) + `::text[]) || ` + arg(p.contextSet) + `::jsonb
 			WHERE run_id = $1 AND EXISTS (SELECT 1 FROM me)),`)
 	}
 	// Touching updated_at is what tells the reconciler the run moves.
 	sql.WriteString(`
 		counted AS (
-			UPDATE ` + s.T.Statuses + ` SET pending = pending - 1 + (SELECT count(*) FROM ready), updated_at = now()
+			UPDATE ` + s.tables.Statuses + ` SET pending = pending - 1 + (SELECT count(*) FROM ready), updated_at = now()
 			WHERE run_id = $1 AND EXISTS (SELECT 1 FROM me) RETURNING pending)
 		SELECT (SELECT status FROM run), EXISTS (SELECT 1 FROM me), ARRAY(SELECT node_id FROM ready),
 			CASE WHEN (SELECT pending FROM counted) <= 0 THEN 1 / (SELECT 0) END`)
@@ -89,7 +89,7 @@ func (s *Store) commitAlone(ctx context.Context, p *pending) (done bool, err err
 	var applied bool
 	var ready []string
 	var assert *int
-	err = s.Pool.QueryRow(ctx, sql.String(), args...).Scan(&status, &applied, &ready, &assert)
+	err = s.pool.QueryRow(ctx, sql.String(), args...).Scan(&status, &applied, &ready, &assert)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "22012" {
 		return false, nil // nothing pending after all: rolled back; the general path completes the run

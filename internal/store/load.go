@@ -49,14 +49,14 @@ func (s *Store) LoadSteps(ctx context.Context, keys []StepKey) ([]*StepLoad, err
 	// One key (the bridge sent one job) is read with plain equalities:
 	// array parameters cost the server more to plan and run, which shows
 	// on a single step's latency.
-	runsSQL := `SELECT ` + runColumns + ` FROM ` + s.T.Statuses + ` WHERE run_id = ANY($1)`
-	stepsSQL := `SELECT s.run_id, ` + stepColumns + ` FROM ` + s.T.Steps + ` s JOIN unnest($1::text[], $2::text[]) AS k(run_id, node_id) USING (run_id, node_id)`
-	contextsSQL := `SELECT run_id, context_data FROM ` + s.T.Contexts + ` WHERE run_id = ANY($1)`
+	runsSQL := `SELECT ` + runColumns + ` FROM ` + s.tables.Statuses + ` WHERE run_id = ANY($1)`
+	stepsSQL := `SELECT s.run_id, ` + stepColumns + ` FROM ` + s.tables.Steps + ` s JOIN unnest($1::text[], $2::text[]) AS k(run_id, node_id) USING (run_id, node_id)`
+	contextsSQL := `SELECT run_id, context_data FROM ` + s.tables.Contexts + ` WHERE run_id = ANY($1)`
 	runsArg, runIDsArg, nodeIDsArg := any(uniq), any(runIDs), any(nodeIDs)
 	if len(keys) == 1 {
-		runsSQL = `SELECT ` + runColumns + ` FROM ` + s.T.Statuses + ` WHERE run_id = $1`
-		stepsSQL = `SELECT run_id, ` + stepColumns + ` FROM ` + s.T.Steps + ` WHERE run_id = $1 AND node_id = $2`
-		contextsSQL = `SELECT run_id, context_data FROM ` + s.T.Contexts + ` WHERE run_id = $1`
+		runsSQL = `SELECT ` + runColumns + ` FROM ` + s.tables.Statuses + ` WHERE run_id = $1`
+		stepsSQL = `SELECT run_id, ` + stepColumns + ` FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND node_id = $2`
+		contextsSQL = `SELECT run_id, context_data FROM ` + s.tables.Contexts + ` WHERE run_id = $1`
 		runsArg, runIDsArg, nodeIDsArg = keys[0].RunID, keys[0].RunID, keys[0].NodeID
 	}
 	b := &pgx.Batch{}
@@ -97,7 +97,7 @@ func (s *Store) LoadSteps(ctx context.Context, keys []StepKey) ([]*StepLoad, err
 		}
 		return rows.Err()
 	})
-	if err := s.Pool.SendBatch(ctx, b).Close(); err != nil {
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		if len(keys) == 1 {
 			return nil, fmt.Errorf("load step %s/%s: %w", keys[0].RunID, keys[0].NodeID, err)
 		}
@@ -118,9 +118,9 @@ func (s *Store) LoadSteps(ctx context.Context, keys []StepKey) ([]*StepLoad, err
 // nodes when ids is nil).
 func (s *Store) Outputs(ctx context.Context, q Querier, runID string, ids []string) (map[string]any, error) {
 	if q == nil {
-		q = s.Pool
+		q = s.pool
 	}
-	sql := `SELECT node_id, output FROM ` + s.T.Steps + ` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')`
+	sql := `SELECT node_id, output FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')`
 	args := []any{runID}
 	if ids != nil {
 		if len(ids) == 0 {

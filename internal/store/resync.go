@@ -27,9 +27,9 @@ type Resynced struct {
 // changes nothing of a run that is not running.
 func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflow) (*Resynced, error) {
 	res := &Resynced{}
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var status string
-		err := tx.QueryRow(ctx, `SELECT status FROM `+s.T.Statuses+` WHERE run_id = $1 FOR UPDATE`, runID).Scan(&status)
+		err := tx.QueryRow(ctx, `SELECT status FROM `+s.tables.Statuses+` WHERE run_id = $1 FOR UPDATE`, runID).Scan(&status)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("run %s: %w", runID, ErrRunNotFound)
 		}
@@ -44,7 +44,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 		for _, id := range w.NodeIDs() {
 			states.rows[id] = nil // no step unless read below
 		}
-		rows, err := tx.Query(ctx, `SELECT node_id, state, coalesce(taken, '{}'), deliveries, coalesce(error, '') FROM `+s.T.Steps+` WHERE run_id = $1`, runID)
+		rows, err := tx.Query(ctx, `SELECT node_id, state, coalesce(taken, '{}'), deliveries, coalesce(error, '') FROM `+s.tables.Steps+` WHERE run_id = $1`, runID)
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 		res.Status, res.Pending = d.Status, d.Pending
 		switch d.Status {
 		case workflow.RunRunning:
-			_, err = tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, runID, d.Pending)
+			_, err = tx.Exec(ctx, `UPDATE `+s.tables.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, runID, d.Pending)
 		case workflow.RunFailed:
 			_, err = tx.Exec(ctx, s.failSQL(),
 				runID, d.Error, d.FailedNode)

@@ -84,13 +84,13 @@ func (t *txStates) queuePrefetch(b *pgx.Batch, w *workflow.Workflow, resolved []
 }
 
 func (t *txStates) queueLoad(b *pgx.Batch, ids []string) {
-	b.Queue(`SELECT node_id, state, coalesce(taken, '{}'), deliveries FROM `+t.s.T.Steps+` WHERE run_id = $1 AND node_id = ANY($2)`, t.runID, ids).Query(func(rows pgx.Rows) error {
+	b.Queue(`SELECT node_id, state, coalesce(taken, '{}'), deliveries FROM `+t.s.tables.Steps+` WHERE run_id = $1 AND node_id = ANY($2)`, t.runID, ids).Query(func(rows pgx.Rows) error {
 		return t.scan(ids, rows)
 	})
 }
 
 func (t *txStates) load(ids []string) error {
-	rows, err := t.conn.Query(t.ctx, `SELECT node_id, state, coalesce(taken, '{}'), deliveries FROM `+t.s.T.Steps+` WHERE run_id = $1 AND node_id = ANY($2)`, t.runID, ids)
+	rows, err := t.conn.Query(t.ctx, `SELECT node_id, state, coalesce(taken, '{}'), deliveries FROM `+t.s.tables.Steps+` WHERE run_id = $1 AND node_id = ANY($2)`, t.runID, ids)
 	if err != nil {
 		return fmt.Errorf("load step states: %w", err)
 	}
