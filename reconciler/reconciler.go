@@ -7,6 +7,9 @@
 // skips and joins already applied. So the frontier of a stalled run is
 // exactly its pending rows; the reconciler never re-evaluates a condition
 // and cannot resurrect an untaken branch.
+//
+// Reconciler.Run is one pass (the CronJob form); Service runs passes on a
+// cron schedule, with metrics and health endpoints (the long-lived form).
 package reconciler
 
 import (
