@@ -67,7 +67,7 @@ func (c *Client) Close() {
 		_ = c.conn.Close()
 		c.conn, c.ch = nil, nil
 	}
-	c.store.Pool.Close()
+	c.store.Close()
 }
 
 // Store exposes the client's store (for tools built on the client).

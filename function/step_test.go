@@ -123,13 +123,13 @@ func TestHandleRejectsUnknownRunNodeAndBlueprint(t *testing.T) {
 
 	// Started the Flowcraft way (no snapshot) with a blueprint this
 	// function does not know.
-	tb.exec(`INSERT INTO ` + tb.store.T.Contexts + ` (run_id, context_data) VALUES ('fc-ghost', '{"blueprintId": "ghost"}')`)
-	tb.exec(`INSERT INTO ` + tb.store.T.Statuses + ` (run_id, status) VALUES ('fc-ghost', 'running')`)
+	tb.exec(`INSERT INTO ` + tb.tables.Quoted().Contexts + ` (run_id, context_data) VALUES ('fc-ghost', '{"blueprintId": "ghost"}')`)
+	tb.exec(`INSERT INTO ` + tb.tables.Quoted().Statuses + ` (run_id, status) VALUES ('fc-ghost', 'running')`)
 	_, err = tb.handle(nil, job("fc-ghost", "ghost", "start", 1))
 	assertRejected(t, "unknown blueprint", err, http.StatusUnprocessableEntity, `unknown blueprint "ghost"`)
 
 	// A pinned snapshot that is gone.
-	tb.exec(`UPDATE `+tb.store.T.Statuses+` SET blueprint_digest = 'sha256:gone' WHERE run_id = $1`, runID)
+	tb.exec(`UPDATE `+tb.tables.Quoted().Statuses+` SET blueprint_digest = 'sha256:gone' WHERE run_id = $1`, runID)
 	_, err = tb.handle(nil, job(runID, "pair", "first", 1))
 	assertRejected(t, "missing snapshot", err, http.StatusUnprocessableEntity, "sha256:gone")
 
@@ -189,7 +189,7 @@ func TestHandleFinishedStepReemitsItsStoredRouting(t *testing.T) {
 	}
 	// Another branch changes what the condition reads; a re-evaluation
 	// would now take "no".
-	tb.exec(`UPDATE `+tb.store.T.Contexts+` SET context_data = context_data || '{"flag": false}' WHERE run_id = $1`, runID)
+	tb.exec(`UPDATE `+tb.tables.Quoted().Contexts+` SET context_data = context_data || '{"flag": false}' WHERE run_id = $1`, runID)
 
 	for _, attempt := range []int{1, 2} {
 		dup := tb.mustHandle(job(runID, "route", "route", attempt))
@@ -369,7 +369,7 @@ func TestHandleSleep(t *testing.T) {
 	}
 
 	// Due: the step completes.
-	tb.exec(`UPDATE `+tb.store.T.Steps+` SET wake_at = now() - interval '1 millisecond' WHERE run_id = $1 AND node_id = 'nap'`, runID)
+	tb.exec(`UPDATE `+tb.tables.Quoted().Steps+` SET wake_at = now() - interval '1 millisecond' WHERE run_id = $1 AND node_id = 'nap'`, runID)
 	due := tb.mustHandle(napJob[0].Job)
 	assertTargets(t, "due delivery", due, "end:1")
 	if s := tb.step(runID, "nap"); s.State != workflow.StepSucceeded {
@@ -526,9 +526,9 @@ func TestReadyAndAlive(t *testing.T) {
 func (tb *testBundle) flowcraftRun(blueprintID, version string, input string) string {
 	tb.t.Helper()
 	runID := "fc-" + testenv.RandomHex(6)
-	tb.exec(`INSERT INTO `+tb.store.T.Contexts+` (run_id, context_data) VALUES ($1, jsonb_build_object('blueprintId', $2::text, 'blueprintVersion', $3::text) || $4::jsonb)`,
+	tb.exec(`INSERT INTO `+tb.tables.Quoted().Contexts+` (run_id, context_data) VALUES ($1, jsonb_build_object('blueprintId', $2::text, 'blueprintVersion', $3::text) || $4::jsonb)`,
 		runID, blueprintID, version, input)
-	tb.exec(`INSERT INTO `+tb.store.T.Statuses+` (run_id, status, status_data, updated_at) VALUES ($1, 'running', NULL, now())`, runID)
+	tb.exec(`INSERT INTO `+tb.tables.Quoted().Statuses+` (run_id, status, status_data, updated_at) VALUES ($1, 'running', NULL, now())`, runID)
 	return runID
 }
 
@@ -553,7 +553,7 @@ func TestFlowcraftStartedRun(t *testing.T) {
 		t.Errorf("run pinned to %s %q, want %s fc", r.Digest, r.BlueprintID, bp.Digest())
 	}
 	var snapshots int
-	if err := tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM `+tb.store.T.Blueprints+` WHERE digest = $1`, bp.Digest()).Scan(&snapshots); err != nil || snapshots != 1 {
+	if err := tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM `+tb.tables.Quoted().Blueprints+` WHERE digest = $1`, bp.Digest()).Scan(&snapshots); err != nil || snapshots != 1 {
 		t.Errorf("snapshot rows: %d %v, want 1", snapshots, err)
 	}
 	if s := tb.step(runID, "double"); s.State != workflow.StepSucceeded {

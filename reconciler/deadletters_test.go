@@ -71,7 +71,7 @@ func (tb *testBundle) publishDeadLetter(dl deadLetter) {
 func (tb *testBundle) deadLetterRows() int {
 	tb.t.Helper()
 	var n int
-	if err := tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM `+tb.store.T.DeadLetters).Scan(&n); err != nil {
+	if err := tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM `+tb.tables.Quoted().DeadLetters).Scan(&n); err != nil {
 		tb.t.Fatal(err)
 	}
 	return n

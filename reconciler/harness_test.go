@@ -300,7 +300,7 @@ func (tb *testBundle) assertNothingQueued() {
 func (tb *testBundle) age(runID string) time.Time {
 	tb.t.Helper()
 	var at time.Time
-	if err := tb.pool.QueryRow(tb.ctx, `UPDATE `+tb.store.T.Statuses+` SET updated_at = now() - interval '1 hour' WHERE run_id = $1 RETURNING updated_at`, runID).Scan(&at); err != nil {
+	if err := tb.pool.QueryRow(tb.ctx, `UPDATE `+tb.tables.Quoted().Statuses+` SET updated_at = now() - interval '1 hour' WHERE run_id = $1 RETURNING updated_at`, runID).Scan(&at); err != nil {
 		tb.t.Fatalf("age run %s: %v", runID, err)
 	}
 	return at
@@ -330,7 +330,7 @@ func (tb *testBundle) steps(runID string) map[string]*store.Step {
 
 func (tb *testBundle) setWakeAt(runID, nodeID string, at string) {
 	tb.t.Helper()
-	tag, err := tb.pool.Exec(tb.ctx, `UPDATE `+tb.store.T.Steps+` SET wake_at = now() + $3::interval WHERE run_id = $1 AND node_id = $2`, runID, nodeID, at)
+	tag, err := tb.pool.Exec(tb.ctx, `UPDATE `+tb.tables.Quoted().Steps+` SET wake_at = now() + $3::interval WHERE run_id = $1 AND node_id = $2`, runID, nodeID, at)
 	if err != nil || tag.RowsAffected() != 1 {
 		tb.t.Fatalf("set wake_at of %s/%s: %v (%d rows)", runID, nodeID, err, tag.RowsAffected())
 	}

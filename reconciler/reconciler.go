@@ -7,6 +7,9 @@
 // skips and joins already applied. So the frontier of a stalled run is
 // exactly its pending rows; the reconciler never re-evaluates a condition
 // and cannot resurrect an untaken branch.
+//
+// Reconciler.Run is one pass (the CronJob form); Service runs passes on a
+// cron schedule, with metrics and health endpoints (the long-lived form).
 package reconciler
 
 import (
@@ -16,7 +19,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
@@ -119,52 +121,29 @@ func (r *Reconciler) Run(ctx context.Context) (Stats, error) {
 	}
 }
 
-type stalled struct {
-	runID, blueprintID, digest string
-	pinned                     bool
-}
-
 func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, int, error) {
 	s := r.o.Store
 	var stats Stats
-	// Claim a batch in a short transaction: FOR UPDATE SKIP LOCKED keeps
-	// concurrent reconcilers from claiming the same runs, and the stamp
-	// keeps them off until a threshold has passed. No lock is held while
-	// jobs are republished, so step commits of these runs never wait on it.
-	rows, err := s.Pool.Query(ctx, `UPDATE `+s.T.Statuses+` SET reconciled_at = now() WHERE run_id IN (
-			SELECT run_id FROM `+s.T.Statuses+`
-			WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1)
-				AND (reconciled_at IS NULL OR reconciled_at < now() - make_interval(secs => $1)) AND NOT (run_id = ANY($3))
-			ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-		RETURNING run_id, coalesce(blueprint_id, ''), coalesce(blueprint_digest, ''), blueprint_digest IS NOT NULL`, r.o.Threshold.Seconds(), r.o.BatchSize, keys(seen))
+	runs, err := s.ClaimStalled(ctx, r.o.Threshold, r.o.BatchSize, keys(seen))
 	if err != nil {
-		return stats, 0, fmt.Errorf("claim stalled runs: %w", err)
-	}
-	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (stalled, error) {
-		var x stalled
-		err := row.Scan(&x.runID, &x.blueprintID, &x.digest, &x.pinned)
-		return x, err
-	})
-	if err != nil {
-		return stats, 0, fmt.Errorf("claim stalled runs: %w", err)
+		return stats, 0, err
 	}
 	for _, run := range runs {
-		seen[run.runID] = true
+		seen[run.RunID] = true
 		stats.StalledRuns++
-		published, touch, err := r.repair(ctx, s.Pool, run)
+		published, touch, err := r.repair(ctx, run)
 		if err != nil {
 			stats.FailedRuns++
-			r.o.Logger.Error("cannot reconcile run", "run_id", run.runID, "err", err)
+			r.o.Logger.Error("cannot reconcile run", "run_id", run.RunID, "err", err)
 		}
 		stats.Republished += published
 		if touch {
 			stats.ReconciledRuns++
 		}
-		// Release the claim; a repaired run is also touched, so it is not
-		// stalled any more. A run that only waits for a timer is left as it
-		// was and looked at again next pass.
-		if _, err := s.Pool.Exec(ctx, `UPDATE `+s.T.Statuses+` SET reconciled_at = NULL,
-				updated_at = CASE WHEN $2 AND status = 'running' THEN now() ELSE updated_at END WHERE run_id = $1`, run.runID, touch); err != nil {
+		// A repaired run is touched as its claim is released, so it is not
+		// stalled any more; one that only waits for a timer is looked at
+		// again next pass.
+		if err := s.ReleaseClaim(ctx, run.RunID, touch); err != nil {
 			return stats, len(runs), err
 		}
 	}
@@ -174,15 +153,15 @@ func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, in
 // repair republishes the pending steps of one run that are not leased.
 // touch reports whether the run was repaired (and so gets its updated_at
 // bumped); a run that only waits for a future timer is left alone.
-func (r *Reconciler) repair(ctx context.Context, tx store.Querier, run stalled) (published int, touch bool, err error) {
-	pend, err := r.o.Store.PendingSteps(ctx, tx, run.runID)
+func (r *Reconciler) repair(ctx context.Context, run store.StalledRun) (published int, touch bool, err error) {
+	pend, err := r.o.Store.PendingSteps(ctx, nil, run.RunID)
 	if err != nil {
 		return 0, false, err
 	}
-	if !run.pinned {
+	if !run.Pinned {
 		// Started the Flowcraft way and no job of it ever ran: its start
 		// jobs died before the function pinned its blueprint.
-		return r.restartUnpinned(ctx, tx, run)
+		return r.restartUnpinned(ctx, run)
 	}
 	if len(pend) == 0 {
 		return r.resync(ctx, run)
@@ -193,17 +172,17 @@ func (r *Reconciler) repair(ctx context.Context, tx store.Querier, run stalled) 
 			continue // its delayed job is still on its way
 		}
 		if r.o.Redis != nil {
-			n, err := r.o.Redis.Exists(ctx, wire.LeaseKey(r.o.RedisPrefix, run.runID, p.NodeID)).Result()
+			n, err := r.o.Redis.Exists(ctx, wire.LeaseKey(r.o.RedisPrefix, run.RunID, p.NodeID)).Result()
 			if err == nil && n > 0 {
 				continue // being run right now
 			}
 		}
-		job := jobqueue.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
+		job := jobqueue.Job{RunID: run.RunID, BlueprintID: run.BlueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			return published, false, fmt.Errorf("republish %s: %w", job.ID(), err)
 		}
 		published++
-		r.o.Logger.Info("republished a missing job", "run_id", run.runID, "node_id", p.NodeID, "attempt", job.Attempt, "state", p.State)
+		r.o.Logger.Info("republished a missing job", "run_id", run.RunID, "node_id", p.NodeID, "attempt", job.Attempt, "state", p.State)
 	}
 	return published, published > 0, nil
 }
@@ -213,8 +192,8 @@ func (r *Reconciler) repair(ctx context.Context, tx store.Querier, run stalled) 
 // its frontier again from its step rows, and the jobs of the nodes that
 // were missing are published; a run with nothing left to run is completed,
 // or failed.
-func (r *Reconciler) resync(ctx context.Context, run stalled) (int, bool, error) {
-	bp, err := r.o.Store.LoadBlueprint(ctx, run.digest)
+func (r *Reconciler) resync(ctx context.Context, run store.StalledRun) (int, bool, error) {
+	bp, err := r.o.Store.LoadBlueprint(ctx, run.Digest)
 	if err != nil {
 		return 0, false, fmt.Errorf("run is running with nothing pending, and its blueprint cannot be read: %w", err)
 	}
@@ -222,13 +201,13 @@ func (r *Reconciler) resync(ctx context.Context, run stalled) (int, bool, error)
 	if err != nil {
 		return 0, false, fmt.Errorf("run is running with nothing pending, and its blueprint %s does not compile: %w", bp.ID, err)
 	}
-	res, err := r.o.Store.ResyncRun(ctx, run.runID, w)
+	res, err := r.o.Store.ResyncRun(ctx, run.RunID, w)
 	if err != nil {
 		return 0, false, err
 	}
 	n := 0
 	for _, id := range res.Ready {
-		job := jobqueue.Job{RunID: run.runID, BlueprintID: run.blueprintID, NodeID: id, Attempt: 1}
+		job := jobqueue.Job{RunID: run.RunID, BlueprintID: run.BlueprintID, NodeID: id, Attempt: 1}
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			// The step row is ready: the next pass republishes it.
 			return n, true, fmt.Errorf("republish %s: %w", job.ID(), err)
@@ -236,7 +215,7 @@ func (r *Reconciler) resync(ctx context.Context, run stalled) (int, bool, error)
 		n++
 	}
 	r.o.Logger.Warn("run was running with nothing pending; rebuilt its frontier from its steps",
-		"run_id", run.runID, "status", res.Status, "made_ready", res.Ready, "skipped", res.Skipped, "pending", res.Pending)
+		"run_id", run.RunID, "status", res.Status, "made_ready", res.Ready, "skipped", res.Skipped, "pending", res.Pending)
 	return n, true, nil
 }
 
@@ -250,11 +229,11 @@ func keys(m map[string]bool) []string {
 
 // restartUnpinned republishes the start jobs of a run started without a
 // pinned blueprint, when the reconciler knows the blueprint by id.
-func (r *Reconciler) restartUnpinned(ctx context.Context, tx store.Querier, run stalled) (int, bool, error) {
-	id := run.blueprintID
+func (r *Reconciler) restartUnpinned(ctx context.Context, run store.StalledRun) (int, bool, error) {
+	id := run.BlueprintID
 	if id == "" {
-		err := tx.QueryRow(ctx, `SELECT coalesce(context_data->>'blueprintId', '') FROM `+r.o.Store.T.Contexts+` WHERE run_id = $1`, run.runID).Scan(&id)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		var err error
+		if id, err = r.o.Store.ContextBlueprintID(ctx, run.RunID); err != nil {
 			return 0, false, err
 		}
 	}
@@ -264,12 +243,12 @@ func (r *Reconciler) restartUnpinned(ctx context.Context, tx store.Querier, run 
 	}
 	n := 0
 	for _, node := range w.StartNodes() {
-		job := jobqueue.Job{RunID: run.runID, BlueprintID: id, NodeID: node, Attempt: 1}
+		job := jobqueue.Job{RunID: run.RunID, BlueprintID: id, NodeID: node, Attempt: 1}
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			return n, false, fmt.Errorf("republish %s: %w", job.ID(), err)
 		}
 		n++
 	}
-	r.o.Logger.Info("republished the start jobs of an unpinned run", "run_id", run.runID, "blueprint", id, "jobs", n)
+	r.o.Logger.Info("republished the start jobs of an unpinned run", "run_id", run.RunID, "blueprint", id, "jobs", n)
 	return n, true, nil
 }

@@ -19,8 +19,8 @@ func TestReconcileRebuildsALostStepRow(t *testing.T) {
 	next = tb.deliver(next[0])    // b
 	assertJobs(t, "after b", next, job(runID, "chain", "c", 1))
 	// c's job and its step row are lost, and the pending count with them.
-	tb.exec(`DELETE FROM `+tb.store.T.Steps+` WHERE run_id = $1 AND node_id = 'c'`, runID)
-	tb.exec(`UPDATE `+tb.store.T.Statuses+` SET pending = 0 WHERE run_id = $1`, runID)
+	tb.exec(`DELETE FROM `+tb.tables.Quoted().Steps+` WHERE run_id = $1 AND node_id = 'c'`, runID)
+	tb.exec(`UPDATE `+tb.tables.Quoted().Statuses+` SET pending = 0 WHERE run_id = $1`, runID)
 	tb.age(runID)
 
 	st := tb.reconcile(tb.newReconciler(nil))
@@ -55,7 +55,7 @@ func TestReconcileCompletesARunWithNothingLeft(t *testing.T) {
 	tb.assertCompleted(runID, nil)
 	// Put it back to "running, nothing pending", as a lost final commit
 	// of the status row alone would leave it.
-	tb.exec(`UPDATE `+tb.store.T.Statuses+` SET status = 'running', pending = 0, finished_at = NULL, status_data = NULL WHERE run_id = $1`, runID)
+	tb.exec(`UPDATE `+tb.tables.Quoted().Statuses+` SET status = 'running', pending = 0, finished_at = NULL, status_data = NULL WHERE run_id = $1`, runID)
 	tb.age(runID)
 
 	st := tb.reconcile(tb.newReconciler(nil))
@@ -81,8 +81,8 @@ func TestReconcileFailsARunWhoseStepFailed(t *testing.T) {
 	runID, starts := tb.start(decodeBlueprint(t, chainBlueprint), map[string]any{"n": 1})
 	next := tb.deliver(starts[0]) // a
 	// b failed for good, but the run was left running.
-	tb.exec(`UPDATE `+tb.store.T.Steps+` SET state = 'failed', attempts = 1, error = 'boom', finished_at = now() WHERE run_id = $1 AND node_id = 'b'`, runID)
-	tb.exec(`UPDATE `+tb.store.T.Statuses+` SET pending = 0 WHERE run_id = $1`, runID)
+	tb.exec(`UPDATE `+tb.tables.Quoted().Steps+` SET state = 'failed', attempts = 1, error = 'boom', finished_at = now() WHERE run_id = $1 AND node_id = 'b'`, runID)
+	tb.exec(`UPDATE `+tb.tables.Quoted().Statuses+` SET pending = 0 WHERE run_id = $1`, runID)
 	tb.age(runID)
 
 	st := tb.reconcile(tb.newReconciler(nil))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,4 +81,32 @@ func TestBadEnvironmentValueFailsFast(t *testing.T) {
 		t.Fatalf("err = %v, want one naming STEP_TIMEOUT", err)
 	}
 	_ = os.Unsetenv("STEP_TIMEOUT")
+}
+
+// A schedule that does not parse stops the reconciler service before it
+// connects, with usage's exit code, whether given as a flag or in the
+// environment.
+func TestReconcilerRefusesABadSchedule(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+	}{
+		{name: "flag", args: []string{"reconciler", "--schedule", "soon"}},
+		{name: "environment", args: []string{"reconciler"}, env: "soon"},
+		{name: "dev", args: []string{"dev", "--schedule", "soon"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("RECONCILE_SCHEDULE", tc.env)
+			}
+			r := newRoot()
+			r.SetArgs(tc.args)
+			err := r.Execute()
+			var ee *exitError
+			if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), `--schedule "soon"`) {
+				t.Fatalf("err = %v, want exit 2 naming --schedule", err)
+			}
+		})
+	}
 }

@@ -23,7 +23,7 @@ func newClient(ctx context.Context, c conn) (*client.Client, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := cl.Store().Pool.Ping(pctx); err != nil {
+	if err := cl.Store().Ping(pctx); err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("PostgreSQL at %s does not answer: %w", redact(c.postgresURL), err)
 	}

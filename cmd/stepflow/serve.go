@@ -12,14 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
-	"github.com/robfig/cron/v3"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -246,7 +244,7 @@ func (r reconcilerFlags) validate() error {
 		return exitCode(2, fmt.Errorf("--batch-size %d: must be positive", r.batch))
 	}
 	if r.schedule != "" {
-		if _, err := cron.ParseStandard(r.schedule); err != nil {
+		if err := reconciler.ValidateSchedule(r.schedule); err != nil {
 			return exitCode(2, fmt.Errorf("--schedule %q: %w", r.schedule, err))
 		}
 	}
@@ -318,49 +316,15 @@ func runReconcilerService(ctx context.Context, c conn, rf reconcilerFlags) error
 		return exitCode(1, err)
 	}
 	defer closeRec()
-	reg := newRegistry()
-	runs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stepflow_reconcile_runs_total", Help: "Runs seen by the reconciler, by result (stalled, reconciled, failed, dead_lettered)."}, []string{"result"})
-	passes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stepflow_reconcile_passes_total", Help: "Reconcile passes, by outcome (ok, error)."}, []string{"outcome"})
-	duration := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "stepflow_reconcile_duration_seconds", Help: "Time one reconcile pass took."})
-	reg.MustRegister(runs, passes, duration)
-	var healthy sync.Map
-	healthy.Store("ok", true)
-	stopHTTP, err := serveOps(rf.httpAddress, reg, func() bool { v, _ := healthy.Load("ok"); return v.(bool) })
+	svc, err := reconciler.NewService(rec, reconciler.ServiceOptions{Schedule: rf.schedule, Registry: newRegistry(), Routes: addPprof, Logger: slog.Default()})
 	if err != nil {
 		return exitCode(2, err)
 	}
-	defer stopHTTP()
-	pass := func() {
-		start := time.Now()
-		st, err := rec.Run(ctx)
-		duration.Observe(time.Since(start).Seconds())
-		runs.WithLabelValues("stalled").Add(float64(st.StalledRuns))
-		runs.WithLabelValues("reconciled").Add(float64(st.ReconciledRuns))
-		runs.WithLabelValues("failed").Add(float64(st.FailedRuns))
-		runs.WithLabelValues("dead_lettered").Add(float64(st.DeadLetterRuns))
-		if err != nil && ctx.Err() == nil {
-			passes.WithLabelValues("error").Inc()
-			healthy.Store("ok", false)
-			slog.Error("reconcile pass failed", "err", err)
-			return
-		}
-		passes.WithLabelValues("ok").Inc()
-		healthy.Store("ok", true)
-		if st.StalledRuns > 0 || st.DeadLetters > 0 {
-			slog.Info("reconcile pass", "stalled", st.StalledRuns, "reconciled", st.ReconciledRuns, "failed", st.FailedRuns, "republished", st.Republished,
-				"dead_letters", st.DeadLetters, "dead_lettered_runs", st.DeadLetterRuns, "took", time.Since(start).Round(time.Millisecond))
-		}
+	ln, err := net.Listen("tcp", rf.httpAddress)
+	if err != nil {
+		return exitCode(2, fmt.Errorf("http address %s: %w", rf.httpAddress, err))
 	}
-	cr := cron.New(cron.WithChain(cron.SkipIfStillRunning(cron.DiscardLogger)))
-	if _, err := cr.AddFunc(rf.schedule, pass); err != nil {
-		return exitCode(2, fmt.Errorf("--schedule %q: %w", rf.schedule, err))
-	}
-	slog.Info("reconciler started", "schedule", rf.schedule, "threshold", rf.threshold, "http", rf.httpAddress)
-	cr.Start()
-	<-ctx.Done()
-	<-cr.Stop().Done()
-	slog.Info("reconciler stopped")
-	return nil
+	return svc.Run(ctx, ln)
 }
 
 func newReconcileCmd() *cobra.Command {

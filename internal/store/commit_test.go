@@ -294,7 +294,7 @@ func (f *commitFixture) row(runID, nodeID string) *stepRow {
 	var r stepRow
 	var in, out, deliveries []byte
 	err := f.pool.QueryRow(f.ctx, `SELECT state, attempts, input, output, action, taken, deliveries, error, wake_at, started_at, finished_at, created_at, updated_at
-		FROM `+f.s.T.Steps+` WHERE run_id = $1 AND node_id = $2`, runID, nodeID).
+		FROM `+f.s.tables.Steps+` WHERE run_id = $1 AND node_id = $2`, runID, nodeID).
 		Scan(&r.State, &r.Attempts, &in, &out, &r.Action, &r.Taken, &deliveries, &r.Error, &r.WakeAt, &r.StartedAt, &r.FinishedAt, &r.CreatedAt, &r.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
@@ -325,7 +325,7 @@ func (r *stepRow) essence() *stepRow {
 // rows reads every step row of a run, by node id.
 func (f *commitFixture) rows(runID string) map[string]*stepRow {
 	f.t.Helper()
-	ids, err := pgx.CollectRows(mustQuery(f, `SELECT node_id FROM `+f.s.T.Steps+` WHERE run_id = $1`, runID), pgx.RowTo[string])
+	ids, err := pgx.CollectRows(mustQuery(f, `SELECT node_id FROM `+f.s.tables.Steps+` WHERE run_id = $1`, runID), pgx.RowTo[string])
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -854,7 +854,7 @@ func TestCommitNotApplied(t *testing.T) {
 				}
 			}
 			var n int
-			if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM `+f.s.T.Steps+` WHERE run_id = $1`, "nope-"+path.name).Scan(&n); err != nil || n != 0 {
+			if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM `+f.s.tables.Steps+` WHERE run_id = $1`, "nope-"+path.name).Scan(&n); err != nil || n != 0 {
 				t.Errorf("steps of the missing run: %d, %v", n, err)
 			}
 		})
@@ -1038,7 +1038,7 @@ func TestCommitAloneFallsBackWhenNothingPending(t *testing.T) {
 	input := map[string]any{"old": true, "keep": "k"}
 	preB := func(run string) {
 		t.Helper()
-		if _, err := f.pool.Exec(f.ctx, `INSERT INTO `+f.s.T.Steps+` (run_id, node_id, state, attempts, output, taken, finished_at) VALUES ($1, 'b', 'succeeded', 1, '"pre"', '{}', now())`, run); err != nil {
+		if _, err := f.pool.Exec(f.ctx, `INSERT INTO `+f.s.tables.Steps+` (run_id, node_id, state, attempts, output, taken, finished_at) VALUES ($1, 'b', 'succeeded', 1, '"pre"', '{}', now())`, run); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1308,10 +1308,10 @@ func TestCommitRacingCancel(t *testing.T) {
 			if err := tx.QueryRow(f.ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := tx.Exec(f.ctx, `UPDATE `+f.s.T.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status = 'running'`, run); err != nil {
+			if _, err := tx.Exec(f.ctx, `UPDATE `+f.s.tables.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status = 'running'`, run); err != nil {
 				t.Fatal(err)
 			}
-			runCancelled, err := scanRun(tx.QueryRow(f.ctx, `SELECT `+runColumns+` FROM `+f.s.T.Statuses+` WHERE run_id = $1`, run))
+			runCancelled, err := scanRun(tx.QueryRow(f.ctx, `SELECT `+runColumns+` FROM `+f.s.tables.Statuses+` WHERE run_id = $1`, run))
 			if err != nil {
 				t.Fatal(err)
 			}

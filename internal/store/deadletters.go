@@ -42,8 +42,8 @@ func (s *Store) RecordDeadLetter(ctx context.Context, dl DeadLetter) (inserted, 
 	if err != nil {
 		return false, false, err
 	}
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO `+s.T.DeadLetters+` (dead_letter_id, message_id, run_id, node_id, blueprint_id, body, headers, error_code, error_reason, attempts, first_failure)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO `+s.tables.DeadLetters+` (dead_letter_id, message_id, run_id, node_id, blueprint_id, body, headers, error_code, error_reason, attempts, first_failure)
 			VALUES ($1, nullif($2, ''), nullif($3, ''), nullif($4, ''), nullif($5, ''), $6, $7, $8, $9, $10, $11) ON CONFLICT (dead_letter_id) DO NOTHING`,
 			dl.DeadLetterID, dl.MessageID, dl.RunID, dl.NodeID, dl.BlueprintID, dl.Body, headers, dl.Code, dl.Reason, dl.Attempts, dl.FirstFailure)
 		if err != nil || tag.RowsAffected() == 0 {
@@ -59,9 +59,9 @@ func (s *Store) RecordDeadLetter(ctx context.Context, dl DeadLetter) (inserted, 
 		if dl.Code != "" {
 			msg = DeadLetterErrorPrefix + dl.Code + ": " + dl.Reason
 		}
-		tag, err = tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), finished_at = now(), updated_at = now()
+		tag, err = tx.Exec(ctx, `UPDATE `+s.tables.Statuses+` SET status = 'failed', error = $2, status_data = jsonb_build_object('error', $2::text, 'nodeId', $3::text), finished_at = now(), updated_at = now()
 			WHERE run_id = $1 AND status = 'running' AND (blueprint_digest IS NULL OR EXISTS (
-				SELECT 1 FROM `+s.T.Steps+` WHERE run_id = $1 AND node_id = $3 AND state IN ('ready', 'retrying', 'sleeping') AND attempts < $4))`,
+				SELECT 1 FROM `+s.tables.Steps+` WHERE run_id = $1 AND node_id = $3 AND state IN ('ready', 'retrying', 'sleeping') AND attempts < $4))`,
 			dl.RunID, msg, dl.NodeID, max(dl.JobAttempt, 1))
 		failedRun = err == nil && tag.RowsAffected() > 0
 		return err
@@ -84,9 +84,9 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT id, dead_letter_id, coalesce(message_id, ''), coalesce(run_id, ''), coalesce(node_id, ''), coalesce(blueprint_id, ''), body, headers,
+	rows, err := s.pool.Query(ctx, `SELECT id, dead_letter_id, coalesce(message_id, ''), coalesce(run_id, ''), coalesce(node_id, ''), coalesce(blueprint_id, ''), body, headers,
 			error_code, error_reason, attempts, first_failure, dead_lettered_at, replayed_at
-		FROM `+s.T.DeadLetters+` WHERE ($1 = '' OR run_id = $1) AND ($2 OR replayed_at IS NULL) ORDER BY id LIMIT $3`, f.RunID, f.Replayed, f.Limit)
+		FROM `+s.tables.DeadLetters+` WHERE ($1 = '' OR run_id = $1) AND ($2 OR replayed_at IS NULL) ORDER BY id LIMIT $3`, f.RunID, f.Replayed, f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
@@ -112,9 +112,9 @@ type PendingStep struct {
 // sleeping): the frontier that must be in flight.
 func (s *Store) PendingSteps(ctx context.Context, q Querier, runID string) ([]PendingStep, error) {
 	if q == nil {
-		q = s.Pool
+		q = s.pool
 	}
-	rows, err := q.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.T.Steps+`
+	rows, err := q.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.tables.Steps+`
 		WHERE run_id = $1 AND state IN ('ready', 'retrying', 'sleeping') ORDER BY created_at, node_id`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("pending steps of %s: %w", runID, err)
@@ -131,15 +131,15 @@ func (s *Store) PendingSteps(ctx context.Context, q Querier, runID string) ([]Pe
 // returns whether the run is running afterwards.
 func (s *Store) ReviveRun(ctx context.Context, runID string, deadLetterIDs []int64) (bool, error) {
 	var running bool
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE `+s.T.DeadLetters+` SET replayed_at = now() WHERE id = ANY($1)`, deadLetterIDs); err != nil {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE `+s.tables.DeadLetters+` SET replayed_at = now() WHERE id = ANY($1)`, deadLetterIDs); err != nil {
 			return err
 		}
 		if runID == "" {
 			return nil
 		}
 		var status string
-		err := tx.QueryRow(ctx, `UPDATE `+s.T.Statuses+` SET status = 'running', error = NULL, status_data = NULL, finished_at = NULL, updated_at = now()
+		err := tx.QueryRow(ctx, `UPDATE `+s.tables.Statuses+` SET status = 'running', error = NULL, status_data = NULL, finished_at = NULL, updated_at = now()
 			WHERE run_id = $1 AND (status = 'running' OR (status = 'failed' AND error LIKE $2)) RETURNING status`, runID, DeadLetterErrorPrefix+"%").Scan(&status)
 		if err == pgx.ErrNoRows {
 			return nil
@@ -155,7 +155,7 @@ func (s *Store) ReviveRun(ctx context.Context, runID string, deadLetterIDs []int
 
 // PendingAmong returns which of the given nodes have a pending step.
 func (s *Store) PendingAmong(ctx context.Context, runID string, ids []string) ([]PendingStep, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.T.Steps+`
+	rows, err := s.pool.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.tables.Steps+`
 		WHERE run_id = $1 AND node_id = ANY($2) AND state IN ('ready', 'retrying', 'sleeping')`, runID, ids)
 	if err != nil {
 		return nil, fmt.Errorf("pending steps of %s: %w", runID, err)

@@ -74,7 +74,7 @@ func TestCreateRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	var snapshots int
-	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM `+f.s.T.Blueprints+` WHERE digest = $1`, w.Digest).Scan(&snapshots); err != nil || snapshots != 1 {
+	if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM `+f.s.tables.Blueprints+` WHERE digest = $1`, w.Digest).Scan(&snapshots); err != nil || snapshots != 1 {
 		t.Fatalf("%d snapshots of the digest (%v), want 1", snapshots, err)
 	}
 	if c, err := f.s.Context(f.ctx, "run-2"); err != nil || len(c) != 0 {

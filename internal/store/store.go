@@ -24,10 +24,12 @@ var ErrBlueprintNotFound = errors.New("blueprint snapshot not found")
 // ErrRunExists is returned when creating a run whose id is taken.
 var ErrRunExists = errors.New("run already exists")
 
-// Store reads and writes stepflow's tables.
+// Store reads and writes stepflow's tables. Other packages go through its
+// methods, never its SQL, so that the tables' shape is this package's
+// business alone.
 type Store struct {
-	Pool *pgxpool.Pool
-	T    schema.QuotedTables
+	pool   *pgxpool.Pool
+	tables schema.QuotedTables
 }
 
 // New returns a Store over pool for the given (validated) table names.
@@ -35,8 +37,14 @@ func New(pool *pgxpool.Pool, tables schema.Tables) (*Store, error) {
 	if err := tables.Validate(); err != nil {
 		return nil, err
 	}
-	return &Store{Pool: pool, T: tables.Quoted()}, nil
+	return &Store{pool: pool, tables: tables.Quoted()}, nil
 }
+
+// Ping checks that PostgreSQL answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Close closes the store's pool.
+func (s *Store) Close() { s.pool.Close() }
 
 // Connect opens a pool for url, bounded by timeout for the first ping.
 func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
@@ -105,7 +113,7 @@ func (s *Store) SaveBlueprint(ctx context.Context, q Querier, bp *workflow.Bluep
 	if err != nil {
 		return fmt.Errorf("encode blueprint %s: %w", bp.ID, err)
 	}
-	_, err = q.Exec(ctx, `INSERT INTO `+s.T.Blueprints+` (digest, blueprint_id, version, body) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING`,
+	_, err = q.Exec(ctx, `INSERT INTO `+s.tables.Blueprints+` (digest, blueprint_id, version, body) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING`,
 		digest, bp.ID, bp.Version(), body)
 	if err != nil {
 		return fmt.Errorf("save blueprint %s: %w", bp.ID, err)
@@ -116,7 +124,7 @@ func (s *Store) SaveBlueprint(ctx context.Context, q Querier, bp *workflow.Bluep
 // LoadBlueprint reads the snapshot with the given digest.
 func (s *Store) LoadBlueprint(ctx context.Context, digest string) (*workflow.Blueprint, error) {
 	var body []byte
-	err := s.Pool.QueryRow(ctx, `SELECT body FROM `+s.T.Blueprints+` WHERE digest = $1`, digest).Scan(&body)
+	err := s.pool.QueryRow(ctx, `SELECT body FROM `+s.tables.Blueprints+` WHERE digest = $1`, digest).Scan(&body)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", ErrBlueprintNotFound, digest)
 	}
@@ -158,17 +166,17 @@ func (s *Store) CreateRun(ctx context.Context, runID string, w *workflow.Workflo
 	// the start steps are written only with a new status row, so an id
 	// that is taken changes nothing.
 	var created bool
-	err = s.Pool.QueryRow(ctx, `WITH
+	err = s.pool.QueryRow(ctx, `WITH
 		snapshot AS (
-			INSERT INTO `+s.T.Blueprints+` (digest, blueprint_id, version, body) VALUES ($3, $2, $5, $6) ON CONFLICT (digest) DO NOTHING),
+			INSERT INTO `+s.tables.Blueprints+` (digest, blueprint_id, version, body) VALUES ($3, $2, $5, $6) ON CONFLICT (digest) DO NOTHING),
 		run AS (
-			INSERT INTO `+s.T.Statuses+` (run_id, status, blueprint_id, blueprint_digest, pending) VALUES ($1, 'running', $2, $3, $7)
+			INSERT INTO `+s.tables.Statuses+` (run_id, status, blueprint_id, blueprint_digest, pending) VALUES ($1, 'running', $2, $3, $7)
 			ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
 		context AS (
-			INSERT INTO `+s.T.Contexts+` (run_id, context_data) SELECT run_id, $4 FROM run
+			INSERT INTO `+s.tables.Contexts+` (run_id, context_data) SELECT run_id, $4 FROM run
 			ON CONFLICT (run_id) DO UPDATE SET context_data = EXCLUDED.context_data),
 		steps AS (
-			INSERT INTO `+s.T.Steps+` (run_id, node_id, state, input) SELECT run_id, n, 'ready', $4 FROM run, unnest($8::text[]) AS n
+			INSERT INTO `+s.tables.Steps+` (run_id, node_id, state, input) SELECT run_id, n, 'ready', $4 FROM run, unnest($8::text[]) AS n
 			ON CONFLICT DO NOTHING)
 		SELECT EXISTS (SELECT 1 FROM run)`,
 		runID, w.Blueprint.ID, w.Digest, in, w.Blueprint.Version(), body, len(starts), starts).Scan(&created)
@@ -187,20 +195,20 @@ func (s *Store) CreateRun(ctx context.Context, runID string, w *workflow.Workflo
 // no-op for a run already pinned.
 func (s *Store) PinBlueprint(ctx context.Context, runID string, w *workflow.Workflow) error {
 	starts := w.StartNodes()
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := s.SaveBlueprint(ctx, tx, w.Blueprint, w.Digest); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE `+s.T.Statuses+` SET blueprint_id = $2, blueprint_digest = $3, pending = $4, updated_at = now() WHERE run_id = $1 AND blueprint_digest IS NULL`,
+		tag, err := tx.Exec(ctx, `UPDATE `+s.tables.Statuses+` SET blueprint_id = $2, blueprint_digest = $3, pending = $4, updated_at = now() WHERE run_id = $1 AND blueprint_digest IS NULL`,
 			runID, w.Blueprint.ID, w.Digest, len(starts))
 		if err != nil || tag.RowsAffected() == 0 {
 			return err
 		}
 		var initial []byte
-		err = tx.QueryRow(ctx, `SELECT context_data - 'blueprintId' - 'blueprintVersion' FROM `+s.T.Contexts+` WHERE run_id = $1`, runID).Scan(&initial)
+		err = tx.QueryRow(ctx, `SELECT context_data - 'blueprintId' - 'blueprintVersion' FROM `+s.tables.Contexts+` WHERE run_id = $1`, runID).Scan(&initial)
 		if errors.Is(err, pgx.ErrNoRows) {
 			initial = []byte(`{}`)
-			if _, err := tx.Exec(ctx, `INSERT INTO `+s.T.Contexts+` (run_id, context_data) VALUES ($1, '{}') ON CONFLICT DO NOTHING`, runID); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO `+s.tables.Contexts+` (run_id, context_data) VALUES ($1, '{}') ON CONFLICT DO NOTHING`, runID); err != nil {
 				return err
 			}
 		} else if err != nil {
@@ -219,8 +227,8 @@ func (s *Store) PinBlueprint(ctx context.Context, runID string, w *workflow.Work
 // Cancel marks a running run cancelled; no further step of it starts.
 func (s *Store) Cancel(ctx context.Context, runID string) (workflow.RunStatus, error) {
 	var st string
-	err := s.Pool.QueryRow(ctx, `WITH u AS (UPDATE `+s.T.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status = 'running' RETURNING status)
-		SELECT status FROM u UNION ALL SELECT status FROM `+s.T.Statuses+` WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, runID).Scan(&st)
+	err := s.pool.QueryRow(ctx, `WITH u AS (UPDATE `+s.tables.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status = 'running' RETURNING status)
+		SELECT status FROM u UNION ALL SELECT status FROM `+s.tables.Statuses+` WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, runID).Scan(&st)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("run %s: %w", runID, ErrRunNotFound)
 	}
@@ -248,7 +256,7 @@ func scanRun(row pgx.Row) (*Run, error) {
 
 // GetRun reads a run's status row.
 func (s *Store) GetRun(ctx context.Context, runID string) (*Run, error) {
-	r, err := scanRun(s.Pool.QueryRow(ctx, `SELECT `+runColumns+` FROM `+s.T.Statuses+` WHERE run_id = $1`, runID))
+	r, err := scanRun(s.pool.QueryRow(ctx, `SELECT `+runColumns+` FROM `+s.tables.Statuses+` WHERE run_id = $1`, runID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("run %s: %w", runID, ErrRunNotFound)
 	}
@@ -290,7 +298,7 @@ func (sc *stepScan) step() *Step {
 
 // Steps reads every step of a run, oldest first.
 func (s *Store) Steps(ctx context.Context, runID string) ([]*Step, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+stepColumns+` FROM `+s.T.Steps+` WHERE run_id = $1 ORDER BY created_at, node_id`, runID)
+	rows, err := s.pool.Query(ctx, `SELECT `+stepColumns+` FROM `+s.tables.Steps+` WHERE run_id = $1 ORDER BY created_at, node_id`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("load steps of %s: %w", runID, err)
 	}
@@ -309,7 +317,7 @@ func (s *Store) Steps(ctx context.Context, runID string) ([]*Step, error) {
 // Context reads a run's context.
 func (s *Store) Context(ctx context.Context, runID string) (map[string]any, error) {
 	var b []byte
-	err := s.Pool.QueryRow(ctx, `SELECT context_data FROM `+s.T.Contexts+` WHERE run_id = $1`, runID).Scan(&b)
+	err := s.pool.QueryRow(ctx, `SELECT context_data FROM `+s.tables.Contexts+` WHERE run_id = $1`, runID).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return map[string]any{}, nil
 	}
@@ -326,7 +334,7 @@ func (s *Store) Context(ctx context.Context, runID string) (map[string]any, erro
 // Status reads a run's status only.
 func (s *Store) Status(ctx context.Context, runID string) (workflow.RunStatus, error) {
 	var st string
-	err := s.Pool.QueryRow(ctx, `SELECT status FROM `+s.T.Statuses+` WHERE run_id = $1`, runID).Scan(&st)
+	err := s.pool.QueryRow(ctx, `SELECT status FROM `+s.tables.Statuses+` WHERE run_id = $1`, runID).Scan(&st)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("run %s: %w", runID, ErrRunNotFound)
 	}
