@@ -4,7 +4,6 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"github.com/stepflow/stepflow/internal/telemetry"
 	"go.opentelemetry.io/otel/attribute"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/bridge"
@@ -32,6 +32,7 @@ type Config struct {
 // Client talks to PostgreSQL and RabbitMQ. It is safe for concurrent use.
 type Client struct {
 	cfg   Config
+	pool  *pgxpool.Pool
 	store *store.Store
 
 	mu   sync.Mutex
@@ -56,7 +57,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Client{cfg: cfg, store: st}, nil
+	return &Client{cfg: cfg, pool: pool, store: st}, nil
 }
 
 // Close releases the connections.
@@ -67,11 +68,12 @@ func (c *Client) Close() {
 		_ = c.conn.Close()
 		c.conn, c.ch = nil, nil
 	}
-	c.store.Pool.Close()
+	c.pool.Close()
 }
 
-// Store exposes the client's store (for tools built on the client).
-func (c *Client) Store() *store.Store { return c.store }
+// Ping checks that PostgreSQL answers: New connects lazily, so a wrong
+// address shows only at the first query otherwise.
+func (c *Client) Ping(ctx context.Context) error { return c.pool.Ping(ctx) }
 
 // StartOptions tune Start.
 type StartOptions struct {
@@ -97,7 +99,7 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 	defer span.End()
 	starts, err := c.store.CreateRun(ctx, runID, w, input)
 	if err != nil {
-		return "", err
+		return "", ownError(err)
 	}
 	for _, id := range starts {
 		job := bridge.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}
@@ -109,6 +111,8 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 }
 
 // Publish sends one job to the queue and waits for the broker's confirm.
+// It is the publisher that services built on the client (the reconciler)
+// are wired with.
 func (c *Client) Publish(ctx context.Context, job bridge.Job, delay time.Duration) error {
 	ch, err := c.channel()
 	if err != nil {
@@ -160,11 +164,9 @@ func (c *Client) resetChannel(ch *amqp.Channel) {
 // Cancel stops a run: no further step of it starts. It returns the run's
 // status afterwards (cancelled, or the final status it already had).
 func (c *Client) Cancel(ctx context.Context, runID string) (workflow.RunStatus, error) {
-	return c.store.Cancel(ctx, runID)
+	st, err := c.store.Cancel(ctx, runID)
+	return st, ownError(err)
 }
-
-// ErrTimeout is returned by Wait when ctx ends before the run does.
-var ErrTimeout = errors.New("timed out waiting for the run")
 
 // Wait polls the run until it reaches a final status, then returns its
 // result.
@@ -173,7 +175,7 @@ func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, e
 	for {
 		run, err := c.store.GetRun(ctx, runID)
 		if err != nil && ctx.Err() == nil {
-			return nil, err
+			return nil, ownError(err)
 		}
 		if run != nil && run.Status.Final() {
 			return c.Result(ctx, runID)
@@ -194,7 +196,7 @@ func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, e
 func (c *Client) Result(ctx context.Context, runID string) (*workflow.RunResult, error) {
 	run, err := c.store.GetRun(ctx, runID)
 	if err != nil {
-		return nil, err
+		return nil, ownError(err)
 	}
 	steps, err := c.store.Steps(ctx, runID)
 	if err != nil {

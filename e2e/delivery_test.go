@@ -215,7 +215,7 @@ func TestDeadLetteredDuplicateDoesNotFailRun(t *testing.T) {
 	})
 
 	rec, err := reconciler.New(reconciler.Options{
-		Store: tb.client.Store(),
+		Store: tb.store,
 		Publish: func(ctx context.Context, job bridge.Job, delay time.Duration) error {
 			return tb.client.Publish(ctx, job, delay)
 		},

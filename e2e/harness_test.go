@@ -69,6 +69,7 @@ type testBundle struct {
 	redisPrefix string
 
 	pool   *pgxpool.Pool // the tests' own queries
+	store  *store.Store  // over pool: the steps a test inspects, a reconciler's store
 	rdb    *redis.Client
 	conn   *amqp.Connection
 	pubCh  *amqp.Channel // confirm mode, for hand-published messages
@@ -136,6 +137,11 @@ func setup(t *testing.T, opts ...option) *testBundle {
 	tb.connectRedis()
 	tb.connectRabbitMQ()
 	tb.migrate()
+	st, err := store.New(tb.pool, tb.tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.store = st
 
 	reg := nodes.Registry()
 	registerTestNodes(reg, tb)
@@ -380,7 +386,7 @@ func (tb *testBundle) waitErr(runID string, timeout time.Duration) (*workflow.Ru
 // steps reads a run's step rows (with their stored inputs and outputs).
 func (tb *testBundle) steps(runID string) map[string]*store.Step {
 	tb.t.Helper()
-	rows, err := tb.client.Store().Steps(context.Background(), runID)
+	rows, err := tb.store.Steps(context.Background(), runID)
 	if err != nil {
 		tb.t.Fatalf("read steps of %s: %v", runID, err)
 	}

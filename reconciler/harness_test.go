@@ -133,14 +133,21 @@ func (tb *testBundle) newClient() *client.Client {
 }
 
 // newReconciler returns a reconciler over the test's tables, queue and
-// Redis prefix that publishes through c (the test's client when nil).
+// Redis prefix that publishes through c (the test's client when nil; a
+// given c comes with a pool of its own, as another process would have).
 func (tb *testBundle) newReconciler(c *client.Client, opts ...func(*reconciler.Options)) *reconciler.Reconciler {
 	tb.t.Helper()
+	st := tb.store
 	if c == nil {
 		c = tb.client
+	} else {
+		var err error
+		if st, err = store.New(testenv.Pool(tb.t, 3), tb.tables); err != nil {
+			tb.t.Fatal(err)
+		}
 	}
 	o := reconciler.Options{
-		Store:       c.Store(),
+		Store:       st,
 		Redis:       tb.rdb,
 		RedisPrefix: tb.redisPrefix,
 		Publish:     c.Publish,

@@ -26,6 +26,7 @@ import (
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -259,31 +260,44 @@ func newReconciler(ctx context.Context, c conn, rf reconcilerFlags) (*reconciler
 	if err != nil {
 		return nil, nil, err
 	}
-	ropts, err := redis.ParseURL(c.redisURL)
+	// The reconciler reads and repairs runs through a store of its own; the
+	// client only publishes for it.
+	pool, err := store.Connect(ctx, c.postgresURL, 4)
 	if err != nil {
 		cl.Close()
+		return nil, nil, err
+	}
+	closeAll := func() { cl.Close(); pool.Close() }
+	st, err := store.New(pool, c.tables)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	ropts, err := redis.ParseURL(c.redisURL)
+	if err != nil {
+		closeAll()
 		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	rdb := redis.NewClient(ropts)
 	var blueprints map[string]*workflow.Workflow
 	if rf.blueprints != "" {
 		if blueprints, err = loadBlueprintDir(rf.blueprints); err != nil {
-			cl.Close()
+			closeAll()
 			return nil, nil, fmt.Errorf("BLUEPRINTS_DIR %s: %w", rf.blueprints, err)
 		}
 	}
 	rec, err := reconciler.New(reconciler.Options{
 		Blueprints: blueprints,
-		Store:      cl.Store(), Redis: rdb, RedisPrefix: c.redisPrefix, Publish: cl.Publish,
+		Store:      st, Redis: rdb, RedisPrefix: c.redisPrefix, Publish: cl.Publish,
 		Channel: cl.Channel, Queue: c.queue,
 		Threshold: rf.threshold, BatchSize: rf.batch, Logger: slog.Default(),
 	})
 	if err != nil {
-		cl.Close()
+		closeAll()
 		_ = rdb.Close()
 		return nil, nil, err
 	}
-	return rec, func() { cl.Close(); _ = rdb.Close() }, nil
+	return rec, func() { closeAll(); _ = rdb.Close() }, nil
 }
 
 func newReconcilerCmd() *cobra.Command {
