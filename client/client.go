@@ -93,6 +93,14 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 	if runID == "" {
 		runID = uuid.NewString()
 	}
+	// Every job of the run must be a message the bridge and the function
+	// take (ids within bounds, UTF-8): a run recorded with a job that can
+	// never be published would stay running forever.
+	for _, id := range w.NodeIDs() {
+		if err := (bridge.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}).Validate(); err != nil {
+			return "", fmt.Errorf("start run %.40q: %w", runID, err)
+		}
+	}
 	// The run's trace starts here (or joins the caller's span).
 	ctx, span := telemetry.Tracer().Start(ctx, "stepflow.run.start", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("stepflow.run_id", runID), attribute.String("stepflow.blueprint_id", bp.ID)))
