@@ -1,5 +1,3 @@
-// Package client starts, watches and cancels stepflow runs: it records a
-// run in PostgreSQL and publishes its start jobs to RabbitMQ.
 package client
 
 import (

@@ -1,0 +1,21 @@
+// Package client is how a program starts, watches and cancels stepflow
+// runs and re-drives their dead letters. Start records a run in PostgreSQL
+// (its blueprint pinned to it, its input as the initial context, a ready
+// step per start node) and publishes its start jobs to RabbitMQ; the
+// bridge, the step function and the reconciler do the rest. Wait and
+// Result read a run back as the workflow.RunResult that an in-memory run
+// (workflow.Run, `stepflow run --local`) gives, so the two print alike.
+// `stepflow start`, `status`, `cancel` and `dlq` are built on it.
+//
+// Its API speaks its own words (Config, DeadLetter, DeadLetterFilter,
+// Replayed, ErrRunNotFound, …) and workflow's public ones (Blueprint,
+// RunResult, RunStatus); the store's types stay behind it and are
+// converted at its boundary. Publish and Channel are the plumbing the
+// reconciler is wired with; a program that starts runs needs neither.
+//
+// A client runs in the user's program, next to none of stepflow's
+// services, so it must not import function, reconciler or cmd; of bridge
+// it uses the job message and its publishing only (Job, Publish,
+// DeclareTopology), never the consumer. It imports workflow, schema, and
+// internal/store for PostgreSQL.
+package client
