@@ -1,19 +1,14 @@
-// Package client starts, watches and cancels stepflow runs: it records a
-// run in PostgreSQL and publishes its start jobs to RabbitMQ.
 package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"github.com/stepflow/stepflow/internal/telemetry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
@@ -33,10 +28,7 @@ type Config struct {
 type Client struct {
 	cfg   Config
 	store *store.Store
-
-	mu   sync.Mutex
-	conn *amqp.Connection
-	ch   *amqp.Channel
+	pub   *jobqueue.Publisher
 }
 
 // New connects to PostgreSQL (RabbitMQ is dialled on first publish).
@@ -56,22 +48,18 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Client{cfg: cfg, store: st}, nil
+	return &Client{cfg: cfg, store: st, pub: jobqueue.NewPublisher(cfg.AMQPURL, cfg.Queue)}, nil
 }
 
 // Close releases the connections.
 func (c *Client) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.conn != nil {
-		_ = c.conn.Close()
-		c.conn, c.ch = nil, nil
-	}
+	c.pub.Close()
 	c.store.Close()
 }
 
-// Store exposes the client's store (for tools built on the client).
-func (c *Client) Store() *store.Store { return c.store }
+// Ping checks that PostgreSQL answers: New connects lazily, so a wrong
+// address shows only at the first query otherwise.
+func (c *Client) Ping(ctx context.Context) error { return c.store.Ping(ctx) }
 
 // StartOptions tune Start.
 type StartOptions struct {
@@ -91,80 +79,37 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 	if runID == "" {
 		runID = uuid.NewString()
 	}
+	// Every job of the run must be a message the bridge and the function
+	// take (ids within bounds, UTF-8): a run recorded with a job that can
+	// never be published would stay running forever.
+	for _, id := range w.NodeIDs() {
+		if err := (jobqueue.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}).Validate(); err != nil {
+			return "", fmt.Errorf("start run %.40q: %w", runID, err)
+		}
+	}
 	// The run's trace starts here (or joins the caller's span).
 	ctx, span := telemetry.Tracer().Start(ctx, "stepflow.run.start", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("stepflow.run_id", runID), attribute.String("stepflow.blueprint_id", bp.ID)))
 	defer span.End()
 	starts, err := c.store.CreateRun(ctx, runID, w, input)
 	if err != nil {
-		return "", err
+		return "", ownError(err)
 	}
 	for _, id := range starts {
 		job := jobqueue.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}
-		if err := c.Publish(ctx, job, 0); err != nil {
+		if err := c.pub.Publish(ctx, job, 0); err != nil {
 			return runID, fmt.Errorf("run %s is recorded but its start job %s was not published (the reconciler will republish it): %w", runID, id, err)
 		}
 	}
 	return runID, nil
 }
 
-// Publish sends one job to the queue and waits for the broker's confirm.
-func (c *Client) Publish(ctx context.Context, job jobqueue.Job, delay time.Duration) error {
-	ch, err := c.channel()
-	if err != nil {
-		return err
-	}
-	if err := jobqueue.Publish(ctx, ch, c.cfg.Queue, job, delay); err != nil {
-		c.resetChannel(ch)
-		return err
-	}
-	return nil
-}
-
-func (c *Client) channel() (*amqp.Channel, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ch != nil && !c.ch.IsClosed() {
-		return c.ch, nil
-	}
-	if c.conn == nil || c.conn.IsClosed() {
-		conn, err := amqp.Dial(c.cfg.AMQPURL)
-		if err != nil {
-			return nil, fmt.Errorf("connect to RabbitMQ: %w", err)
-		}
-		c.conn = conn
-	}
-	ch, err := c.conn.Channel()
-	if err != nil {
-		return nil, fmt.Errorf("open RabbitMQ channel: %w", err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		return nil, fmt.Errorf("confirm mode: %w", err)
-	}
-	if err := jobqueue.DeclareTopology(ch, c.cfg.Queue); err != nil {
-		return nil, err
-	}
-	c.ch = ch
-	return ch, nil
-}
-
-func (c *Client) resetChannel(ch *amqp.Channel) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ch == ch {
-		_ = ch.Close()
-		c.ch = nil
-	}
-}
-
 // Cancel stops a run: no further step of it starts. It returns the run's
 // status afterwards (cancelled, or the final status it already had).
 func (c *Client) Cancel(ctx context.Context, runID string) (workflow.RunStatus, error) {
-	return c.store.Cancel(ctx, runID)
+	st, err := c.store.Cancel(ctx, runID)
+	return st, ownError(err)
 }
-
-// ErrTimeout is returned by Wait when ctx ends before the run does.
-var ErrTimeout = errors.New("timed out waiting for the run")
 
 // Wait polls the run until it reaches a final status, then returns its
 // result.
@@ -173,7 +118,7 @@ func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, e
 	for {
 		run, err := c.store.GetRun(ctx, runID)
 		if err != nil && ctx.Err() == nil {
-			return nil, err
+			return nil, ownError(err)
 		}
 		if run != nil && run.Status.Final() {
 			return c.Result(ctx, runID)
@@ -194,7 +139,7 @@ func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, e
 func (c *Client) Result(ctx context.Context, runID string) (*workflow.RunResult, error) {
 	run, err := c.store.GetRun(ctx, runID)
 	if err != nil {
-		return nil, err
+		return nil, ownError(err)
 	}
 	steps, err := c.store.Steps(ctx, runID)
 	if err != nil {

@@ -6,19 +6,56 @@ import (
 	"fmt"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 )
 
-// Channel returns the client's confirm-mode RabbitMQ channel, dialling if
-// needed.
-func (c *Client) Channel() (*amqp.Channel, error) { return c.channel() }
+// DeadLetter is a job the bridge dead-lettered, as the reconciler recorded
+// it (reconciler.IngestDeadLetters). Its JSON is what `stepflow dlq list
+// --json` prints.
+type DeadLetter struct {
+	ID           int64          `json:"id"`                  // the record's id, in recording order
+	DeadLetterID string         `json:"deadLetterId"`        // the bridge's id of the dead-lettering
+	MessageID    string         `json:"messageId,omitempty"` // the AMQP message id (a job's "runId:nodeId:attempt")
+	RunID        string         `json:"runId,omitempty"`     // "" when the body names no run
+	NodeID       string         `json:"nodeId,omitempty"`
+	BlueprintID  string         `json:"blueprintId,omitempty"`
+	Body         []byte         `json:"-"` // the message body as it was dead-lettered
+	Headers      map[string]any `json:"headers,omitempty"`
+	Code         string         `json:"errorCode"` // the function's HTTP status, or timeout, connection, bad-reply
+	Reason       string         `json:"errorReason"`
+	Attempts     int            `json:"attempts"`   // transport attempts the bridge made
+	JobAttempt   int            `json:"jobAttempt"` // not stored: 0 in a listing (Body has the job's attempt)
+	FirstFailure *time.Time     `json:"firstFailure,omitempty"`
+	At           time.Time      `json:"deadLetteredAt"`
+	ReplayedAt   *time.Time     `json:"replayedAt,omitempty"` // nil until ReplayDeadLetters re-drives it
+}
 
-// DeadLetters lists recorded dead letters (see reconciler.IngestDeadLetters).
-func (c *Client) DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error) {
-	return c.store.DeadLetters(ctx, f)
+// DeadLetterFilter selects dead letters.
+type DeadLetterFilter struct {
+	RunID    string // "" for every run
+	Replayed bool   // include the ones already replayed
+	Limit    int    // at most this many, oldest first; 0: 1000
+}
+
+// DeadLetters lists recorded dead letters, oldest first (see
+// reconciler.IngestDeadLetters).
+func (c *Client) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
+	dls, err := c.store.DeadLetters(ctx, store.DeadLetterFilter{RunID: f.RunID, Replayed: f.Replayed, Limit: f.Limit})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DeadLetter, 0, len(dls))
+	for _, dl := range dls {
+		out = append(out, DeadLetter{
+			ID: dl.ID, DeadLetterID: dl.DeadLetterID, MessageID: dl.MessageID,
+			RunID: dl.RunID, NodeID: dl.NodeID, BlueprintID: dl.BlueprintID,
+			Body: dl.Body, Headers: dl.Headers, Code: dl.Code, Reason: dl.Reason,
+			Attempts: dl.Attempts, JobAttempt: dl.JobAttempt, FirstFailure: dl.FirstFailure,
+			At: dl.At, ReplayedAt: dl.ReplayedAt,
+		})
+	}
+	return out, nil
 }
 
 // Replayed reports what a replay did.
@@ -91,7 +128,7 @@ func (c *Client) redrive(ctx context.Context, runID string, dls []store.DeadLett
 		if p.WakeAt != nil {
 			delay = max(0, p.WakeAt.Sub(now))
 		}
-		if err := c.Publish(ctx, job, delay); err != nil {
+		if err := c.pub.Publish(ctx, job, delay); err != nil {
 			return n, fmt.Errorf("replay %s: %w", job.ID(), err)
 		}
 		sent[p.NodeID] = true
@@ -103,7 +140,7 @@ func (c *Client) redrive(ctx context.Context, runID string, dls []store.DeadLett
 		if sent[job.NodeID] {
 			continue
 		}
-		if err := c.Publish(ctx, job, 0); err != nil {
+		if err := c.pub.Publish(ctx, job, 0); err != nil {
 			return n, fmt.Errorf("replay %s: %w", job.ID(), err)
 		}
 		sent[job.NodeID] = true

@@ -216,10 +216,8 @@ func TestDeadLetteredDuplicateDoesNotFailRun(t *testing.T) {
 	})
 
 	rec, err := reconciler.New(reconciler.Options{
-		Store: tb.client.Store(),
-		Publish: func(ctx context.Context, job jobqueue.Job, delay time.Duration) error {
-			return tb.client.Publish(ctx, job, delay)
-		},
+		Store:   tb.store,
+		Publish: tb.pub.Publish,
 		Channel: func() (*amqp.Channel, error) { return tb.conn.Channel() },
 		Queue:   tb.queue,
 		Logger:  tb.logger,

@@ -70,6 +70,7 @@ type testBundle struct {
 	redisPrefix string
 
 	pool   *pgxpool.Pool // the tests' own queries
+	store  *store.Store  // over pool: the steps a test inspects, a reconciler's store
 	rdb    *redis.Client
 	conn   *amqp.Connection
 	pubCh  *amqp.Channel // confirm mode, for hand-published messages
@@ -82,6 +83,7 @@ type testBundle struct {
 	bridgeMetrics *prometheus.Registry
 	srv           *httptest.Server
 	client        *client.Client
+	pub           *jobqueue.Publisher // publishes jobs as the reconciler does
 
 	logger   *slog.Logger // the test log, for the services the test builds
 	nodes    *nodeLog
@@ -137,6 +139,11 @@ func setup(t *testing.T, opts ...option) *testBundle {
 	tb.connectRedis()
 	tb.connectRabbitMQ()
 	tb.migrate()
+	st, err := store.New(tb.pool, tb.tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.store = st
 
 	reg := nodes.Registry()
 	registerTestNodes(reg, tb)
@@ -211,6 +218,8 @@ func setup(t *testing.T, opts ...option) *testBundle {
 	}
 	tb.client = c
 	t.Cleanup(c.Close)
+	tb.pub = jobqueue.NewPublisher(testenv.RabbitMQURL(), tb.queue)
+	t.Cleanup(tb.pub.Close)
 
 	waitUntil(t, 15*time.Second, "the bridge to consume its queue", b.Ready)
 	return tb
@@ -381,7 +390,7 @@ func (tb *testBundle) waitErr(runID string, timeout time.Duration) (*workflow.Ru
 // steps reads a run's step rows (with their stored inputs and outputs).
 func (tb *testBundle) steps(runID string) map[string]*store.Step {
 	tb.t.Helper()
-	rows, err := tb.client.Store().Steps(context.Background(), runID)
+	rows, err := tb.store.Steps(context.Background(), runID)
 	if err != nil {
 		tb.t.Fatalf("read steps of %s: %v", runID, err)
 	}
@@ -436,7 +445,7 @@ func (tb *testBundle) publishJob(job jobqueue.Job) {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := tb.client.Publish(ctx, job, 0); err != nil {
+	if err := tb.pub.Publish(ctx, job, 0); err != nil {
 		tb.t.Fatalf("publish %s: %v", job.ID(), err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/reconciler"
@@ -107,14 +108,14 @@ func TestDeadLettersFailTheirRunAndRedrive(t *testing.T) {
 		t.Errorf("status_data.nodeId %q, want b", got)
 	}
 
-	dls, err := tb.client.DeadLetters(tb.ctx, store.DeadLetterFilter{})
+	dls, err := tb.client.DeadLetters(tb.ctx, client.DeadLetterFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(dls) != 2 {
 		t.Fatalf("recorded %d dead letters, want 2: %+v", len(dls), dls)
 	}
-	byID := map[string]store.DeadLetter{}
+	byID := map[string]client.DeadLetter{}
 	for _, dl := range dls {
 		byID[dl.DeadLetterID] = dl
 	}
@@ -156,7 +157,7 @@ func TestDeadLettersFailTheirRunAndRedrive(t *testing.T) {
 	tb.deliverAll(republished...)
 	tb.assertCompleted(runID, chainOutputs)
 
-	left, err := tb.client.DeadLetters(tb.ctx, store.DeadLetterFilter{})
+	left, err := tb.client.DeadLetters(tb.ctx, client.DeadLetterFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

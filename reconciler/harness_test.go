@@ -54,6 +54,7 @@ type testBundle struct {
 	pubCh  *amqp.Channel // confirm mode: the test's own publishes (dead letters)
 	f      *function.Function
 	client *client.Client
+	pub    *jobqueue.Publisher // what the reconcilers publish through
 	log    *slog.Logger
 }
 
@@ -106,6 +107,7 @@ func setup(t *testing.T) *testBundle {
 	t.Cleanup(func() { _ = tb.f.Stop(context.Background()) })
 
 	tb.client = tb.newClient()
+	tb.pub = tb.newPublisher()
 	return tb
 }
 
@@ -132,19 +134,34 @@ func (tb *testBundle) newClient() *client.Client {
 	return c
 }
 
+// newPublisher returns a publisher to the test's queue with its own AMQP
+// connection, closed at the end of the test.
+func (tb *testBundle) newPublisher() *jobqueue.Publisher {
+	p := jobqueue.NewPublisher(testenv.RabbitMQURL(), tb.queue)
+	tb.t.Cleanup(p.Close)
+	return p
+}
+
 // newReconciler returns a reconciler over the test's tables, queue and
-// Redis prefix that publishes through c (the test's client when nil).
-func (tb *testBundle) newReconciler(c *client.Client, opts ...func(*reconciler.Options)) *reconciler.Reconciler {
+// Redis prefix that publishes through pub (the test's publisher when nil; a
+// given pub comes with a pool of its own, as another process would have).
+func (tb *testBundle) newReconciler(pub *jobqueue.Publisher, opts ...func(*reconciler.Options)) *reconciler.Reconciler {
 	tb.t.Helper()
-	if c == nil {
-		c = tb.client
+	st := tb.store
+	if pub == nil {
+		pub = tb.pub
+	} else {
+		var err error
+		if st, err = store.New(testenv.Pool(tb.t, 3), tb.tables); err != nil {
+			tb.t.Fatal(err)
+		}
 	}
 	o := reconciler.Options{
-		Store:       c.Store(),
+		Store:       st,
 		Redis:       tb.rdb,
 		RedisPrefix: tb.redisPrefix,
-		Publish:     c.Publish,
-		Channel:     c.Channel,
+		Publish:     pub.Publish,
+		Channel:     pub.Channel,
 		Queue:       tb.queue,
 		Threshold:   staleThreshold,
 		Logger:      tb.log,

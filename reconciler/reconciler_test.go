@@ -217,8 +217,8 @@ func TestConcurrentReconcilersRepublishEachMissingJobOnce(t *testing.T) {
 	// Two reconcilers on their own pools and broker connections, taking one
 	// run per transaction so that they interleave.
 	rs := []*reconciler.Reconciler{
-		tb.newReconciler(tb.newClient(), func(o *reconciler.Options) { o.BatchSize = 1 }),
-		tb.newReconciler(tb.newClient(), func(o *reconciler.Options) { o.BatchSize = 1 }),
+		tb.newReconciler(tb.newPublisher(), func(o *reconciler.Options) { o.BatchSize = 1 }),
+		tb.newReconciler(tb.newPublisher(), func(o *reconciler.Options) { o.BatchSize = 1 }),
 	}
 	stats := make([]reconciler.Stats, len(rs))
 	errs := make([]error, len(rs))

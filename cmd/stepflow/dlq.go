@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/client"
 )
 
 func newDLQCmd() *cobra.Command {
@@ -41,13 +41,13 @@ func newDLQListCmd() *cobra.Command {
 				return exitCode(1, err)
 			}
 			defer cl.Close()
-			dls, err := cl.DeadLetters(cmd.Context(), store.DeadLetterFilter{RunID: run, Replayed: all})
+			dls, err := cl.DeadLetters(cmd.Context(), client.DeadLetterFilter{RunID: run, Replayed: all})
 			if err != nil {
 				return exitCode(1, err)
 			}
 			if asJSON {
 				if dls == nil {
-					dls = []store.DeadLetter{}
+					dls = []client.DeadLetter{}
 				}
 				return printJSON(dls)
 			}

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stepflow/stepflow/client"
-	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -23,7 +22,7 @@ func newClient(ctx context.Context, c conn) (*client.Client, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := cl.Store().Ping(pctx); err != nil {
+	if err := cl.Ping(pctx); err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("PostgreSQL at %s does not answer: %w", redact(c.postgresURL), err)
 	}
@@ -121,7 +120,7 @@ func newStatusCmd() *cobra.Command {
 			}
 			defer cl.Close()
 			res, err := cl.Result(cmd.Context(), args[0])
-			if errors.Is(err, store.ErrRunNotFound) {
+			if errors.Is(err, client.ErrRunNotFound) {
 				return exitCode(1, fmt.Errorf("run %s: not found", args[0]))
 			}
 			if err != nil {

@@ -22,8 +22,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/stepflow/stepflow/bridge"
-	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -253,35 +254,42 @@ func (r reconcilerFlags) validate() error {
 
 // newReconciler builds a reconciler and what it needs; close releases it.
 func newReconciler(ctx context.Context, c conn, rf reconcilerFlags) (*reconciler.Reconciler, func(), error) {
-	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, Tables: c.tables})
+	pool, err := store.Connect(ctx, c.postgresURL, 4)
 	if err != nil {
+		return nil, nil, err
+	}
+	pub := jobqueue.NewPublisher(c.amqpURL, c.queue)
+	closeAll := func() { pub.Close(); pool.Close() }
+	st, err := store.New(pool, c.tables)
+	if err != nil {
+		closeAll()
 		return nil, nil, err
 	}
 	ropts, err := redis.ParseURL(c.redisURL)
 	if err != nil {
-		cl.Close()
+		closeAll()
 		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	rdb := redis.NewClient(ropts)
 	var blueprints map[string]*workflow.Workflow
 	if rf.blueprints != "" {
 		if blueprints, err = loadBlueprintDir(rf.blueprints); err != nil {
-			cl.Close()
+			closeAll()
 			return nil, nil, fmt.Errorf("BLUEPRINTS_DIR %s: %w", rf.blueprints, err)
 		}
 	}
 	rec, err := reconciler.New(reconciler.Options{
 		Blueprints: blueprints,
-		Store:      cl.Store(), Redis: rdb, RedisPrefix: c.redisPrefix, Publish: cl.Publish,
-		Channel: cl.Channel, Queue: c.queue,
+		Store:      st, Redis: rdb, RedisPrefix: c.redisPrefix, Publish: pub.Publish,
+		Channel: pub.Channel, Queue: c.queue,
 		Threshold: rf.threshold, BatchSize: rf.batch, Logger: slog.Default(),
 	})
 	if err != nil {
-		cl.Close()
+		closeAll()
 		_ = rdb.Close()
 		return nil, nil, err
 	}
-	return rec, func() { cl.Close(); _ = rdb.Close() }, nil
+	return rec, func() { closeAll(); _ = rdb.Close() }, nil
 }
 
 func newReconcilerCmd() *cobra.Command {

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -126,11 +128,22 @@ func MigrateTables(t testing.TB, pool *pgxpool.Pool, tables schema.Tables) {
 func dropTables(t testing.TB, pool *pgxpool.Pool, tables schema.Tables) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := DropTables(ctx, pool, tables); err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+}
+
+// DropTables drops a table set that schema.Migrate created, with its
+// records in schema.MigrationsTable: the cleanup of MigrateTables, for
+// what has no testing.TB (an example).
+func DropTables(ctx context.Context, pool *pgxpool.Pool, tables schema.Tables) error {
 	q := tables.Quoted()
+	var errs []error
 	if _, err := pool.Exec(ctx, "DROP TABLE IF EXISTS "+q.Contexts+", "+q.Statuses+", "+q.Steps+", "+q.Blueprints+", "+q.DeadLetters); err != nil {
-		t.Errorf("cleanup: drop tables of %s: %v", tables.Statuses, err)
+		errs = append(errs, fmt.Errorf("drop tables of %s: %w", tables.Statuses, err))
 	}
 	if _, err := pool.Exec(ctx, "DELETE FROM "+schema.MigrationsTable+" WHERE tables = $1", tables.Statuses); err != nil {
-		t.Errorf("cleanup: migration records of %s: %v", tables.Statuses, err)
+		errs = append(errs, fmt.Errorf("migration records of %s: %w", tables.Statuses, err))
 	}
+	return errors.Join(errs...)
 }

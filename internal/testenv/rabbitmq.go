@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -23,20 +25,32 @@ func RabbitMQ(t testing.TB) *amqp.Connection {
 // whatever they hold, failing the test (not at once) for each it cannot
 // delete. For t.Cleanup, once nothing consumes them any more.
 func DeleteQueues(t testing.TB, conn *amqp.Connection, queues ...string) {
+	for _, err := range removeQueues(conn, queues) {
+		t.Errorf("cleanup: %v", err)
+	}
+}
+
+// RemoveQueues is DeleteQueues for what has no testing.TB (an example): it
+// returns what it could not delete.
+func RemoveQueues(conn *amqp.Connection, queues ...string) error {
+	return errors.Join(removeQueues(conn, queues)...)
+}
+
+func removeQueues(conn *amqp.Connection, queues []string) []error {
 	ch, err := conn.Channel()
 	if err != nil {
-		t.Errorf("cleanup: open channel: %v", err)
-		return
+		return []error{fmt.Errorf("open channel: %w", err)}
 	}
+	var errs []error
 	for _, q := range queues {
 		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-			t.Errorf("cleanup: delete queue %s: %v", q, err)
+			errs = append(errs, fmt.Errorf("delete queue %s: %w", q, err))
 			// The error closed the channel; go on with another.
 			if ch, err = conn.Channel(); err != nil {
-				t.Errorf("cleanup: open channel: %v", err)
-				return
+				return append(errs, fmt.Errorf("open channel: %w", err))
 			}
 		}
 	}
 	_ = ch.Close()
+	return errs
 }

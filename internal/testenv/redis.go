@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -41,14 +42,22 @@ func RedisKeys(ctx context.Context, rdb *redis.Client, prefix string) ([]string,
 func DeleteRedisKeys(t testing.TB, rdb *redis.Client, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := RemoveRedisKeys(ctx, rdb, prefix); err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+}
+
+// RemoveRedisKeys is DeleteRedisKeys for what has no testing.TB (an
+// example).
+func RemoveRedisKeys(ctx context.Context, rdb *redis.Client, prefix string) error {
 	keys, err := RedisKeys(ctx, rdb, prefix)
 	if err != nil {
-		t.Errorf("cleanup: scan Redis keys %s*: %v", prefix, err)
-		return
+		return fmt.Errorf("scan Redis keys %s*: %w", prefix, err)
 	}
 	if len(keys) > 0 {
 		if err := rdb.Del(ctx, keys...).Err(); err != nil {
-			t.Errorf("cleanup: delete Redis keys %s*: %v", prefix, err)
+			return fmt.Errorf("delete Redis keys %s*: %w", prefix, err)
 		}
 	}
+	return nil
 }
