@@ -142,7 +142,7 @@ export const cases = [
 				.node('member-perk', T.const, { params: { value: 'perk' } })
 				.edge('check', 'adult', { condition: 'age >= 18' })
 				.edge('check', 'minor', { condition: 'age < 18' })
-				.edge('check', 'member-perk', { condition: 'member && age > 30' }),
+				.edge('check', 'member-perk', { condition: 'member && age >= 18' }),
 		}),
 		input: { age: 20, member: true },
 	},
