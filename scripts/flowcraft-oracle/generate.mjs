@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url'
 const here = dirname(fileURLToPath(import.meta.url))
 const outDir = join(here, '..', '..', 'conformance')
 const DEFAULT_TIMEOUT_MS = 10000
-const SCHEDULER_WAIT_MS = 5000 // beyond the wake-up time
+const SCHEDULER_WAIT_MS = 3000 // how long past the wake-up time to wait for the scheduler
 
 // ── parent ───────────────────────────────────────────────────────────────
 
@@ -228,7 +228,8 @@ async function viaScheduler(runtime, result) {
 	const executionId = result.context._executionId
 	runtime.startScheduler()
 	try {
-		const deadline = Date.now() + SCHEDULER_WAIT_MS + 2000
+		const wakeUps = Object.values(result.context._awaitingDetails ?? {}).map((d) => Date.parse(d.wakeUpAt))
+		const deadline = Math.max(Date.now(), ...wakeUps.filter(Number.isFinite)) + SCHEDULER_WAIT_MS
 		while (Date.now() < deadline) {
 			const r = runtime.scheduler.getResumeResult(executionId)
 			if (r) return r
