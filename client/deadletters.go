@@ -25,7 +25,7 @@ type DeadLetter struct {
 	Code         string         `json:"errorCode"` // the function's HTTP status, or timeout, connection, bad-reply
 	Reason       string         `json:"errorReason"`
 	Attempts     int            `json:"attempts"`   // transport attempts the bridge made
-	JobAttempt   int            `json:"jobAttempt"` // not stored: 0 in a listing (Body has the job's attempt)
+	JobAttempt   int            `json:"jobAttempt"` // the job's node attempt; 0 for a body that is no job
 	FirstFailure *time.Time     `json:"firstFailure,omitempty"`
 	At           time.Time      `json:"deadLetteredAt"`
 	ReplayedAt   *time.Time     `json:"replayedAt,omitempty"` // nil until ReplayDeadLetters re-drives it

@@ -98,8 +98,8 @@ func TestDeadLettersListFilterAndReplay(t *testing.T) {
 		t.Errorf("dead letter body %q (%v), want first's hello job", dl.Body, err)
 	}
 	if dl.ID == 0 || dl.DeadLetterID == "" || dl.MessageID != "first:hello:1" || dl.NodeID != "hello" || dl.BlueprintID != "greet" ||
-		dl.Code != "400" || dl.Reason != refusal || dl.Attempts != 1 || dl.At.IsZero() || dl.ReplayedAt != nil {
-		t.Errorf("dead letter %+v, want first's hello job, 400 %q after 1 attempt, not replayed", dl, refusal)
+		dl.Code != "400" || dl.Reason != refusal || dl.Attempts != 1 || dl.JobAttempt != 1 || dl.At.IsZero() || dl.ReplayedAt != nil {
+		t.Errorf("dead letter %+v, want first's hello job (attempt 1), 400 %q after 1 attempt, not replayed", dl, refusal)
 	}
 
 	if got := runsOf(tb.deadLetters(client.DeadLetterFilter{RunID: "second"})); !slices.Equal(got, []string{"second"}) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -22,7 +23,7 @@ type DeadLetter struct {
 	Code         string         `json:"errorCode"`
 	Reason       string         `json:"errorReason"`
 	Attempts     int            `json:"attempts"`   // transport attempts the bridge made
-	JobAttempt   int            `json:"jobAttempt"` // the job's node attempt (1-based)
+	JobAttempt   int            `json:"jobAttempt"` // the job's node attempt (1-based); 0 for a body that is no job
 	FirstFailure *time.Time     `json:"firstFailure,omitempty"`
 	At           time.Time      `json:"deadLetteredAt"`
 	ReplayedAt   *time.Time     `json:"replayedAt,omitempty"`
@@ -96,6 +97,14 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 		err := row.Scan(&dl.ID, &dl.DeadLetterID, &dl.MessageID, &dl.RunID, &dl.NodeID, &dl.BlueprintID, &dl.Body, &headers,
 			&dl.Code, &dl.Reason, &dl.Attempts, &dl.FirstFailure, &dl.At, &dl.ReplayedAt)
 		dl.Headers, _ = decodeJSON(headers).(map[string]any)
+		// The job's attempt is not a column: the body, kept as it was
+		// dead-lettered, has it.
+		var job struct {
+			Attempt int `json:"attempt"`
+		}
+		if json.Unmarshal(dl.Body, &job) == nil && dl.RunID != "" {
+			dl.JobAttempt = max(job.Attempt, 1)
+		}
 		return dl, err
 	})
 }
