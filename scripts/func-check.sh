@@ -19,7 +19,8 @@
 #   6. go test -tags funccheck -run TestFuncRunBehindBridge . (funccheck_test.go):
 #      a bridge (bin/stepflow bridge) in front of func run, 120 fan-out runs at
 #      bridge concurrency 8 with batches, 24 concurrent requests, /metrics of
-#      both, stepflow_bridge_batches_refused 0;
+#      both, stepflow_bridge_batches_refused 0; then `go run ./bench --quick
+#      --function func` (the benchmark's func route, with a func run of its own);
 #   7. always stop the function (trap).
 #
 # Environment:
@@ -32,6 +33,7 @@
 #   FUNC_BIN                        func CLI to use/build (default ~/.cache/stepflow/func-<version>/func)
 #   FUNC_VERSION                    func version to build (default v0.49.2)
 #   FUNC_CHECK_SKIP_BUILD=1         skip step 2 (func run scaffolds and compiles by itself)
+#   FUNC_CHECK_SKIP_BENCH=1         skip the quick benchmark of step 6
 #   READY_TIMEOUT                   seconds to wait for the running function (default 300:
 #                                   func run compiles before it serves)
 set -euo pipefail
@@ -251,3 +253,15 @@ STEPFLOW_FUNC_URL=$ADDR STEPFLOW_BIN=$ROOT/bin/stepflow go test -tags funccheck 
 	grep -v '^=== RUN' | tee "$LOGS/test.out"
 [ "${PIPESTATUS[0]}" -eq 0 ] || die "TestFuncRunBehindBridge failed"
 log "OK: bridge in front of func run, in $(since "$t")"
+
+# --- 6b. the benchmark's func route, in its quick form ----------------------------------------
+if [ "${FUNC_CHECK_SKIP_BENCH:-}" = 1 ]; then
+	log "skipping go run ./bench --quick --function func (FUNC_CHECK_SKIP_BENCH=1)"
+else
+	t=$(now_ms)
+	log "go run ./bench --quick --function func (a func run of its own, on its own tables)"
+	go run ./bench --quick --function func --func-bin "$FUNC_BIN" >"$LOGS/bench.out" 2>"$LOGS/bench.err" ||
+		{ tail -n 30 "$LOGS/bench.err" >&2; die "go run ./bench --quick --function func failed"; }
+	grep -E '^(function route|W steps/s|C single run|C steps/s)' "$LOGS/bench.out"
+	log "OK: the benchmark's func route, in $(since "$t")"
+fi
