@@ -61,6 +61,9 @@ down:
 compose-check:
 	@bash scripts/compose-check.sh
 
+# The repository root as a Knative function, with the real func CLI (built once
+# into ~/.cache/stepflow): func build and func run with the host builder, func
+# invoke, then a bridge in front of func run (go test -tags funccheck .).
 func-check:
 	@bash scripts/func-check.sh
 

@@ -87,3 +87,36 @@ func TestQuick(t *testing.T) {
 		t.Logf("progress:\n%s", log.String())
 	}
 }
+
+// --function picks the route measured; func needs the func CLI, and says
+// where make func-check puts it.
+func TestCheckFunction(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "func")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		function, bin, wantErr string
+	}{
+		{functionStepflow, "", ""},
+		{functionFunc, exe, ""},
+		{functionFunc, filepath.Join(dir, "missing"), "make func-check"},
+		{functionFunc, dir, "make func-check"},
+		{"knative", exe, "want stepflow or func"},
+	} {
+		c := defaultConfig()
+		c.Function, c.FuncBin = tt.function, tt.bin
+		err := c.checkFunction()
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("--function %s --func-bin %s: %v", tt.function, tt.bin, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("--function %s --func-bin %s: %v, want an error with %q", tt.function, tt.bin, err, tt.wantErr)
+		}
+	}
+	if c := defaultConfig(); c.Function != functionStepflow || (os.Getenv("FUNC_BIN") == "" && !strings.HasSuffix(c.FuncBin, filepath.Join("stepflow", "func-v0.49.2", "func"))) {
+		t.Errorf("defaults: --function %s --func-bin %s", c.Function, c.FuncBin)
+	}
+}

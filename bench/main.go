@@ -19,6 +19,12 @@
 // succeeded once, the expected output); a wrong result fails the benchmark.
 //
 //	go run ./bench [--json FILE] [--n 2000] [--quick] [--prefetch P] [--concurrency C] [--batch-size B] [--pg-conns K] [--keep]
+//	               [--function stepflow|func] [--func-bin PATH]
+//
+// --function func measures the function that `func run --builder=host`
+// builds from the repository root (the Knative function route, see
+// docs/knative.md) instead of `stepflow function` (the image route); the
+// func CLI is the one scripts/func-check.sh builds.
 //
 // See docs/benchmarks.md.
 package main
@@ -67,6 +73,28 @@ type config struct {
 
 	PostgresURL, RedisURL, AMQPURL string
 	RepoRoot                       string
+
+	Function string // functionStepflow or functionFunc
+	FuncBin  string // the func CLI, for functionFunc
+}
+
+// The function routes --function chooses between.
+const (
+	functionStepflow = "stepflow" // `stepflow function`, as the stepflow image runs it
+	functionFunc     = "func"     // `func run --builder=host`: what func build makes of the root
+)
+
+// defaultFuncBin is where scripts/func-check.sh builds the func CLI.
+func defaultFuncBin() string {
+	if v := os.Getenv("FUNC_BIN"); v != "" {
+		return v
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "stepflow", "func-v0.49.2", "func")
 }
 
 func defaultConfig() *config {
@@ -84,6 +112,8 @@ func defaultConfig() *config {
 		PostgresURL:  envOr("POSTGRES_URL", function.DefaultPostgresURL),
 		RedisURL:     envOr("REDIS_URL", function.DefaultRedisURL),
 		AMQPURL:      envOr("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		Function:     functionStepflow,
+		FuncBin:      defaultFuncBin(),
 	}
 }
 
@@ -98,6 +128,21 @@ func (c *config) applyQuick(set map[string]bool) {
 		c.LNodes = 60
 	}
 	c.BaselineDur = 500 * time.Millisecond
+}
+
+// checkFunction validates --function and, for func, that the CLI exists.
+func (c *config) checkFunction() error {
+	switch c.Function {
+	case functionStepflow:
+		return nil
+	case functionFunc:
+		if st, err := os.Stat(c.FuncBin); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("--function func: no func CLI at %s (make func-check builds it there; or set --func-bin)", c.FuncBin)
+		}
+		return nil
+	default:
+		return fmt.Errorf("--function %q: want stepflow or func", c.Function)
+	}
 }
 
 func envOr(k, def string) string {
@@ -139,6 +184,8 @@ func main() {
 	fs.BoolVar(&cfg.Quick, "quick", false, "smoke mode: N=50, 10 single runs, a 60-node L chain, 0.5 s baselines")
 	fs.IntVar(&cfg.LNodes, "l-nodes", cfg.LNodes, "length of L's chain")
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", cfg.PollInterval, "how often a single run's status row is polled")
+	fs.StringVar(&cfg.Function, "function", cfg.Function, "the function measured: stepflow (`stepflow function`, the image route) or func (`func run --builder=host`, the Knative function route)")
+	fs.StringVar(&cfg.FuncBin, "func-bin", cfg.FuncBin, "the func CLI for --function func (env FUNC_BIN; make func-check builds it there)")
 	_ = fs.Parse(os.Args[1:])
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -151,6 +198,10 @@ func main() {
 	}
 	if cfg.N < 1 || cfg.Prefetch < 1 || cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.PGConns < 1 || cfg.PollInterval <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: --n, --prefetch, --concurrency, --batch-size, --pg-conns and --poll-interval must be positive")
+		os.Exit(2)
+	}
+	if err := cfg.checkFunction(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
 	root, err := findRepoRoot()
@@ -246,7 +297,7 @@ func (p *phases) run(name string, f func() error) error {
 // run is the whole benchmark.
 func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err error) {
 	log := &logger{w: logw, t0: time.Now()}
-	log.printf("stepflow benchmark: N=%d, prefetch %d, concurrency %d, batch size %d, pool %d%s", cfg.N, cfg.Prefetch, cfg.Concurrency, cfg.BatchSize, cfg.PGConns, map[bool]string{true: " (quick)", false: ""}[cfg.Quick])
+	log.printf("stepflow benchmark: function %s, N=%d, prefetch %d, concurrency %d, batch size %d, pool %d%s", cfg.Function, cfg.N, cfg.Prefetch, cfg.Concurrency, cfg.BatchSize, cfg.PGConns, map[bool]string{true: " (quick)", false: ""}[cfg.Quick])
 	s, err := newStack(ctx, cfg, log)
 	var extraTables []string
 	if s != nil {
@@ -262,7 +313,7 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 		return nil, err
 	}
 	res = &Result{Fractions: map[string]float64{}, Config: map[string]any{
-		"n": cfg.N, "prefetch": cfg.Prefetch, "concurrency": cfg.Concurrency, "batch_size": cfg.BatchSize, "pg_conns": cfg.PGConns,
+		"function": cfg.Function, "n": cfg.N, "prefetch": cfg.Prefetch, "concurrency": cfg.Concurrency, "batch_size": cfg.BatchSize, "pg_conns": cfg.PGConns,
 		"c_single_runs": cfg.CRuns, "c_warmup_runs": cfg.Warmup, "l_nodes": cfg.LNodes,
 		"baseline_s": cfg.BaselineDur.Seconds(), "poll_interval_ms": float64(cfg.PollInterval.Microseconds()) / 1000,
 		"quick": cfg.Quick, "starters": 16, "log_level": "warn",
@@ -479,6 +530,7 @@ func printTable(w io.Writer, r *Result) {
 		return fmt.Sprintf("%.3f of %s (%.0f)", v/base, name, base)
 	}
 	fmt.Fprintf(tw, "figure\tvalue\tvs baseline\n")
+	fmt.Fprintf(tw, "function route\t%v\t%s\n", r.Config["function"], map[any]string{functionFunc: "func run --builder=host (func-go HTTP scaffolding)", functionStepflow: "stepflow function"}[r.Config["function"]])
 	fmt.Fprintf(tw, "W steps/s (fan-out, %d runs × 11 steps)\t%.0f\t%s; %s\n", r.W.Runs, r.W.StepsPerS,
 		frac(r.W.StepsPerS, b.PGTxPerS, "pg_tx_per_s"), frac(r.W.StepsPerS, b.AMQPMsgsPerS, "amqp_msgs_per_s"))
 	fmt.Fprintf(tw, "W runs/s\t%.1f\t\n", r.W.RunsPerS)

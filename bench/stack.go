@@ -45,7 +45,11 @@ type stack struct {
 
 	fnAddr, brAddr string
 	fn, br         *process
-	failed         bool // keep the logs
+	// With --function func: fn is `func run`, fnBin the function binary it
+	// compiled and started (its child), whose CPU and memory are the
+	// function's.
+	fnBin  int
+	failed bool // keep the logs
 }
 
 func randHex(n int) string {
@@ -159,6 +163,12 @@ type process struct {
 	log  string
 	done chan struct{}
 	err  error
+	// group: the process leads its own process group (func run and the
+	// function it starts), stopped with SIGINT.
+	group bool
+	// logFrom: log bytes written before the process was ready (func run's
+	// compile output), not counted by warnings.
+	logFrom int64
 }
 
 func (p *process) pid() int { return p.cmd.Process.Pid }
@@ -173,21 +183,25 @@ func (p *process) exited() bool {
 }
 
 func (s *stack) spawn(name string, args []string, env []string) (*process, error) {
+	return s.spawnBin(name, s.bin, args, env, false)
+}
+
+func (s *stack) spawnBin(name, bin string, args []string, env []string, group bool) (*process, error) {
 	logPath := filepath.Join(s.dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(s.bin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = f, f
 	// The processes die with this program, however it ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: group}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{}), group: group}
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
@@ -205,8 +219,8 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// start runs `stepflow function` and `stepflow bridge` and waits until both
-// report ready.
+// start runs the function (`stepflow function`, or `func run` with
+// --function func) and `stepflow bridge` and waits until both report ready.
 func (s *stack) start(ctx context.Context) error {
 	var err error
 	if s.fnAddr, err = freeAddr(); err != nil {
@@ -216,8 +230,18 @@ func (s *stack) start(ctx context.Context) error {
 		return err
 	}
 	t0 := time.Now()
-	s.fn, err = s.spawn("function", []string{"function", "--listen-address", s.fnAddr},
-		s.env("POSTGRES_MAX_CONNS="+strconv.Itoa(s.cfg.PGConns)))
+	fnEnv := s.env("POSTGRES_MAX_CONNS=" + strconv.Itoa(s.cfg.PGConns))
+	fnReady := 30 * time.Second
+	if s.cfg.Function == functionFunc {
+		// func run compiles the function (go mod tidy, go build) before it
+		// starts it; the function reads the stack's settings from the
+		// environment func run passes on.
+		s.fn, err = s.spawnBin("function", s.cfg.FuncBin, []string{"run", "--builder=host", "--json",
+			"--address", s.fnAddr, "--path", s.cfg.RepoRoot}, fnEnv, true)
+		fnReady = 5 * time.Minute
+	} else {
+		s.fn, err = s.spawn("function", []string{"function", "--listen-address", s.fnAddr}, fnEnv)
+	}
 	if err != nil {
 		return err
 	}
@@ -232,18 +256,52 @@ func (s *stack) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.waitReady(ctx, s.fn, "http://"+s.fnAddr+"/health/readiness"); err != nil {
+	if err := s.waitReady(ctx, s.fn, "http://"+s.fnAddr+"/health/readiness", fnReady); err != nil {
 		return err
 	}
-	if err := s.waitReady(ctx, s.br, "http://"+s.brAddr+"/health/readiness"); err != nil {
+	if err := s.waitReady(ctx, s.br, "http://"+s.brAddr+"/health/readiness", 30*time.Second); err != nil {
 		return err
 	}
-	s.log.printf("function (pid %d, %s) and bridge (pid %d) ready in %.2f s", s.fn.pid(), s.fnAddr, s.br.pid(), time.Since(t0).Seconds())
+	fnPid := s.fn.pid()
+	if s.cfg.Function == functionFunc {
+		if s.fnBin, err = onlyChild(fnPid); err != nil {
+			return fmt.Errorf("the function func run started: %w", err)
+		}
+		if st, err := os.Stat(s.fn.log); err == nil {
+			s.fn.logFrom = st.Size()
+		}
+		fnPid = s.fnBin
+	}
+	s.log.printf("function (%s, pid %d, %s) and bridge (pid %d) ready in %.2f s", s.cfg.Function, fnPid, s.fnAddr, s.br.pid(), time.Since(t0).Seconds())
 	return nil
 }
 
-func (s *stack) waitReady(ctx context.Context, p *process, url string) error {
-	deadline := time.Now().Add(30 * time.Second)
+// onlyChild returns the one child process of pid (func run's function).
+func onlyChild(pid int) (int, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	if err != nil {
+		return 0, err
+	}
+	var kids []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if k, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, k)
+			}
+		}
+	}
+	if len(kids) != 1 {
+		return 0, fmt.Errorf("process %d has %d children (%v), want 1", pid, len(kids), kids)
+	}
+	return kids[0], nil
+}
+
+func (s *stack) waitReady(ctx context.Context, p *process, url string, within time.Duration) error {
+	deadline := time.Now().Add(within)
 	hc := &http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
 		if p.exited() {
@@ -262,7 +320,7 @@ func (s *stack) waitReady(ctx context.Context, p *process, url string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s not ready at %s within 30 s; log: %s\n%s", p.name, url, p.log, tail(p.log, 20))
+	return fmt.Errorf("%s not ready at %s within %s; log: %s\n%s", p.name, url, within, p.log, tail(p.log, 20))
 }
 
 // alive fails when the function or the bridge has exited.
@@ -279,6 +337,9 @@ func (s *stack) pids() map[string]int {
 	m := map[string]int{}
 	if s.fn != nil && !s.fn.exited() {
 		m["function"] = s.fn.pid()
+		if s.fnBin != 0 {
+			m["function"], m["func_cli"] = s.fnBin, s.fn.pid()
+		}
 	}
 	if s.br != nil && !s.br.exited() {
 		m["bridge"] = s.br.pid()
@@ -287,16 +348,25 @@ func (s *stack) pids() map[string]int {
 }
 
 // stop sends SIGTERM to the bridge, then the function, and waits for them
-// (SIGKILL after 10 s).
+// (SIGKILL after 10 s). func run gets SIGINT, which it passes on to the
+// function before it removes its .func/runs folder; its process group is
+// killed if it does not stop.
 func (s *stack) stop() {
 	for _, p := range []*process{s.br, s.fn} {
 		if p == nil || p.exited() {
 			continue
 		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		sig := syscall.SIGTERM
+		if p.group {
+			sig = syscall.SIGINT
+		}
+		_ = p.cmd.Process.Signal(sig)
 		select {
 		case <-p.done:
 		case <-time.After(10 * time.Second):
+			if p.group {
+				_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+			}
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
@@ -314,6 +384,7 @@ func (s *stack) warnings() map[string]int {
 		if err != nil {
 			continue
 		}
+		b = b[min(p.logFrom, int64(len(b))):]
 		out[p.name] = len(strings.Split(strings.TrimSpace(string(b)), "\n"))
 		if len(strings.TrimSpace(string(b))) == 0 {
 			out[p.name] = 0

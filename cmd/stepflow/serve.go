@@ -134,7 +134,7 @@ func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, htt
 	}
 	fs.IntVar(&b.cfg.Prefetch, "prefetch", bridge.DefaultPrefetch, "unacknowledged deliveries held (env BRIDGE_PREFETCH)")
 	fs.IntVar(&b.cfg.Concurrency, "concurrency", bridge.DefaultConcurrency, "requests to the function in flight at once, each of up to --"+batchFlag+" jobs (env BRIDGE_CONCURRENCY)")
-	fs.IntVar(&b.cfg.BatchSize, batchFlag, bridge.DefaultBatchSize, "most jobs sent to the function in one request (a CloudEvents batch); 1 sends each job alone in binary mode, as a function built with func build needs (a batch refused with 400/415 also switches batching off) (env BRIDGE_BATCH_SIZE)")
+	fs.IntVar(&b.cfg.BatchSize, batchFlag, bridge.DefaultBatchSize, "most jobs sent to the function in one request (a CloudEvents batch); 1 sends each job alone in binary mode, for a function that takes no batches (a batch refused with 400/415 also switches batching off) (env BRIDGE_BATCH_SIZE)")
 	fs.DurationVar(&b.cfg.RequestTimeout, "request-timeout", bridge.DefaultRequestTimeout, "time limit of one call to the function, a whole batch (env BRIDGE_REQUEST_TIMEOUT)")
 	fs.IntVar(&b.cfg.MaxAttempts, "max-attempts", bridge.DefaultMaxAttempts, "transport attempts before a job is dead-lettered (env BRIDGE_MAX_ATTEMPTS)")
 	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", bridge.DefaultBackoffBase, "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
