@@ -33,7 +33,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/stepflow/stepflow/bridge"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
@@ -66,7 +66,7 @@ func TestFuncRunBehindBridge(t *testing.T) {
 	tables := schema.DefaultTables()
 	queue := "stepflow-func-check-" + testenv.RandomHex(4)
 	amqpConn := testenv.RabbitMQ(t)
-	t.Cleanup(func() { testenv.DeleteQueues(t, amqpConn, bridge.TopologyQueues(queue)...) })
+	t.Cleanup(func() { testenv.DeleteQueues(t, amqpConn, jobqueue.TopologyQueues(queue)...) })
 
 	br := startBridge(t, bin, fnURL, queue)
 
