@@ -33,8 +33,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/schema"
