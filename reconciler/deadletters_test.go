@@ -11,8 +11,8 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/reconciler"
