@@ -85,20 +85,6 @@ func (tb *testBundle) wait(runID string) *workflow.RunResult {
 	return res
 }
 
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 func TestStartRunsToCompletion(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, inprocess.Options{})
@@ -245,7 +231,7 @@ func TestWaitGivesUpWithItsContext(t *testing.T) {
 	tb := setup(t, inprocess.Options{})
 	runID := tb.start(decode(t, nap), nil, client.StartOptions{})
 	// The nap has started once its step sleeps (its wake-up is queued).
-	waitUntil(t, 10*time.Second, "the nap step to sleep", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the nap step to sleep", func() bool {
 		res, err := tb.client.Result(tb.ctx, runID)
 		return err == nil && len(res.Steps) == 1 && res.Steps[0].State == workflow.StepSleeping
 	})

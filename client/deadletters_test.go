@@ -168,7 +168,7 @@ func TestReplayLeavesGarbageUnplayable(t *testing.T) {
 		t.Fatalf("publish confirm: %v %v", ok, err)
 	}
 	var dls []client.DeadLetter
-	waitUntil(t, 20*time.Second, "the garbage to be recorded as a dead letter", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the garbage to be recorded as a dead letter", func() bool {
 		dls = tb.deadLetters(client.DeadLetterFilter{})
 		return len(dls) == 1
 	})

@@ -293,8 +293,8 @@ func (b *bundle) bridgeInflight() (float64, error) {
 	return 0, fmt.Errorf("no stepflow_bridge_inflight_deliveries in /metrics")
 }
 
-// hold keeps a fault in place for its stated duration (the one use of a
-// sleep in this suite besides polling intervals).
+// hold keeps a fault in place for its stated duration: the one sleep of
+// this suite, as conditions are polled with testenv.Poll.
 func hold(d time.Duration) { time.Sleep(d) }
 
 // flushRedis wipes the case's whole Redis database.

@@ -54,3 +54,20 @@ func removeQueues(conn *amqp.Connection, queues []string) []error {
 	_ = ch.Close()
 	return errs
 }
+
+// QueueDepth is the number of ready messages on queue q, which must exist.
+// It inspects q on a channel of its own, as an inspection that fails
+// closes its channel.
+func QueueDepth(t testing.TB, conn *amqp.Connection, q string) int {
+	t.Helper()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("RabbitMQ: open channel: %v", err)
+	}
+	defer ch.Close()
+	info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("RabbitMQ: inspect %s: %v", q, err)
+	}
+	return info.Messages
+}
