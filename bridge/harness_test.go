@@ -340,15 +340,7 @@ func (tb *testBundle) stop() error {
 // publishRaw puts a message on the main queue as a foreign client would.
 func (tb *testBundle) publishRaw(msg amqp.Publishing) {
 	tb.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	dc, err := tb.ch.PublishWithDeferredConfirmWithContext(ctx, "", tb.queue, false, false, msg)
-	if err != nil {
-		tb.t.Fatalf("publish: %v", err)
-	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		tb.t.Fatalf("publish confirm: %v %v", ok, err)
-	}
+	testenv.PublishConfirmed(tb.t, tb.ch, tb.queue, msg)
 }
 
 func (tb *testBundle) publishJob(job wire.Job, delay time.Duration) {
@@ -375,17 +367,7 @@ func (tb *testBundle) nextRequest(timeout time.Duration) request {
 // get waits for a message on queue q (auto-acked).
 func (tb *testBundle) get(q string, timeout time.Duration) amqp.Delivery {
 	tb.t.Helper()
-	var d amqp.Delivery
-	testenv.Eventually(tb.t, timeout, "a message on "+q, func() bool {
-		var ok bool
-		var err error
-		d, ok, err = tb.ch.Get(q, true)
-		if err != nil {
-			tb.t.Fatalf("get %s: %v", q, err)
-		}
-		return ok
-	})
-	return d
+	return testenv.TakeMessage(tb.t, tb.ch, q, timeout)
 }
 
 // count returns the number of ready messages on q.

@@ -429,15 +429,7 @@ func (tb *testBundle) publishRaw(msg amqp.Publishing) {
 	tb.t.Helper()
 	tb.amqpMu.Lock()
 	defer tb.amqpMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	dc, err := tb.pubCh.PublishWithDeferredConfirmWithContext(ctx, "", tb.queue, false, false, msg)
-	if err != nil {
-		tb.t.Fatalf("publish: %v", err)
-	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		tb.t.Fatalf("publish confirm: acked=%v err=%v", ok, err)
-	}
+	testenv.PublishConfirmed(tb.t, tb.pubCh, tb.queue, msg)
 }
 
 // publishJob enqueues a job the way stepflow does (jobqueue.Publish).

@@ -264,15 +264,7 @@ func (b *bundle) publishRaw(msg amqp.Publishing) {
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-	defer cancel()
-	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", b.queue, false, false, msg)
-	if err != nil {
-		t.Fatalf("publish %s: %v", msg.MessageId, err)
-	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		t.Fatalf("publish %s: not confirmed (%v)", msg.MessageId, err)
-	}
+	testenv.PublishConfirmed(t, ch, b.queue, msg)
 }
 
 // bridgeInflight scrapes the bridge's in-flight deliveries gauge.

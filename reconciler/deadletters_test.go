@@ -1,7 +1,6 @@
 package reconciler_test
 
 import (
-	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
@@ -44,8 +44,6 @@ func jobDeadLetter(j wire.Job, code, reason string) deadLetter {
 // does (bridge.Bridge.carryOut, KindDeadLetter), and waits for the confirm.
 func (tb *testBundle) publishDeadLetter(dl deadLetter) {
 	tb.t.Helper()
-	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
-	defer cancel()
 	msg := amqp.Publishing{
 		ContentType:  "application/json",
 		DeliveryMode: amqp.Persistent,
@@ -60,13 +58,7 @@ func (tb *testBundle) publishDeadLetter(dl deadLetter) {
 			jobqueue.HeaderFirstFailure: dl.firstFailure.Format(time.RFC3339),
 		},
 	}
-	dc, err := tb.pubCh.PublishWithDeferredConfirmWithContext(ctx, "", jobqueue.DeadLetterQueue(tb.queue), false, false, msg)
-	if err != nil {
-		tb.t.Fatalf("publish dead letter: %v", err)
-	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		tb.t.Fatalf("dead letter not confirmed: %v %v", ok, err)
-	}
+	testenv.PublishConfirmed(tb.t, tb.pubCh, jobqueue.DeadLetterQueue(tb.queue), msg)
 }
 
 func (tb *testBundle) deadLetterRows() int {

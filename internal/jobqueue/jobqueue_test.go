@@ -41,17 +41,7 @@ func setup(t *testing.T) *testBundle {
 // get takes the next message off q, waiting up to 5s for one.
 func (tb *testBundle) get(q string) amqp.Delivery {
 	tb.t.Helper()
-	var d amqp.Delivery
-	testenv.Eventually(tb.t, 5*time.Second, "a message on "+q, func() bool {
-		var ok bool
-		var err error
-		d, ok, err = tb.ch.Get(q, true)
-		if err != nil {
-			tb.t.Fatalf("get %s: %v", q, err)
-		}
-		return ok
-	})
-	return d
+	return testenv.TakeMessage(tb.t, tb.ch, q, 5*time.Second)
 }
 
 // DeclareTopology accepts a main queue that the Flowcraft adapter declared

@@ -3,7 +3,7 @@
 // with the local defaults), unique names, and a test's own table set, Redis
 // keys and queues, removed when the test ends; and the checks they share:
 // AssertJSON, Eventually and Poll (waiting for a condition without a bare
-// sleep), QueueDepth and HTTPGet.
+// sleep), PublishConfirmed, TakeMessage, QueueDepth and HTTPGet.
 //
 // It is imported by tests only. It imports no package of stepflow but schema,
 // so that any package's tests, internal ones included, can use it; queue
