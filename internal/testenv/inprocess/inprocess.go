@@ -6,10 +6,10 @@
 // examples drive real runs through it with a client of those tables and
 // that queue; Close stops the services and removes what they created.
 //
-// It is imported by tests only. It imports function, bridge, reconciler
-// and client, so only the external test packages (package x_test) of
-// those can use it; e2e/harness_test.go has the same services with the
-// hooks of its fault tests.
+// It is imported by tests only. It imports function, bridge and
+// reconciler, so those packages' own tests can use it only from their
+// external test packages (package x_test); e2e/harness_test.go has the
+// same services with the hooks of its fault tests.
 package inprocess
 
 import (
