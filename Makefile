@@ -18,12 +18,18 @@ build:
 vet:
 	$(GO) vet $(PKGS)
 
+# staticcheck is pinned here rather than in go.mod: a tool of the build, not a
+# dependency of the module. Its first run downloads it.
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+# gofmt, go vet and staticcheck; `make test` (and so CI) runs it first.
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(STATICCHECK) $(PKGS)
 
-# Every test, against the real PostgreSQL, Redis and RabbitMQ (.ci/run starts
-# them), then a short fuzz of blueprint decoding and validation.
-test: vet compose-check
+# The lint, then every test, against the real PostgreSQL, Redis and RabbitMQ
+# (.ci/run starts them), then a short fuzz of blueprint decoding and validation.
+test: lint compose-check
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
 	$(GO) test -run '^$$' -fuzz FuzzDecodeValidate -fuzztime 10s ./workflow/
 

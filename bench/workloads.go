@@ -450,7 +450,7 @@ func runSingles(ctx context.Context, s *stack, cl *client.Client, bp *workflow.B
 	steps := len(bp.Nodes)
 	for i, id := range ids {
 		if err := verifyResult(ctx, cl, id, steps, normalize(in2out(inputs[i]))); err != nil {
-			return nil, fmt.Errorf("C single: WRONG RESULT: %w", err)
+			return nil, fmt.Errorf("single runs of C: WRONG RESULT: %w", err)
 		}
 	}
 	lat, _, err := stepLatencies(ctx, s, prefix)
@@ -516,7 +516,7 @@ func runLong(ctx context.Context, s *stack, cl *client.Client, nodes int, id str
 		return nil, err
 	}
 	if err := verifyResult(ctx, cl, id, nodes, normalize(map[string]any{"i": nodes, "pad": pad})); err != nil {
-		return nil, fmt.Errorf("L: WRONG RESULT: %w", err)
+		return nil, fmt.Errorf("the run of L: WRONG RESULT: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT node_id, extract(epoch FROM finished_at - created_at) * 1000 FROM `+s.tables.Quoted().Steps+` WHERE run_id = $1`, id)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -61,7 +62,7 @@ func (tb *testBundle) batchUp(g *gate, n int, publish func()) {
 	tb.publishJob(wire.Job{RunID: "warm", BlueprintID: "bp", NodeID: "up"}, 0)
 	tb.nextRequest(wait)
 	publish()
-	waitFor(tb.t, wait, fmt.Sprint(n, " deliveries waiting for the request slot"), func() bool {
+	testenv.Eventually(tb.t, wait, fmt.Sprint(n, " deliveries waiting for the request slot"), func() bool {
 		return metricValue(tb.t, tb.bridge.metrics.waiting) == float64(n)
 	})
 	close(g.open)

@@ -90,7 +90,7 @@ func TestRunWaitsForFunctionReadiness(t *testing.T) {
 		t.Fatal("consuming before the function is ready")
 	}
 	ready.Store(true)
-	waitFor(t, wait, "Ready once the function is ready", tb.bridge.Ready)
+	testenv.Eventually(t, wait, "Ready once the function is ready", tb.bridge.Ready)
 	cancel()
 	if err := <-runErr; err != nil {
 		t.Fatal(err)
@@ -565,7 +565,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 		tb.nextRequest(wait)
 		stopErr := make(chan error, 1)
 		go func() { stopErr <- tb.stop() }()
-		waitFor(t, wait, "Ready false once shutdown starts", func() bool { return !tb.bridge.Ready() })
+		testenv.Eventually(t, wait, "Ready false once shutdown starts", func() bool { return !tb.bridge.Ready() })
 		close(release)
 		if err := <-stopErr; err != nil {
 			t.Fatal(err)
@@ -590,10 +590,10 @@ func TestConcurrencyLimit(t *testing.T) {
 		for i := range 6 {
 			tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: fmt.Sprint("n", i)}, 0)
 			if i < 2 { // each fills a slot alone
-				waitFor(t, wait, fmt.Sprint(i+1, " requests in flight"), func() bool { return tb.httpInflight.Load() == int64(i+1) })
+				testenv.Eventually(t, wait, fmt.Sprint(i+1, " requests in flight"), func() bool { return tb.httpInflight.Load() == int64(i+1) })
 			}
 		}
-		waitFor(t, wait, "the other 4 deliveries waiting for a slot", func() bool {
+		testenv.Eventually(t, wait, "the other 4 deliveries waiting for a slot", func() bool {
 			return metricValue(t, tb.bridge.metrics.waiting) == 4
 		})
 		if n := tb.httpCalls.Load(); n != 2 {
@@ -628,9 +628,9 @@ func TestReconnect(t *testing.T) {
 
 	proxy.setPaused(true)
 	proxy.cut()
-	waitFor(t, wait, "Ready false while RabbitMQ is unreachable", func() bool { return !tb.bridge.Ready() })
+	testenv.Eventually(t, wait, "Ready false while RabbitMQ is unreachable", func() bool { return !tb.bridge.Ready() })
 	proxy.setPaused(false)
-	waitFor(t, wait, "Ready again after reconnecting", tb.bridge.Ready)
+	testenv.Eventually(t, wait, "Ready again after reconnecting", tb.bridge.Ready)
 	if n := proxy.accepted.Load(); n < 2 {
 		t.Errorf("%d connections through the proxy, want a reconnect", n)
 	}

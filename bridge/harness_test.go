@@ -318,7 +318,7 @@ func (tb *testBundle) start() {
 	tb.runErr = make(chan error, 1)
 	go func() { tb.runErr <- tb.bridge.Run(ctx) }()
 	tb.t.Cleanup(func() { tb.stop() })
-	waitFor(tb.t, 10*time.Second, "bridge consuming", tb.bridge.Ready)
+	testenv.Eventually(tb.t, 10*time.Second, "bridge consuming", tb.bridge.Ready)
 }
 
 // stop cancels the bridge and returns what Run returned.
@@ -340,15 +340,7 @@ func (tb *testBundle) stop() error {
 // publishRaw puts a message on the main queue as a foreign client would.
 func (tb *testBundle) publishRaw(msg amqp.Publishing) {
 	tb.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	dc, err := tb.ch.PublishWithDeferredConfirmWithContext(ctx, "", tb.queue, false, false, msg)
-	if err != nil {
-		tb.t.Fatalf("publish: %v", err)
-	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		tb.t.Fatalf("publish confirm: %v %v", ok, err)
-	}
+	testenv.PublishConfirmed(tb.t, tb.ch, tb.queue, msg)
 }
 
 func (tb *testBundle) publishJob(job wire.Job, delay time.Duration) {
@@ -375,32 +367,13 @@ func (tb *testBundle) nextRequest(timeout time.Duration) request {
 // get waits for a message on queue q (auto-acked).
 func (tb *testBundle) get(q string, timeout time.Duration) amqp.Delivery {
 	tb.t.Helper()
-	var d amqp.Delivery
-	waitFor(tb.t, timeout, "a message on "+q, func() bool {
-		var ok bool
-		var err error
-		d, ok, err = tb.ch.Get(q, true)
-		if err != nil {
-			tb.t.Fatalf("get %s: %v", q, err)
-		}
-		return ok
-	})
-	return d
+	return testenv.TakeMessage(tb.t, tb.ch, q, timeout)
 }
 
 // count returns the number of ready messages on q.
 func (tb *testBundle) count(q string) int {
 	tb.t.Helper()
-	ch, err := tb.conn.Channel()
-	if err != nil {
-		tb.t.Fatalf("channel: %v", err)
-	}
-	defer ch.Close()
-	info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
-	if err != nil {
-		tb.t.Fatalf("inspect %s: %v", q, err)
-	}
-	return info.Messages
+	return testenv.QueueDepth(tb.t, tb.conn, q)
 }
 
 func (tb *testBundle) outcomes(outcome string) int {
@@ -428,7 +401,7 @@ func metricValue(t *testing.T, m prometheus.Metric) float64 {
 // waitOutcome waits until the bridge has counted n deliveries with outcome.
 func (tb *testBundle) waitOutcome(outcome string, n int, timeout time.Duration) {
 	tb.t.Helper()
-	waitFor(tb.t, timeout, "outcome "+outcome, func() bool { return tb.outcomes(outcome) >= n })
+	testenv.Eventually(tb.t, timeout, "outcome "+outcome, func() bool { return tb.outcomes(outcome) >= n })
 }
 
 // stopAndAssertEmpty stops the bridge (so that anything unacked goes back to
@@ -443,20 +416,6 @@ func (tb *testBundle) stopAndAssertEmpty() {
 	}
 	if n := tb.count(jobqueue.DeadLetterQueue(tb.queue)); n != 0 {
 		tb.t.Errorf("%d message(s) on the DLQ; want none", n)
-	}
-}
-
-// waitFor polls cond every 5 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -63,7 +64,7 @@ func (tb *testBundle) holdUp(h *holder, job wire.Job, n int, publish func()) {
 		tb.t.Fatalf("request %q (Content-Type %q), want the held job %s alone", r.Header.Get("Ce-Id"), r.Header.Get("Content-Type"), h.id)
 	}
 	publish()
-	waitFor(tb.t, wait, fmt.Sprint(n, " deliveries waiting for the request slot"), func() bool {
+	testenv.Eventually(tb.t, wait, fmt.Sprint(n, " deliveries waiting for the request slot"), func() bool {
 		return metricValue(tb.t, tb.bridge.metrics.waiting) == float64(n)
 	})
 	h.release()

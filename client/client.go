@@ -31,7 +31,8 @@ type Client struct {
 	pub   *jobqueue.Publisher
 }
 
-// New connects to PostgreSQL (RabbitMQ is dialled on first publish).
+// New opens a connection pool on PostgreSQL and a publisher on RabbitMQ;
+// neither dials until it is first used (see Ping).
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Queue == "" {
 		cfg.Queue = jobqueue.DefaultQueue

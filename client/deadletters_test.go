@@ -159,16 +159,10 @@ func TestReplayLeavesGarbageUnplayable(t *testing.T) {
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	dc, err := ch.PublishWithDeferredConfirmWithContext(tb.ctx, "", tb.stack.Queue, false, false,
+	testenv.PublishConfirmed(t, ch, tb.stack.Queue,
 		amqp.Publishing{ContentType: "application/json", Body: []byte(`{"hello": "world"}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := dc.WaitContext(tb.ctx); !ok || err != nil {
-		t.Fatalf("publish confirm: %v %v", ok, err)
-	}
 	var dls []client.DeadLetter
-	waitUntil(t, 20*time.Second, "the garbage to be recorded as a dead letter", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the garbage to be recorded as a dead letter", func() bool {
 		dls = tb.deadLetters(client.DeadLetterFilter{})
 		return len(dls) == 1
 	})

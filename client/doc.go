@@ -14,6 +14,7 @@
 //
 // A client runs in the user's program, next to none of stepflow's
 // services, so it must not import bridge, function, reconciler or cmd. It
-// imports workflow, schema, internal/store for PostgreSQL and
-// internal/jobqueue to publish jobs.
+// imports workflow, schema, internal/store for PostgreSQL,
+// internal/jobqueue to publish jobs and internal/telemetry for the run's
+// trace.
 package client

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -73,7 +74,7 @@ func TestFlowcraftStart(t *testing.T) {
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output", res.Output, `{"hello":"hello ada","double":6}`)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"hello":"hello ada","double":6}`))
 	assertSteps(t, res, map[string]wantStep{
 		"hello": {workflow.StepSucceeded, 1}, "double": {workflow.StepSucceeded, 1}, "combine": {workflow.StepSucceeded, 1},
 	})
@@ -81,8 +82,8 @@ func TestFlowcraftStart(t *testing.T) {
 	if status != "completed" {
 		t.Errorf("status column %q, want completed", status)
 	}
-	assertJSON(t, "status_data", data, `{"blueprintId":"greet","blueprintVersion":"1","name":"ada","count":3,
-		"_outputs.hello":"hello ada","_outputs.double":6,"_outputs.combine":{"hello":"hello ada","double":6}}`)
+	testenv.AssertJSON(t, "status_data", data, json.RawMessage(`{"blueprintId":"greet","blueprintVersion":"1","name":"ada","count":3,
+		"_outputs.hello":"hello ada","_outputs.double":6,"_outputs.combine":{"hello":"hello ada","double":6}}`))
 	for _, id := range []string{"hello", "double", "combine"} {
 		if n := tb.nodes.count(runID, id); n != 1 {
 			t.Errorf("node %s ran %d times, want 1", id, n)
@@ -90,7 +91,7 @@ func TestFlowcraftStart(t *testing.T) {
 	}
 	// The start nodes got the initial keys, without the adapter's own.
 	if c := tb.nodes.of(runID, "hello"); len(c) == 1 {
-		assertJSON(t, "hello's input", c[0].Input, `{"name":"ada","count":3}`)
+		testenv.AssertJSON(t, "hello's input", c[0].Input, json.RawMessage(`{"name":"ada","count":3}`))
 	}
 	if w := tb.finalWrites(runID); len(w) != 1 || w[0] != "completed" {
 		t.Errorf("final status writes %v, want [completed]", w)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -119,7 +120,7 @@ func TestDuplicateJobs(t *testing.T) {
 	g := tb.waitStarted(runID, "b", 10*time.Second)
 	tb.publishJob(jobB) // a copy of the running step's job
 	tb.publishJob(jobA) // and of the finished start step's
-	waitUntil(t, 10*time.Second, "the copy of b's job to be refused while b runs (409)", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the copy of b's job to be refused while b runs (409)", func() bool {
 		for _, r := range tb.http.of(runID, "b") {
 			if r.Status == 409 {
 				return true
@@ -134,14 +135,14 @@ func TestDuplicateJobs(t *testing.T) {
 	before := len(tb.http.of(runID, "b"))
 	tb.publishJob(jobB)
 	tb.publishJob(jobqueue.Job{RunID: runID, BlueprintID: "dup", NodeID: "c", Attempt: 1})
-	waitUntil(t, 10*time.Second, "the late copies to be answered", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the late copies to be answered", func() bool {
 		return len(tb.http.of(runID, "b")) > before && len(tb.http.of(runID, "c")) >= 2
 	})
 
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output", res.Output, `{"n":20}`)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"n":20}`))
 	assertSteps(t, res, map[string]wantStep{"a": {workflow.StepSucceeded, 1}, "b": {workflow.StepSucceeded, 1}, "c": {workflow.StepSucceeded, 1}})
 	for _, id := range []string{"a", "b", "c"} {
 		if n := tb.nodes.count(runID, id); n != 1 {
@@ -152,7 +153,7 @@ func TestDuplicateJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertJSON(t, "final context after the late copies", after.Context, `{"n":1,"_outputs.a":{"n":2},"_outputs.b":{"n":2},"_outputs.c":{"n":20}}`)
+	testenv.AssertJSON(t, "final context after the late copies", after.Context, json.RawMessage(`{"n":1,"_outputs.a":{"n":2},"_outputs.b":{"n":2},"_outputs.c":{"n":20}}`))
 	if w := tb.finalWrites(runID); len(w) != 1 || w[0] != "completed" {
 		t.Errorf("final status writes %v, want [completed]", w)
 	}
@@ -180,7 +181,7 @@ func TestConcurrentDeliveriesNeverOverlap(t *testing.T) {
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output", res.Output, `{"v":1}`)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"v":1}`))
 	if n := tb.overlaps.Load(); n != 0 {
 		t.Errorf("%d call(s) of o ran while another call of o was running", n)
 	}
@@ -211,7 +212,7 @@ func TestDeadLetteredDuplicateDoesNotFailRun(t *testing.T) {
 	runID := tb.start(bp, map[string]any{"n": 1})
 	g := tb.waitStarted(runID, "b", 10*time.Second)
 	tb.publishJob(jobqueue.Job{RunID: runID, BlueprintID: "dup", NodeID: "b", Attempt: 1})
-	waitUntil(t, 10*time.Second, "the copy of b's job to be dead-lettered", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the copy of b's job to be dead-lettered", func() bool {
 		return tb.queueDepth(jobqueue.DeadLetterQueue(tb.queue)) == 1
 	})
 

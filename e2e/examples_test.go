@@ -4,11 +4,13 @@ package e2e
 // load.
 
 import (
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -25,7 +27,7 @@ func TestOrderExample(t *testing.T) {
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output", res.Output, `{"notified":"ada@example.com","channel":"email"}`)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"notified":"ada@example.com","channel":"email"}`))
 	assertSteps(t, res, map[string]wantStep{
 		"validate": {workflow.StepSucceeded, 1}, "review": {workflow.StepSucceeded, 1}, "reserve": {workflow.StepSucceeded, 1},
 		"payment-gateway": {workflow.StepSucceeded, 2}, "charge": {workflow.StepSucceeded, 1}, "ship": {workflow.StepSucceeded, 1},
@@ -42,7 +44,7 @@ func TestOrderExample(t *testing.T) {
 		"notify":          `{"notified":"ada@example.com","channel":"email"}`,
 	}
 	for id, want := range outputs {
-		assertJSON(t, "_outputs."+id, res.Context["_outputs."+id], want)
+		testenv.AssertJSON(t, "_outputs."+id, res.Context["_outputs."+id], json.RawMessage(want))
 	}
 	for _, s := range res.Steps {
 		if s.NodeID == "validate" && s.Action != "big" {
@@ -54,8 +56,8 @@ func TestOrderExample(t *testing.T) {
 		t.Errorf("payment-gateway calls %+v, want a planned failure then a success", gw)
 	}
 	steps := tb.steps(runID)
-	assertJSON(t, "ship's input", steps["ship"].Input, fmt.Sprintf(`{"review":{"reviewed":true},"reserve":{"reserved":["KB-101","MS-202"],"warehouse":"central"},"charge":{"chargeId":"ch-%s","amount":138.9,"currency":"EUR"}}`, runID))
-	assertJSON(t, "notify's input", steps["notify"].Input, fmt.Sprintf(`{"customer":"ada@example.com","trackingId":"trk-%s"}`, runID))
+	testenv.AssertJSON(t, "ship's input", steps["ship"].Input, json.RawMessage(fmt.Sprintf(`{"review":{"reviewed":true},"reserve":{"reserved":["KB-101","MS-202"],"warehouse":"central"},"charge":{"chargeId":"ch-%s","amount":138.9,"currency":"EUR"}}`, runID)))
+	testenv.AssertJSON(t, "notify's input", steps["notify"].Input, json.RawMessage(fmt.Sprintf(`{"customer":"ada@example.com","trackingId":"trk-%s"}`, runID)))
 	for id := range outputs {
 		want := 1
 		if id == "payment-gateway" {
@@ -93,7 +95,7 @@ func TestManyConcurrentRuns(t *testing.T) {
 		for b := 1; b <= 8; b++ {
 			want[fmt.Sprintf("b%d", b)] = map[string]any{"i": i}
 		}
-		assertJSON(t, fmt.Sprintf("run %d output", i), res.Output, toJSON(want))
+		testenv.AssertJSON(t, fmt.Sprintf("run %d output", i), res.Output, want)
 		if len(res.Steps) != 11 {
 			t.Errorf("run %d: %d steps, want 11", i, len(res.Steps))
 		}

@@ -4,11 +4,13 @@ package e2e
 // timeouts.
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -25,7 +27,7 @@ func TestRetryThenSuccess(t *testing.T) {
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output", res.Output, `{"id":7}`)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"id":7}`))
 	assertSteps(t, res, map[string]wantStep{
 		"start": {workflow.StepSucceeded, 1}, "unstable": {workflow.StepSucceeded, 3}, "end": {workflow.StepSucceeded, 1},
 	})
@@ -75,16 +77,16 @@ func TestRetriesExhaustedFallback(t *testing.T) {
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output", res.Output, `{"recoveredBy":"backup"}`)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"recoveredBy":"backup"}`))
 	assertSteps(t, res, map[string]wantStep{
 		"start": {workflow.StepSucceeded, 1}, "primary": {workflow.StepRecovered, 2},
 		"backup": {workflow.StepSucceeded, 1}, "end": {workflow.StepSucceeded, 1},
 	})
-	assertJSON(t, "final context", res.Context, `{"order":1,
+	testenv.AssertJSON(t, "final context", res.Context, json.RawMessage(`{"order":1,
 		"_outputs.start":{"order":1},
 		"_outputs.primary":{"recoveredBy":"backup"},
 		"_outputs.backup":{"recoveredBy":"backup"},
-		"_outputs.end":{"recoveredBy":"backup"}}`)
+		"_outputs.end":{"recoveredBy":"backup"}}`))
 	for node, want := range map[string]int{"start": 1, "primary": 2, "backup": 1, "end": 1} {
 		if n := tb.nodes.count(runID, node); n != want {
 			t.Errorf("node %s ran %d times, want %d", node, n, want)
@@ -97,7 +99,7 @@ func TestRetriesExhaustedFallback(t *testing.T) {
 	}
 	// The fallback gets the failed node's input.
 	if calls := tb.nodes.of(runID, "backup"); len(calls) == 1 {
-		assertJSON(t, "backup's input", calls[0].Input, `{"order":1}`)
+		testenv.AssertJSON(t, "backup's input", calls[0].Input, json.RawMessage(`{"order":1}`))
 	}
 	if len(res.Errors) != 0 {
 		t.Errorf("a recovered run reports errors: %v", res.Errors)

@@ -221,7 +221,7 @@ func setup(t *testing.T, opts ...option) *testBundle {
 	tb.pub = jobqueue.NewPublisher(testenv.RabbitMQURL(), tb.queue)
 	t.Cleanup(tb.pub.Close)
 
-	waitUntil(t, 15*time.Second, "the bridge to consume its queue", b.Ready)
+	testenv.Eventually(t, 15*time.Second, "the bridge to consume its queue", b.Ready)
 	return tb
 }
 
@@ -429,15 +429,7 @@ func (tb *testBundle) publishRaw(msg amqp.Publishing) {
 	tb.t.Helper()
 	tb.amqpMu.Lock()
 	defer tb.amqpMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	dc, err := tb.pubCh.PublishWithDeferredConfirmWithContext(ctx, "", tb.queue, false, false, msg)
-	if err != nil {
-		tb.t.Fatalf("publish: %v", err)
-	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		tb.t.Fatalf("publish confirm: acked=%v err=%v", ok, err)
-	}
+	testenv.PublishConfirmed(tb.t, tb.pubCh, tb.queue, msg)
 }
 
 // publishJob enqueues a job the way stepflow does (jobqueue.Publish).
@@ -454,7 +446,7 @@ func (tb *testBundle) publishJob(job jobqueue.Job) {
 func (tb *testBundle) deadLetters(n int, timeout time.Duration) []amqp.Delivery {
 	tb.t.Helper()
 	var got []amqp.Delivery
-	waitUntil(tb.t, timeout, fmt.Sprintf("%d message(s) on %s", n, jobqueue.DeadLetterQueue(tb.queue)), func() bool {
+	testenv.Eventually(tb.t, timeout, fmt.Sprintf("%d message(s) on %s", n, jobqueue.DeadLetterQueue(tb.queue)), func() bool {
 		tb.amqpMu.Lock()
 		defer tb.amqpMu.Unlock()
 		for len(got) < n {
@@ -475,16 +467,7 @@ func (tb *testBundle) deadLetters(n int, timeout time.Duration) []amqp.Delivery 
 // queueDepth returns the number of ready messages on q.
 func (tb *testBundle) queueDepth(q string) int {
 	tb.t.Helper()
-	ch, err := tb.conn.Channel()
-	if err != nil {
-		tb.t.Fatalf("RabbitMQ: open channel: %v", err)
-	}
-	defer ch.Close()
-	info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
-	if err != nil {
-		tb.t.Fatalf("RabbitMQ: inspect %s: %v", q, err)
-	}
-	return info.Messages
+	return testenv.QueueDepth(tb.t, tb.conn, q)
 }
 
 func headerString(h amqp.Table, key string) string {
@@ -825,52 +808,12 @@ func (s *testLogSink) handler() slog.Handler {
 
 // --- assertions ------------------------------------------------------------
 
-// waitUntil polls cond every 5 ms until it holds, failing after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 func toJSON(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Sprintf("%#v", v)
 	}
 	return string(b)
-}
-
-// normalize turns v into its JSON form (maps, slices, float64s).
-func normalize(t *testing.T, v any) any {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatalf("encode %#v: %v", v, err)
-	}
-	var out any
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// assertJSON checks that got, as JSON, equals want (a JSON text).
-func assertJSON(t *testing.T, what string, got any, want string) {
-	t.Helper()
-	var w any
-	if err := json.Unmarshal([]byte(want), &w); err != nil {
-		t.Fatalf("bad expectation for %s: %v", what, err)
-	}
-	if g := normalize(t, got); !reflect.DeepEqual(g, w) {
-		t.Errorf("%s:\n got %s\nwant %s", what, toJSON(g), toJSON(w))
-	}
 }
 
 // wantStep describes a step's expected state and attempts.

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/testenv"
 )
 
 // metricSum adds the values of every series of a counter, gauge or
@@ -88,12 +89,11 @@ func TestMetricsCountARun(t *testing.T) {
 	for _, c := range checks {
 		// The bridge counts a delivery after acking it, a moment after the
 		// run's final commit: poll briefly.
-		deadline := time.Now().Add(5 * time.Second)
-		got := metricSum(t, c.reg, c.name, c.labels)
-		for got != c.want && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		var got float64
+		_ = testenv.Poll(tb.ctx, 5*time.Second, 10*time.Millisecond, func() (bool, error) {
 			got = metricSum(t, c.reg, c.name, c.labels)
-		}
+			return got == c.want, nil
+		})
 		if got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
@@ -131,10 +131,10 @@ func TestOneRunIsOneTrace(t *testing.T) {
 	}
 	tb.wait(runID, 30*time.Second)
 	// The last bridge span ends just after the final commit.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		byName := map[string]int{}
-		var root sdktrace.ReadOnlySpan
+	var byName map[string]int
+	var root sdktrace.ReadOnlySpan
+	err = testenv.Poll(tb.ctx, 5*time.Second, 10*time.Millisecond, func() (bool, error) {
+		byName, root = map[string]int{}, nil
 		spans := exp.GetSpans().Snapshots()
 		for _, s := range spans {
 			for _, a := range s.Attributes() {
@@ -151,12 +151,9 @@ func TestOneRunIsOneTrace(t *testing.T) {
 				}
 			}
 		}
-		if byName["stepflow.bridge.deliver"] == 10 && byName["stepflow.function.step"] == 10 && byName["stepflow.node noop"] == 10 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("spans in the run's trace: %v (root found: %v); want 10 deliveries, 10 steps, 10 node spans", byName, root != nil)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return byName["stepflow.bridge.deliver"] == 10 && byName["stepflow.function.step"] == 10 && byName["stepflow.node noop"] == 10, nil
+	})
+	if err != nil {
+		t.Fatalf("spans in the run's trace %s: %v (root found: %v); want 10 deliveries, 10 steps, 10 node spans", err, byName, root != nil)
 	}
 }

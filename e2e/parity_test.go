@@ -5,10 +5,12 @@ package e2e
 // on both and compare.
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/stepflow/stepflow/examples/nodes"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -23,14 +25,14 @@ func runBoth(t *testing.T, tb *testBundle, bp *workflow.Blueprint, input map[str
 	if local.Status != workflow.RunCompleted {
 		t.Fatalf("local run: status %s, errors %v (the test's expectation is wrong)", local.Status, local.Errors)
 	}
-	assertJSON(t, "local runner's output", local.Output, want)
+	testenv.AssertJSON(t, "local runner's output", local.Output, json.RawMessage(want))
 
 	runID := tb.start(bp, input)
 	res := tb.wait(runID, 20*time.Second)
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("distributed run: status %s, errors %+v; the local runner completes with %s", res.Status, res.Errors, toJSON(local.Output))
 	}
-	assertJSON(t, "distributed output", res.Output, want)
+	testenv.AssertJSON(t, "distributed output", res.Output, json.RawMessage(want))
 }
 
 // A transform node's expression reads another node's output

@@ -4,11 +4,13 @@ package e2e
 // branches, each checked step by step.
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stepflow/stepflow/examples/nodes"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -23,7 +25,7 @@ func TestLinearChain(t *testing.T) {
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output", res.Output, `{"order":"A-1","n":1}`)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"order":"A-1","n":1}`))
 	want := map[string]wantStep{}
 	wantCtx := map[string]any{"order": "A-1", "n": 1}
 	for i := 1; i <= 10; i++ {
@@ -35,7 +37,7 @@ func TestLinearChain(t *testing.T) {
 		}
 	}
 	assertSteps(t, res, want)
-	assertJSON(t, "final context", res.Context, toJSON(wantCtx))
+	testenv.AssertJSON(t, "final context", res.Context, wantCtx)
 	if w := tb.finalWrites(runID); len(w) != 1 || w[0] != "completed" {
 		t.Errorf("final status writes %v, want [completed]", w)
 	}
@@ -53,7 +55,7 @@ func TestFanOutAllJoin(t *testing.T) {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
 	const joinInput = `{"b1":{"k":"v"},"b2":{"k":"v"},"b3":{"k":"v"},"b4":{"k":"v"},"b5":{"k":"v"},"b6":{"k":"v"},"b7":{"k":"v"},"b8":{"k":"v"}}`
-	assertJSON(t, "output", res.Output, joinInput)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(joinInput))
 	want := map[string]wantStep{}
 	for _, id := range []string{"start", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "join", "end"} {
 		want[id] = wantStep{workflow.StepSucceeded, 1}
@@ -66,8 +68,8 @@ func TestFanOutAllJoin(t *testing.T) {
 	if len(calls) != 1 {
 		t.Fatalf("join called %d times, want 1", len(calls))
 	}
-	assertJSON(t, "input the join node received", calls[0].Input, joinInput)
-	assertJSON(t, "join's stored input", tb.step(runID, "join").Input, joinInput)
+	testenv.AssertJSON(t, "input the join node received", calls[0].Input, json.RawMessage(joinInput))
+	testenv.AssertJSON(t, "join's stored input", tb.step(runID, "join").Input, json.RawMessage(joinInput))
 	// The join started after every branch had finished.
 	for i := 1; i <= 8; i++ {
 		b := tb.nodes.of(runID, fmt.Sprintf("b%d", i))
@@ -162,7 +164,7 @@ func TestExclusiveBranchesIntoAllJoin(t *testing.T) {
 			if res.Status != workflow.RunCompleted {
 				t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 			}
-			assertJSON(t, "output", res.Output, tc.output)
+			testenv.AssertJSON(t, "output", res.Output, json.RawMessage(tc.output))
 			assertSteps(t, res, map[string]wantStep{
 				"decide": {workflow.StepSucceeded, 1}, tc.taken: {workflow.StepSucceeded, 1},
 				tc.untaken: {workflow.StepSkipped, 0}, "join": {workflow.StepSucceeded, 1}, "end": {workflow.StepSucceeded, 1},
@@ -200,8 +202,8 @@ func TestActionRoutingIntoAnyJoin(t *testing.T) {
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output (as the local runner computes it)", res.Output, toJSON(local.Output))
-	assertJSON(t, "output", res.Output, `{"summary":"[de→en] Der Bericht beschreibt, wie das Team die neue Plattform in drei …","truncated":true,"language":"en"}`)
+	testenv.AssertJSON(t, "output (as the local runner computes it)", res.Output, local.Output)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"summary":"[de→en] Der Bericht beschreibt, wie das Team die neue Plattform in drei …","truncated":true,"language":"en"}`))
 	assertSteps(t, res, map[string]wantStep{
 		"extract": {workflow.StepSucceeded, 1}, "detect": {workflow.StepSucceeded, 1},
 		"translate-de": {workflow.StepSucceeded, 1}, "translate-fr": {workflow.StepSkipped, 0},

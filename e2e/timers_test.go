@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -20,7 +22,7 @@ func TestSleepHoldsNoWorker(t *testing.T) {
 
 	runID := tb.start(bp, map[string]any{"x": 1})
 	var wakeAt time.Time
-	waitUntil(t, 5*time.Second, "the wait step to sleep", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the wait step to sleep", func() bool {
 		s := tb.step(runID, "wait")
 		if s != nil && s.State == workflow.StepSleeping && s.WakeAt != nil {
 			wakeAt = *s.WakeAt
@@ -33,7 +35,7 @@ func TestSleepHoldsNoWorker(t *testing.T) {
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("status %s, want completed; errors %v", res.Status, res.Errors)
 	}
-	assertJSON(t, "output", res.Output, `{"x":1}`)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"x":1}`))
 	assertSteps(t, res, map[string]wantStep{
 		"start": {workflow.StepSucceeded, 1}, "wait": {workflow.StepSucceeded, 1}, "end": {workflow.StepSucceeded, 1},
 	})
@@ -88,7 +90,7 @@ func TestCancelMidRun(t *testing.T) {
 		t.Fatalf("Cancel returned %s, want cancelled", status)
 	}
 	g.open() // let the node return, cancelled or not
-	waitUntil(t, 10*time.Second, "the function to answer the hold job", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the function to answer the hold job", func() bool {
 		return len(tb.http.of(runID, "hold")) >= 1
 	})
 

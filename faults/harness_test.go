@@ -264,15 +264,7 @@ func (b *bundle) publishRaw(msg amqp.Publishing) {
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-	defer cancel()
-	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", b.queue, false, false, msg)
-	if err != nil {
-		t.Fatalf("publish %s: %v", msg.MessageId, err)
-	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		t.Fatalf("publish %s: not confirmed (%v)", msg.MessageId, err)
-	}
+	testenv.PublishConfirmed(t, ch, b.queue, msg)
 }
 
 // bridgeInflight scrapes the bridge's in-flight deliveries gauge.
@@ -293,8 +285,8 @@ func (b *bundle) bridgeInflight() (float64, error) {
 	return 0, fmt.Errorf("no stepflow_bridge_inflight_deliveries in /metrics")
 }
 
-// hold keeps a fault in place for its stated duration (the one use of a
-// sleep in this suite besides polling intervals).
+// hold keeps a fault in place for its stated duration: the one sleep of
+// this suite, as conditions are polled with testenv.Poll.
 func hold(d time.Duration) { time.Sleep(d) }
 
 // flushRedis wipes the case's whole Redis database.

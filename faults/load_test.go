@@ -143,7 +143,7 @@ func (l *load) startOne(r *run) {
 // waitStarted waits until at least n runs have started.
 func (l *load) waitStarted(n int) {
 	l.b.t.Helper()
-	if err := waitFor(l.b.ctx, 60*time.Second, 5*time.Millisecond, func() (bool, error) {
+	if err := testenv.Poll(l.b.ctx, 60*time.Second, 5*time.Millisecond, func() (bool, error) {
 		return l.started.Load() >= int64(n), nil
 	}); err != nil {
 		l.b.t.Fatalf("%d runs started: %v (only %d)", n, err, l.started.Load())

@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stepflow/stepflow/internal/testenv"
 )
 
 // proc is one stepflow process under test (function, bridge or
@@ -98,29 +99,27 @@ func (p *proc) waitReady(within time.Duration) {
 	p.mu.Lock()
 	exited := p.exited
 	p.mu.Unlock()
-	deadline := time.Now().Add(within)
 	hc := &http.Client{Timeout: time.Second}
-	var last string
-	for time.Now().Before(deadline) {
+	err := testenv.Poll(p.t.Context(), within, 20*time.Millisecond, func() (bool, error) {
 		select {
 		case <-exited:
 			p.t.Fatalf("%s exited before it was ready (%v); log tail:\n%s", p.name, p.exitErr, p.tail(40))
 		default:
 		}
 		resp, err := hc.Get(p.readyURL)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
+		if err != nil {
+			return false, err
 		}
-		poll(20 * time.Millisecond)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false, fmt.Errorf("readiness %s", resp.Status)
+		}
+		return true, nil
+	})
+	if err != nil {
+		p.t.Fatalf("%s not ready: %v; log tail:\n%s", p.name, err, p.tail(40))
 	}
-	p.t.Fatalf("%s not ready within %s (last: %s); log tail:\n%s", p.name, within, last, p.tail(40))
 }
 
 // Kill9 sends SIGKILL and waits for the process to be gone.
@@ -214,33 +213,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// poll is the pause between two checks of a condition polled with a
-// deadline.
-func poll(d time.Duration) { time.Sleep(d) }
-
-// waitFor polls cond every interval until it holds or within is over.
-func waitFor(ctx context.Context, within, interval time.Duration, cond func() (bool, error)) error {
-	deadline := time.Now().Add(within)
-	var lastErr error
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		if err != nil {
-			lastErr = err
-		}
-		if time.Now().After(deadline) {
-			if lastErr != nil {
-				return fmt.Errorf("not within %s (last error: %w)", within, lastErr)
-			}
-			return fmt.Errorf("not within %s", within)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		poll(interval)
-	}
 }

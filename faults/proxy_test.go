@@ -54,8 +54,7 @@ func (p *proxy) Cut(d time.Duration) {
 		_ = c.Close()
 	}
 	p.mu.Unlock()
-	// Holding the fault for its stated duration is the one sleep allowed.
-	time.Sleep(d)
+	hold(d)
 }
 
 // Stats reports how many cuts there were and how many connections were

@@ -17,6 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -69,7 +70,7 @@ func (b *bundle) verify(l *load, o verifyOptions) *logs {
 	ctx, cancel := context.WithTimeout(b.ctx, runsDeadline+time.Minute)
 	defer cancel()
 	var running int
-	err := waitFor(ctx, runsDeadline, 50*time.Millisecond, func() (bool, error) {
+	err := testenv.Poll(ctx, runsDeadline, 50*time.Millisecond, func() (bool, error) {
 		err := b.pool.QueryRow(ctx, `SELECT count(*) FROM `+q.Statuses+` WHERE run_id = ANY($1) AND status <> 'running'`, ids).Scan(&running)
 		running = len(ids) - running
 		return err == nil && running == 0, err
@@ -137,7 +138,7 @@ func (b *bundle) waitQuiet() {
 	dlq := jobqueue.DeadLetterQueue(b.queue)
 	streak := 0
 	var last string
-	err := waitFor(b.ctx, quietDeadline, 100*time.Millisecond, func() (bool, error) {
+	err := testenv.Poll(b.ctx, quietDeadline, 100*time.Millisecond, func() (bool, error) {
 		depths, err := b.queueDepths()
 		if err != nil {
 			streak = 0

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -101,7 +104,10 @@ func TestBatchPanicFailsOnlyItsJob(t *testing.T) {
 // the jobs whose nodes finished; the slow one commits nothing.
 func TestBatchCancelledRequestCommitsFinishedJobs(t *testing.T) {
 	t.Parallel()
-	tb := setup(t)
+	tb := setup(t, func(o *options) { o.noStart = true })
+	metrics := prometheus.NewRegistry()
+	tb.f = function.New(function.Options{Registry: tb.reg, Logger: tb.log, Registerer: metrics})
+	tb.startFunction(tb.f, 0)
 	waitRun, waitJobs := tb.createRun(decodeBlueprint(t, gatedBlueprint), nil)
 	pairRun, pairJobs := tb.createRun(decodeBlueprint(t, pairBlueprint), nil)
 
@@ -109,14 +115,13 @@ func TestBatchCancelledRequestCommitsFinishedJobs(t *testing.T) {
 	defer cancel()
 	done := tb.runBatch(ctx, waitJobs[0], pairJobs[0])
 	tb.waitEntered()
-	// first runs beside the gated node; wait until it has.
-	deadline := time.Now().Add(10 * time.Second)
-	for tb.probes.count("first") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("first did not run within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// first runs beside the gated node; wait until its attempt is counted.
+	// The function counts it after checking that the request is still
+	// alive, and commits it from there on; a cancel between the node's
+	// return and that check would lose it, so its call alone is not enough.
+	testenv.Eventually(t, 10*time.Second, "first's attempt to be counted", func() bool {
+		return stepsCounted(t, metrics) == 1
+	})
 	cancel() // the bridge gave up on the request
 
 	rs := tb.results(done)
@@ -134,4 +139,23 @@ func TestBatchCancelledRequestCommitsFinishedJobs(t *testing.T) {
 	if n := tb.probes.count("first"); n != 1 {
 		t.Errorf("first ran %d times, want 1", n)
 	}
+}
+
+// stepsCounted is the function's stepflow_steps_total, all outcomes and
+// node types together.
+func stepsCounted(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	var n float64
+	for _, f := range families {
+		if f.GetName() == "stepflow_steps_total" {
+			for _, m := range f.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
 }

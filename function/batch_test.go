@@ -103,18 +103,12 @@ func (tb *testBundle) leaseKeys() []string {
 func (tb *testBundle) waitLeases(within time.Duration, want ...string) []string {
 	tb.t.Helper()
 	slices.Sort(want)
-	deadline := time.Now().Add(within)
-	for {
-		got := tb.leaseKeys()
-		if slices.Equal(got, want) || time.Now().After(deadline) {
-			return got
-		}
-		select {
-		case <-tb.ctx.Done():
-			return got
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	var got []string
+	_ = testenv.Poll(tb.ctx, within, 10*time.Millisecond, func() (bool, error) {
+		got = tb.leaseKeys()
+		return slices.Equal(got, want), nil
+	})
+	return got
 }
 
 // fanBlueprint: start → b1..bN → join (all) → end, all probes. b1's edge to
@@ -236,7 +230,7 @@ func (tb *testBundle) assertBranchesDone(r fanRun) {
 	if j == nil || j.State != workflow.StepReady || j.Attempts != 0 {
 		t.Fatalf("run %s: join is %+v, want ready, not run", r.id, j)
 	}
-	assertJSON(t, "join's input in run "+r.id, j.Input, r.outputs()["join"].(map[string]any)["input"])
+	testenv.AssertJSON(t, "join's input in run "+r.id, j.Input, r.outputs()["join"].(map[string]any)["input"])
 	if p := tb.pending(r.id); p != 1 {
 		t.Errorf("run %s: pending %d after every branch, want 1 (the join)", r.id, p)
 	}
@@ -816,7 +810,7 @@ func TestBatchHTTP(t *testing.T) {
 		if raw[1]["datacontenttype"] != event.ApplicationJSON {
 			t.Errorf("result datacontenttype %v", raw[1]["datacontenttype"])
 		}
-		assertJSON(t, "raw data of the 422 result", raw[1]["data"], map[string]any{"status": 422, "error": `run "ghost-run" does not exist`})
+		testenv.AssertJSON(t, "raw data of the 422 result", raw[1]["data"], map[string]any{"status": 422, "error": `run "ghost-run" does not exist`})
 	})
 
 	t.Run("content type with parameters is a batch", func(t *testing.T) {
@@ -1276,7 +1270,7 @@ func TestBatchSkipsAndAnyJoin(t *testing.T) {
 	if s := tb.step(both, "x"); s == nil || s.State != workflow.StepReady {
 		t.Errorf("run both: x is %+v, want ready", s)
 	} else {
-		assertJSON(t, "x's input", s.Input, map[string]any{"p1": p("p1", bothIn), "p2": p("p2", bothIn)})
+		testenv.AssertJSON(t, "x's input", s.Input, map[string]any{"p1": p("p1", bothIn), "p2": p("p2", bothIn)})
 	}
 
 	tb.deliverAll(nil, job(anyRun, "sk", "anyj", 1), job(both, "sk", "anyj", 1), job(both, "sk", "x", 1))
@@ -1289,7 +1283,7 @@ func TestBatchSkipsAndAnyJoin(t *testing.T) {
 	if from, _ := in["node"].(string); !slices.Contains([]string{"p1", "p2", "p3"}, from) {
 		t.Errorf("run any: the any-join's input %v is no predecessor's delivery", in)
 	} else {
-		assertJSON(t, "the any-join's output", out, map[string]any{"node": "anyj", "attempt": 1, "input": p(from, anyIn)})
+		testenv.AssertJSON(t, "the any-join's output", out, map[string]any{"node": "anyj", "attempt": 1, "input": p(from, anyIn)})
 	}
 	tb.assertCompleted(both, nil)
 	if n := tb.probes.count("anyj"); n != 2 {

@@ -9,11 +9,9 @@ package function_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -383,27 +381,9 @@ func (tb *testBundle) assertCompleted(runID string, outputs map[string]any) *sto
 			tb.t.Errorf("status_data has no %s: %v", workflow.OutputKey(id), r.StatusData)
 			continue
 		}
-		assertJSON(tb.t, "output of "+id, got, want)
+		testenv.AssertJSON(tb.t, "output of "+id, got, want)
 	}
 	return r
-}
-
-func assertJSON(t *testing.T, what string, got, want any) {
-	t.Helper()
-	norm := func(v any) any {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		var out any
-		_ = json.Unmarshal(b, &out)
-		return out
-	}
-	if g, w := norm(got), norm(want); !reflect.DeepEqual(g, w) {
-		gb, _ := json.Marshal(g)
-		wb, _ := json.Marshal(w)
-		t.Errorf("%s = %s, want %s", what, gb, wb)
-	}
 }
 
 func targets(jobs []wire.NextJob) []string {

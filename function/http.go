@@ -43,7 +43,7 @@ func (f *Function) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.badRequest(w, err, "not a CloudEvent")
 		return
 	}
-	resp, err, release := f.handleOne(r.Context(), *e)
+	resp, release, err := f.handleOne(r.Context(), *e)
 	defer f.releaseLater(release)
 	if err != nil {
 		status, msg := http.StatusInternalServerError, err.Error()

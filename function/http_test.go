@@ -13,6 +13,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	fce "knative.dev/func-go/cloudevents"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 )
 
@@ -53,17 +54,6 @@ func post(t *testing.T, ctx context.Context, url string, e event.Event) httpRepl
 	return r
 }
 
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
 // Through func-go's real CloudEvents handler, the statuses and bodies the
 // bridge decides on.
 func TestHTTPHandler(t *testing.T) {
@@ -74,10 +64,10 @@ func TestHTTPHandler(t *testing.T) {
 	ctx, cancel := context.WithTimeout(tb.ctx, 30*time.Second)
 	defer cancel()
 
-	if code, body := get(t, srv.URL+"/health/readiness"); code != http.StatusOK || body != "READY" {
+	if code, body := testenv.HTTPGet(t, srv.URL+"/health/readiness"); code != http.StatusOK || body != "READY" {
 		t.Errorf("readiness: %d %q", code, body)
 	}
-	if code, body := get(t, srv.URL+"/health/liveness"); code != http.StatusOK || body != "ALIVE" {
+	if code, body := testenv.HTTPGet(t, srv.URL+"/health/liveness"); code != http.StatusOK || body != "ALIVE" {
 		t.Errorf("liveness: %d %q", code, body)
 	}
 
@@ -148,7 +138,7 @@ func TestHTTPHandler(t *testing.T) {
 	// An instance that is not started: not ready, and jobs are retried.
 	idle := httptest.NewServer(fce.New(tb.newFunction()).Handler)
 	t.Cleanup(idle.Close)
-	if code, _ := get(t, idle.URL+"/health/readiness"); code != http.StatusServiceUnavailable {
+	if code, _ := testenv.HTTPGet(t, idle.URL+"/health/readiness"); code != http.StatusServiceUnavailable {
 		t.Errorf("readiness of an unstarted function: %d, want 503", code)
 	}
 	if r := post(t, ctx, idle.URL, jobEvent(starts[0])); r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "not started") {

@@ -36,21 +36,21 @@ const earlyTolerance = 50 * time.Millisecond
 // form: the reply event with the next jobs, no event, or an error carrying
 // the HTTP status.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	resp, err, release := f.handleOne(ctx, e)
+	resp, release, err := f.handleOne(ctx, e)
 	release()
 	return resp, err
 }
 
 // handleOne is Handle, leaving the release of the step's lease to the
 // caller (see handleBatch).
-func (f *Function) handleOne(ctx context.Context, e event.Event) (*event.Event, error, func()) {
+func (f *Function) handleOne(ctx context.Context, e event.Event) (*event.Event, func(), error) {
 	rs, release := f.handleBatch(ctx, []event.Event{e})
 	r := rs[0]
 	if r.Status != http.StatusOK {
-		return nil, cehttp.NewResult(r.Status, "%s", r.Error), release
+		return nil, release, cehttp.NewResult(r.Status, "%s", r.Error)
 	}
 	if len(r.Jobs) == 0 {
-		return nil, nil, release
+		return nil, release, nil
 	}
 	resp := event.New()
 	resp.SetID(e.ID() + "/reply")
@@ -60,9 +60,9 @@ func (f *Function) handleOne(ctx context.Context, e event.Event) (*event.Event, 
 		resp.SetSubject(s)
 	}
 	if err := resp.SetData(event.ApplicationJSON, wire.Reply{Jobs: r.Jobs}); err != nil {
-		return nil, cehttp.NewResult(http.StatusInternalServerError, "encode reply: %v", err), release
+		return nil, release, cehttp.NewResult(http.StatusInternalServerError, "encode reply: %v", err)
 	}
-	return &resp, nil, release
+	return &resp, release, nil
 }
 
 // HandleBatch runs the step algorithm for every job of a batch and returns

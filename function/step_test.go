@@ -443,7 +443,7 @@ func TestHandleContextWrites(t *testing.T) {
 
 	r := tb.assertCompleted(runID, map[string]any{"look": map[string]any{"read": "blue"}})
 	for k, want := range map[string]any{"user": "ann", "color": "blue", "size": 3, "tried2": true} {
-		assertJSON(t, "status_data."+k, r.StatusData[k], want)
+		testenv.AssertJSON(t, "status_data."+k, r.StatusData[k], want)
 	}
 	if _, ok := r.StatusData["tried1"]; ok {
 		t.Errorf("final context has the failed attempt's write: %v", r.StatusData)
@@ -452,7 +452,7 @@ func TestHandleContextWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertJSON(t, "context row", final, r.StatusData)
+	testenv.AssertJSON(t, "context row", final, r.StatusData)
 }
 
 func TestHandleCancelledRun(t *testing.T) {
@@ -559,7 +559,7 @@ func TestFlowcraftStartedRun(t *testing.T) {
 	if s := tb.step(runID, "double"); s.State != workflow.StepSucceeded {
 		t.Errorf("double is %s", s.State)
 	} else {
-		assertJSON(t, "double's input", s.Input, map[string]any{"n": 3})
+		testenv.AssertJSON(t, "double's input", s.Input, map[string]any{"n": 3})
 	}
 
 	jobs := make([]wire.Job, 0, len(first))
@@ -574,7 +574,7 @@ func TestFlowcraftStartedRun(t *testing.T) {
 			t.Errorf("status_data lacks %s", workflow.OutputKey(n.ID))
 		}
 	}
-	assertJSON(t, "status_data.n", r.StatusData["n"], 3)
+	testenv.AssertJSON(t, "status_data.n", r.StatusData["n"], 3)
 }
 
 func TestRunKeepsItsPinnedBlueprint(t *testing.T) {
@@ -671,6 +671,6 @@ func TestTransformNodeReadsOtherOutputs(t *testing.T) {
 	if r.Status != workflow.RunCompleted {
 		t.Fatalf("run is %s (%s); the local runner completed it with %v", r.Status, r.Error, local.Context)
 	}
-	assertJSON(t, "local runner's output of c", local.Context[workflow.OutputKey("c")], 10)
-	assertJSON(t, "output of c", r.StatusData[workflow.OutputKey("c")], 10)
+	testenv.AssertJSON(t, "local runner's output of c", local.Context[workflow.OutputKey("c")], 10)
+	testenv.AssertJSON(t, "output of c", r.StatusData[workflow.OutputKey("c")], 10)
 }

@@ -173,17 +173,16 @@ func TestReconcilerCommandServes(t *testing.T) {
 
 	// The pass publishes the missing job before it counts the run.
 	base := "http://" + addr
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(30 * time.Second)
-	for !strings.Contains(body(base+"/metrics"), `stepflow_reconcile_runs_total{result="reconciled"} 1`) {
+	err = testenv.Poll(t.Context(), 30*time.Second, 50*time.Millisecond, func() (bool, error) {
 		select {
-		case <-tick.C:
 		case <-exited:
 			t.Fatalf("stepflow reconciler exited: %v\n%s", waitErr, logs.Bytes())
-		case <-deadline:
-			t.Fatalf("no run reconciled within 30s of a 1s schedule; /metrics:\n%s", body(base+"/metrics"))
+		default:
 		}
+		return strings.Contains(body(base+"/metrics"), `stepflow_reconcile_runs_total{result="reconciled"} 1`), nil
+	})
+	if err != nil {
+		t.Fatalf("no run reconciled on a 1s schedule: %v; /metrics:\n%s", err, body(base+"/metrics"))
 	}
 	if b := body(base + "/health/readiness"); b != "READY" {
 		t.Errorf("readiness %q, want READY", b)

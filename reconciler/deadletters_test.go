@@ -1,7 +1,6 @@
 package reconciler_test
 
 import (
-	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -11,9 +10,10 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
@@ -44,8 +44,6 @@ func jobDeadLetter(j wire.Job, code, reason string) deadLetter {
 // does (bridge.Bridge.carryOut, KindDeadLetter), and waits for the confirm.
 func (tb *testBundle) publishDeadLetter(dl deadLetter) {
 	tb.t.Helper()
-	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
-	defer cancel()
 	msg := amqp.Publishing{
 		ContentType:  "application/json",
 		DeliveryMode: amqp.Persistent,
@@ -60,13 +58,7 @@ func (tb *testBundle) publishDeadLetter(dl deadLetter) {
 			jobqueue.HeaderFirstFailure: dl.firstFailure.Format(time.RFC3339),
 		},
 	}
-	dc, err := tb.pubCh.PublishWithDeferredConfirmWithContext(ctx, "", jobqueue.DeadLetterQueue(tb.queue), false, false, msg)
-	if err != nil {
-		tb.t.Fatalf("publish dead letter: %v", err)
-	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		tb.t.Fatalf("dead letter not confirmed: %v %v", ok, err)
-	}
+	testenv.PublishConfirmed(tb.t, tb.pubCh, jobqueue.DeadLetterQueue(tb.queue), msg)
 }
 
 func (tb *testBundle) deadLetterRows() int {
@@ -202,7 +194,7 @@ func TestDeadLetterRedeliveredIsRecordedOnce(t *testing.T) {
 	// Stats.DeadLetters is documented as "dead letters recorded"; the
 	// duplicate recorded nothing.
 	if st.DeadLetters != 0 {
-		t.Errorf("duplicate pass reports %d dead letters recorded, want 0 (the message was already recorded; see reconciler/deadletters.go IngestDeadLetters: recorded++ counts every message read, not rows inserted)", st.DeadLetters)
+		t.Errorf("duplicate pass reports %d dead letters recorded, want 0 (the message was already recorded: IngestDeadLetters counts the rows it inserts)", st.DeadLetters)
 	}
 }
 

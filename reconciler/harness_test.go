@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"testing"
 	"time"
 
@@ -366,26 +365,7 @@ func (tb *testBundle) assertCompleted(runID string, outputs map[string]any) {
 			tb.t.Errorf("status_data has no %s: %v", workflow.OutputKey(id), r.StatusData)
 			continue
 		}
-		assertJSON(tb.t, fmt.Sprintf("output of %s", id), got, want)
-	}
-}
-
-// assertJSON compares two values as JSON documents.
-func assertJSON(t *testing.T, what string, got, want any) {
-	t.Helper()
-	norm := func(v any) any {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		var out any
-		_ = json.Unmarshal(b, &out)
-		return out
-	}
-	if g, w := norm(got), norm(want); !reflect.DeepEqual(g, w) {
-		gb, _ := json.Marshal(g)
-		wb, _ := json.Marshal(w)
-		t.Errorf("%s = %s, want %s", what, gb, wb)
+		testenv.AssertJSON(tb.t, fmt.Sprintf("output of %s", id), got, want)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -35,7 +36,7 @@ func TestReconcileRebuildsALostStepRow(t *testing.T) {
 	if c := steps["c"]; c == nil || c.State != workflow.StepReady {
 		t.Fatalf("c after the resync: %+v, want ready", c)
 	}
-	assertJSON(t, "c's input", steps["c"].Input, 20) // b's output, as b's commit delivered it
+	testenv.AssertJSON(t, "c's input", steps["c"].Input, 20) // b's output, as b's commit delivered it
 	if r := tb.run(runID); r.Status != workflow.RunRunning || r.Pending != 1 {
 		t.Fatalf("run %s with %d pending, want running with 1", r.Status, r.Pending)
 	}

@@ -3,7 +3,6 @@ package reconciler_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,17 +77,6 @@ func nextPass(t *testing.T, passes <-chan pass) pass {
 	}
 }
 
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
 // The service repairs a stalled run on its schedule, counts the pass and
 // the run in its metrics, and serves them with its health.
 func TestServiceReconcilesOnSchedule(t *testing.T) {
@@ -99,17 +87,17 @@ func TestServiceReconcilesOnSchedule(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	url, passes := startService(t, tb.newReconciler(nil), reg)
 
-	if code, body := get(t, url+"/health/liveness"); code != http.StatusOK || body != "ALIVE" {
+	if code, body := testenv.HTTPGet(t, url+"/health/liveness"); code != http.StatusOK || body != "ALIVE" {
 		t.Errorf("liveness %d %q, want 200 ALIVE", code, body)
 	}
 	if p := nextPass(t, passes); p.err != nil || p.st.ReconciledRuns != 1 {
 		t.Fatalf("first pass %+v, %v; want the stalled run reconciled", p.st, p.err)
 	}
 	assertJobs(t, "republished by the service", tb.takeQueued(), job(runID, "chain", "b", 1))
-	if code, body := get(t, url+"/health/readiness"); code != http.StatusOK || body != "READY" {
+	if code, body := testenv.HTTPGet(t, url+"/health/readiness"); code != http.StatusOK || body != "READY" {
 		t.Errorf("readiness %d %q, want 200 READY", code, body)
 	}
-	_, metrics := get(t, url+"/metrics")
+	_, metrics := testenv.HTTPGet(t, url+"/metrics")
 	for _, want := range []string{`stepflow_reconcile_passes_total{outcome="ok"}`, `stepflow_reconcile_runs_total{result="reconciled"} 1`, `stepflow_reconcile_duration_seconds_count`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, metrics)
@@ -141,17 +129,17 @@ func TestServiceReadinessFollowsThePasses(t *testing.T) {
 	if p := nextPass(t, passes); p.err == nil {
 		t.Fatalf("pass over missing tables succeeded: %+v", p.st)
 	}
-	if code, _ := get(t, url+"/health/readiness"); code != http.StatusServiceUnavailable {
+	if code, _ := testenv.HTTPGet(t, url+"/health/readiness"); code != http.StatusServiceUnavailable {
 		t.Errorf("readiness after a failed pass: %d, want 503", code)
 	}
 	testenv.MigrateTables(t, pool, tables)
 	// A pass that began before the tables were there may still fail.
 	for nextPass(t, passes).err != nil {
 	}
-	if code, body := get(t, url+"/health/readiness"); code != http.StatusOK || body != "READY" {
+	if code, body := testenv.HTTPGet(t, url+"/health/readiness"); code != http.StatusOK || body != "READY" {
 		t.Errorf("readiness after a good pass: %d %q, want 200 READY", code, body)
 	}
-	if _, metrics := get(t, url+"/metrics"); !strings.Contains(metrics, `stepflow_reconcile_passes_total{outcome="error"}`) {
+	if _, metrics := testenv.HTTPGet(t, url+"/metrics"); !strings.Contains(metrics, `stepflow_reconcile_passes_total{outcome="error"}`) {
 		t.Errorf("/metrics counts no failed pass:\n%s", metrics)
 	}
 }

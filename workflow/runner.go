@@ -175,8 +175,7 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 			result.Errors = append(result.Errors, StepError{Message: "run cancelled: " + context.Cause(runCtx).Error()})
 		}
 	}
-	var makeReady func(tr Transition)
-	makeReady = func(tr Transition) {
+	makeReady := func(tr Transition) {
 		for _, id := range tr.Skipped {
 			r.steps[id] = &localStep{status: StepStatus{State: StepSkipped}, uses: w.nodes[id].Uses}
 			record(id)

@@ -55,7 +55,8 @@ func newFunctionCmd() *cobra.Command {
 		Use:   "function",
 		Short: "Serve the step function over HTTP (CloudEvents), as Knative would",
 		Long: `Function serves the step function as a plain process: POST a binary-mode
-CloudEvent of type dev.stepflow.job.v1 to run one node. It answers
+CloudEvent of type dev.stepflow.job.v1 to run one node, or a CloudEvents batch
+(application/cloudevents-batch+json) of them to run each. It answers
 /health/readiness (false until PostgreSQL and Redis answer), /health/liveness
 and /metrics, and drains on SIGTERM. It serves the built-in and example node
 types. (As a Knative function, the repository root serves the same through

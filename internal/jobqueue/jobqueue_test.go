@@ -41,22 +41,7 @@ func setup(t *testing.T) *testBundle {
 // get takes the next message off q, waiting up to 5s for one.
 func (tb *testBundle) get(q string) amqp.Delivery {
 	tb.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		d, ok, err := tb.ch.Get(q, true)
-		if err != nil {
-			tb.t.Fatalf("get %s: %v", q, err)
-		}
-		if ok {
-			return d
-		}
-		if time.Now().After(deadline) {
-			tb.t.Fatalf("no message on %s within 5s", q)
-		}
-		<-tick.C
-	}
+	return testenv.TakeMessage(tb.t, tb.ch, q, 5*time.Second)
 }
 
 // DeclareTopology accepts a main queue that the Flowcraft adapter declared

@@ -46,7 +46,10 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 // Close closes the store's pool.
 func (s *Store) Close() { s.pool.Close() }
 
-// Connect opens a pool for url, bounded by timeout for the first ping.
+// Connect opens a pool of at most maxConns connections (pgxpool's default
+// when 0) on url. It dials nothing: the pool connects on first use, so an
+// unreachable PostgreSQL shows at the first query; callers that must know
+// at start-up call Ping.
 func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -53,4 +54,54 @@ func removeQueues(conn *amqp.Connection, queues []string) []error {
 	}
 	_ = ch.Close()
 	return errs
+}
+
+// QueueDepth is the number of ready messages on queue q, which must exist.
+// It inspects q on a channel of its own, as an inspection that fails
+// closes its channel.
+func QueueDepth(t testing.TB, conn *amqp.Connection, q string) int {
+	t.Helper()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("RabbitMQ: open channel: %v", err)
+	}
+	defer ch.Close()
+	info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("RabbitMQ: inspect %s: %v", q, err)
+	}
+	return info.Messages
+}
+
+// PublishConfirmed publishes msg to queue q on ch, which must be in
+// confirm mode, and waits up to 10 s for the broker's confirm; the test
+// fails at once without one.
+func PublishConfirmed(t testing.TB, ch *amqp.Channel, q string, msg amqp.Publishing) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false, msg)
+	if err != nil {
+		t.Fatalf("publish %s to %s: %v", msg.MessageId, q, err)
+	}
+	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+		t.Fatalf("publish %s to %s: not confirmed (acked=%v, %v)", msg.MessageId, q, ok, err)
+	}
+}
+
+// TakeMessage takes the next message off queue q (auto-acked), waiting
+// up to timeout for one.
+func TakeMessage(t testing.TB, ch *amqp.Channel, q string, timeout time.Duration) amqp.Delivery {
+	t.Helper()
+	var d amqp.Delivery
+	Eventually(t, timeout, "a message on "+q, func() bool {
+		var ok bool
+		var err error
+		d, ok, err = ch.Get(q, true)
+		if err != nil {
+			t.Fatalf("get %s: %v", q, err)
+		}
+		return ok
+	})
+	return d
 }

@@ -1,7 +1,9 @@
 // Package testenv is the set-up that the test harnesses of several packages
 // share: where the real services are (POSTGRES_URL, REDIS_URL, RABBITMQ_URL,
 // with the local defaults), unique names, and a test's own table set, Redis
-// keys and queues, removed when the test ends.
+// keys and queues, removed when the test ends; and the checks they share:
+// AssertJSON, Eventually and Poll (waiting for a condition without a bare
+// sleep), PublishConfirmed, TakeMessage, QueueDepth and HTTPGet.
 //
 // It is imported by tests only. It imports no package of stepflow but schema,
 // so that any package's tests, internal ones included, can use it; queue

@@ -6,10 +6,10 @@
 // examples drive real runs through it with a client of those tables and
 // that queue; Close stops the services and removes what they created.
 //
-// It is imported by tests only. It imports function, bridge, reconciler
-// and client, so only the external test packages (package x_test) of
-// those can use it; e2e/harness_test.go has the same services with the
-// hooks of its fault tests.
+// It is imported by tests only. It imports function, bridge and
+// reconciler, so those packages' own tests can use it only from their
+// external test packages (package x_test); e2e/harness_test.go has the
+// same services with the hooks of its fault tests.
 package inprocess
 
 import (
@@ -183,7 +183,7 @@ func (s *Stack) redis(ctx context.Context) (*redis.Client, error) {
 	rdb := redis.NewClient(opts)
 	s.onClose(rdb.Close)
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		return nil, fmt.Errorf("Redis at %s does not answer: %w", s.RedisURL, err)
+		return nil, fmt.Errorf("ping Redis at %s: %w", s.RedisURL, err)
 	}
 	s.onClose(func() error {
 		ctx, cancel := cleanupContext()
@@ -196,13 +196,13 @@ func (s *Stack) redis(ctx context.Context) (*redis.Client, error) {
 func (s *Stack) declareQueues() error {
 	conn, err := amqp.DialConfig(s.AMQPURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
-		return fmt.Errorf("RabbitMQ at %s does not answer: %w", s.AMQPURL, err)
+		return fmt.Errorf("dial RabbitMQ at %s: %w", s.AMQPURL, err)
 	}
 	s.onClose(conn.Close)
 	s.onClose(func() error { return testenv.RemoveQueues(conn, jobqueue.TopologyQueues(s.Queue)...) })
 	ch, err := conn.Channel()
 	if err != nil {
-		return fmt.Errorf("RabbitMQ: open channel: %w", err)
+		return fmt.Errorf("open a channel on RabbitMQ: %w", err)
 	}
 	defer ch.Close()
 	return jobqueue.DeclareTopology(ch, s.Queue)
