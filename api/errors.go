@@ -87,11 +87,15 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst any, emp
 			return &Error{Code: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type %q: send application/json", ct)}
 		}
 	}
+	tooLarge := &Error{Code: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body is larger than %d bytes (the server's --api-max-body-bytes)", s.o.MaxBodyBytes)}
+	if r.ContentLength > s.o.MaxBodyBytes {
+		return tooLarge // without reading it
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes))
-	var tooLarge *http.MaxBytesError
+	var maxBytes *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge):
-		return &Error{Code: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body is larger than %d bytes (the server's --api-max-body-bytes)", tooLarge.Limit)}
+	case errors.As(err, &maxBytes):
+		return tooLarge
 	case err != nil:
 		return badRequest("read the request body: %v", err)
 	case len(bytes.TrimSpace(body)) == 0:

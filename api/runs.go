@@ -107,6 +107,9 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) error {
 		if e := invalidBlueprint(where, err); e != nil {
 			return e
 		}
+		if errors.Is(err, client.ErrRunExists) {
+			return &Error{Code: http.StatusConflict, Msg: fmt.Sprintf("run %s already exists", req.RunID)}
+		}
 		return err
 	}
 	if err != nil {

@@ -116,7 +116,7 @@ func TestBodyLimit(t *testing.T) {
 	small := setup(t, setupOptions{api: func(o *api.Options) { o.MaxBodyBytes = 1024 }})
 	deflt := setup(t, setupOptions{})
 	padded := func(n int) string { // a start request of n bytes
-		s := startBody(t, greet, `, "input": {"pad": "`)
+		s := startBody(t, greet, `, "input": {"name": "Ada", "pad": "`)
 		return s + strings.Repeat("x", n-len(s)-3) + `"}}`
 	}
 	for _, tc := range []struct {
@@ -135,6 +135,21 @@ func TestBodyLimit(t *testing.T) {
 		r := tc.tb.do("POST", tc.path, tc.body)
 		if r.code != tc.code || !strings.Contains(r.errorText(), tc.says) {
 			t.Errorf("POST %s of %d bytes: %d %.200s, want %d saying %q", tc.path, len(tc.body), r.code, r.body, tc.code, tc.says)
+		}
+	}
+	// A body of no declared length (chunked) is cut at the limit as it is read.
+	for size, code := range map[int]int{1024: 201, 1025: 413} {
+		req, err := http.NewRequestWithContext(small.ctx, "POST", small.url+"/api/v1/runs", io.NopCloser(strings.NewReader(padded(size))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if req.ContentLength != 0 || resp.StatusCode != code {
+			t.Errorf("chunked POST of %d bytes (length %d): %d, want %d", size, req.ContentLength, resp.StatusCode, code)
 		}
 	}
 }
