@@ -57,7 +57,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return // the caller went away: nobody reads an answer
 	default:
 		e = &Error{Code: http.StatusInternalServerError, Msg: err.Error()}
-		s.o.Logger.Error("api request failed", "method", r.Method, "path", r.URL.Path, "run_id", noted(r).runID, "err", err)
+		attrs := append([]slog.Attr{slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err)}, logAttrs(r)...)
+		s.o.Logger.LogAttrs(r.Context(), slog.LevelError, "api request failed", attrs...)
 	}
 	writeJSON(w, e.Code, e)
 }
