@@ -116,7 +116,7 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) error {
 		// Recorded, but a start job was not published: the reconciler
 		// republishes it once the run counts as stalled.
 		s.o.Logger.Warn("run started without all its start jobs published", "run_id", runID, "err", err)
-		w.Header().Set("Warning", strconv.Quote(err.Error()))
+		w.Header().Set("Warning", "299 - "+strconv.Quote(err.Error()))
 	} else {
 		s.o.Logger.Info("run started", "run_id", runID, "blueprint_id", bp.ID)
 	}
