@@ -71,7 +71,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	if err := enc.Encode(v); err != nil {
 		code = http.StatusInternalServerError
 		buf.Reset()
-		fmt.Fprintf(&buf, "{\"error\":%q}\n", "encode the answer: "+err.Error())
+		b, _ := json.Marshal(Error{Msg: "encode the answer: " + err.Error()})
+		buf.Write(b)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
