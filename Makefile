@@ -55,7 +55,7 @@ bench:
 test-faults:
 	$(GO) test -count=3 -timeout 30m ./faults/
 
-# The stack in containers (compose.yaml); waits until function, bridge and reconciler are ready.
+# The stack in containers (compose.yaml); waits until function, bridge, reconciler and API are ready.
 up:
 	$(COMPOSE) up --build --detach
 	@bash scripts/compose-check.sh --ready

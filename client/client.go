@@ -22,6 +22,11 @@ type Config struct {
 	AMQPURL     string
 	Queue       string // default "flowcraft-jobs"
 	Tables      schema.Tables
+	// Registry holds the node types the step function serves. When set,
+	// Start refuses a blueprint with a node of another type, naming it,
+	// rather than record a run whose job would be dead-lettered; nil
+	// leaves node types unchecked.
+	Registry *workflow.Registry
 }
 
 // Client talks to PostgreSQL and RabbitMQ. It is safe for concurrent use.
@@ -62,6 +67,23 @@ func (c *Client) Close() {
 // address shows only at the first query otherwise.
 func (c *Client) Ping(ctx context.Context) error { return c.store.Ping(ctx) }
 
+// PingRabbitMQ checks that RabbitMQ gives the client a channel with the job
+// queue's topology declared, dialling first if it has no connection (or
+// the broker closed it): the channel Start publishes on.
+func (c *Client) PingRabbitMQ(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.pub.Channel()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("connect to RabbitMQ: %w", ctx.Err())
+	}
+}
+
 // StartOptions tune Start.
 type StartOptions struct {
 	// RunID names the run (default: a new UUID).
@@ -70,11 +92,14 @@ type StartOptions struct {
 
 // Start records a run of bp with the given input (its initial context)
 // and publishes its start jobs. The blueprint is pinned to the run: later
-// changes to it do not affect this run.
+// changes to it do not affect this run. A blueprint, input or run id that
+// cannot make a run is refused with an error that errors.Is ErrInvalid
+// (for the blueprint, also errors.As a *workflow.ValidationError, whose
+// problems name their JSON paths); nothing is recorded then.
 func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[string]any, opts StartOptions) (string, error) {
-	w, err := workflow.Compile(bp, nil)
+	w, err := workflow.Compile(bp, c.cfg.Registry)
 	if err != nil {
-		return "", err
+		return "", invalid(err)
 	}
 	runID := opts.RunID
 	if runID == "" {
@@ -85,7 +110,7 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 	// never be published would stay running forever.
 	for _, id := range w.NodeIDs() {
 		if err := (jobqueue.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}).Validate(); err != nil {
-			return "", fmt.Errorf("start run %.40q: %w", runID, err)
+			return "", invalid(fmt.Errorf("start run %.40q: %w", runID, err))
 		}
 	}
 	// The run's trace starts here (or joins the caller's span).
@@ -94,6 +119,9 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 	defer span.End()
 	starts, err := c.store.CreateRun(ctx, runID, w, input)
 	if err != nil {
+		if isEncodeError(err) {
+			return "", invalid(err) // an input that is no JSON
+		}
 		return "", ownError(err)
 	}
 	for _, id := range starts {

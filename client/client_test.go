@@ -189,6 +189,9 @@ func TestStartRefusesBadInput(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Start succeeded (run %q), want an error saying %q", id, tc.want)
 			}
+			if !errors.Is(err, client.ErrInvalid) {
+				t.Errorf("error %q is not client.ErrInvalid", err)
+			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not say %q", err, w)

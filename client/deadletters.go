@@ -36,12 +36,13 @@ type DeadLetterFilter struct {
 	RunID    string // "" for every run
 	Replayed bool   // include the ones already replayed
 	Limit    int    // at most this many, oldest first; 0: 1000
+	AfterID  int64  // only those recorded after the one with this ID: the next page
 }
 
 // DeadLetters lists recorded dead letters, oldest first (see
 // reconciler.IngestDeadLetters).
 func (c *Client) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
-	dls, err := c.store.DeadLetters(ctx, store.DeadLetterFilter{RunID: f.RunID, Replayed: f.Replayed, Limit: f.Limit})
+	dls, err := c.store.DeadLetters(ctx, store.DeadLetterFilter{RunID: f.RunID, Replayed: f.Replayed, Limit: f.Limit, AfterID: f.AfterID})
 	if err != nil {
 		return nil, err
 	}

@@ -111,6 +111,9 @@ func TestDeadLettersListFilterAndReplay(t *testing.T) {
 	if got := runsOf(tb.deadLetters(client.DeadLetterFilter{Limit: 1})); !slices.Equal(got, []string{"first"}) {
 		t.Errorf("limited to 1: %v, want the oldest", got)
 	}
+	if got := runsOf(tb.deadLetters(client.DeadLetterFilter{Limit: 1, AfterID: dl.ID})); !slices.Equal(got, []string{"second"}) {
+		t.Errorf("limited to 1 after the first: %v, want the next page, second", got)
+	}
 
 	// Replaying one run re-drives it from the step that was refused.
 	rep, err := tb.client.ReplayDeadLetters(tb.ctx, "first")

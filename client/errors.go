@@ -1,6 +1,7 @@
 package client
 
 import (
+	"encoding/json"
 	"errors"
 
 	"github.com/stepflow/stepflow/internal/store"
@@ -15,6 +16,27 @@ var ErrRunNotFound = errors.New("run not found")
 // ErrRunExists is returned by Start for a run id that is taken.
 var ErrRunExists = errors.New("run already exists")
 
+// ErrBlueprintNotFound is returned by Blueprint for an id no stored
+// snapshot has.
+var ErrBlueprintNotFound = errors.New("blueprint not found")
+
+// ErrInvalid is returned for a request the client refuses as asked, before
+// it changes anything: a blueprint that does not validate, an input that
+// is no JSON, a run id no job can carry, a filter or continuation token
+// that does not parse. The message says which.
+var ErrInvalid = errors.New("invalid request")
+
+// invalid marks err as ErrInvalid, keeping err's own chain for errors.As.
+func invalid(err error) error { return &sentinelError{err: err, is: ErrInvalid} }
+
+// isEncodeError reports whether err is encoding/json refusing a value.
+func isEncodeError(err error) bool {
+	var unsupportedType *json.UnsupportedTypeError
+	var unsupportedValue *json.UnsupportedValueError
+	var marshaler *json.MarshalerError
+	return errors.As(err, &unsupportedType) || errors.As(err, &unsupportedValue) || errors.As(err, &marshaler)
+}
+
 // ownError gives the store's sentinel errors the client's names, so that a
 // caller tests errors.Is(err, client.ErrRunNotFound) and never imports the
 // store; the message (which names the run) is the store's.
@@ -22,6 +44,7 @@ func ownError(err error) error {
 	for _, s := range []struct{ store, own error }{
 		{store.ErrRunNotFound, ErrRunNotFound},
 		{store.ErrRunExists, ErrRunExists},
+		{store.ErrBlueprintNotFound, ErrBlueprintNotFound},
 	} {
 		if errors.Is(err, s.store) {
 			return &sentinelError{err: err, is: s.own}

@@ -9,6 +9,7 @@
 package deploy
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stepflow/stepflow/api"
 )
 
 const root = ".."
@@ -35,7 +38,7 @@ func read(t *testing.T, rel string) string {
 func goSources(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, dir := range []string{"cmd/stepflow", "function", "bridge", "reconciler", "client", "schema", "internal"} {
+	for _, dir := range []string{"cmd/stepflow", "function", "bridge", "reconciler", "client", "api", "schema", "internal"} {
 		err := filepath.WalkDir(filepath.Join(root, dir), func(p string, d os.DirEntry, err error) error {
 			if err != nil {
 				return err
@@ -236,7 +239,7 @@ func TestConfigurationDocCoversEverySetting(t *testing.T) {
 
 // The Knative and plain Kubernetes directories share these files verbatim.
 func TestSharedManifestsAreIdentical(t *testing.T) {
-	for _, f := range []string{"namespace.yaml", "config.yaml", "migrate-job.yaml", "reconciler-cronjob.yaml"} {
+	for _, f := range []string{"namespace.yaml", "config.yaml", "migrate-job.yaml", "reconciler-cronjob.yaml", "api.yaml"} {
 		if a, b := read(t, "deploy/kubernetes/"+f), read(t, "deploy/knative/"+f); a != b {
 			t.Errorf("deploy/kubernetes/%s and deploy/knative/%s differ: keep them the same", f, f)
 		}
@@ -310,5 +313,67 @@ func TestDockerfileBuildsWithMake(t *testing.T) {
 		if !strings.Contains(final, want) {
 			t.Errorf("Dockerfile final stage lacks %q", want)
 		}
+	}
+}
+
+// The HTTP API runs everywhere the other parts do: `stepflow api` on every
+// interface of its container, so with its token from a Secret (without one
+// it would refuse to start), probed on its own port, behind a Service.
+func TestAPIIsDeployed(t *testing.T) {
+	const k8s = "deploy/kubernetes/api.yaml" // deploy/knative/api.yaml is the same file
+	for _, dir := range []string{"kubernetes", "knative"} {
+		if !regexp.MustCompile(`(?m)^  - api\.yaml$`).MatchString(read(t, "deploy/"+dir+"/kustomization.yaml")) {
+			t.Errorf("deploy/%s/kustomization.yaml does not apply api.yaml", dir)
+		}
+	}
+	if got := one(t, k8s, `(?m)^\s*args: \["([^"]+)"\]`); got != "api" {
+		t.Errorf("%s runs stepflow %s, want api", k8s, got)
+	}
+	address := one(t, k8s, `API_ADDRESS\n\s+value: (\S+)`)
+	_, port, err := net.SplitHostPort(address)
+	if err != nil || !strings.HasPrefix(address, "0.0.0.0:") {
+		t.Errorf("%s: API_ADDRESS %s, want 0.0.0.0:PORT (reachable by the Service)", k8s, address)
+	}
+	if got := one(t, k8s, `(?m)^\s+- name: http\n\s+containerPort: (\d+)`); got != port {
+		t.Errorf("%s: containerPort %s, API_ADDRESS port %s", k8s, got, port)
+	}
+	for probe, path := range map[string]string{"readinessProbe": "/health/readiness", "livenessProbe": "/health/liveness"} {
+		if !regexp.MustCompile(probe + `:\n\s+httpGet:\n\s+path: ` + regexp.QuoteMeta(path) + `\n\s+port: http\n`).MatchString(read(t, k8s)) {
+			t.Errorf("%s: no %s on %s of port http", k8s, probe, path)
+		}
+	}
+	if got := one(t, k8s, `(?m)^kind: Service\n(?:.*\n)*?    - name: http\n      port: (\d+)\n      targetPort: http`); got != port {
+		t.Errorf("%s: Service port %s, want %s", k8s, got, port)
+	}
+	// The token comes from the Secret of the same file, whose placeholder
+	// the API refuses: a deployment that forgot to set it does not start.
+	secret := one(t, k8s, `STEPFLOW_API_TOKEN\n\s+valueFrom:\n\s+secretKeyRef:\n\s+name: (\S+)\n\s+key: STEPFLOW_API_TOKEN`)
+	if got := one(t, k8s, `(?m)^kind: Secret\nmetadata:\n  name: (\S+)`); got != secret {
+		t.Errorf("%s: the token is read from Secret %s, the file defines %s", k8s, secret, got)
+	}
+	placeholder := one(t, k8s, `(?m)^  STEPFLOW_API_TOKEN: (\S+)`)
+	if err := (&api.Options{Address: address, Token: placeholder}).Validate(); err == nil {
+		t.Errorf("%s: the API accepts the placeholder token %q: it would run with a token everyone can read here", k8s, placeholder)
+	}
+	if err := (&api.Options{Address: address}).Validate(); err == nil {
+		t.Errorf("%s: the API would start on %s without a token", k8s, address)
+	}
+
+	// compose: the same, with a default token that does work.
+	service := one(t, "compose.yaml", `(?m)^  api:\n((?:    .*\n|\n)+)`)
+	if !strings.Contains(service, `command: ["api"]`) {
+		t.Errorf("compose.yaml's api service does not run stepflow api")
+	}
+	cAddress := one(t, "compose.yaml", `(?m)^      API_ADDRESS: (\S+)`)
+	_, cPort, _ := net.SplitHostPort(cAddress)
+	if !strings.Contains(service, ":"+cPort+`"`) {
+		t.Errorf("compose.yaml: the api service publishes no port %s (API_ADDRESS %s)", cPort, cAddress)
+	}
+	m := regexp.MustCompile(`STEPFLOW_API_TOKEN: \$\{STEPFLOW_API_TOKEN:-(\S+)\}`).FindStringSubmatch(service)
+	if m == nil {
+		t.Fatalf("compose.yaml: the api service sets no STEPFLOW_API_TOKEN (with a default)")
+	}
+	if err := (&api.Options{Address: cAddress, Token: m[1]}).Validate(); err != nil {
+		t.Errorf("compose.yaml: the api service would not start: %v", err)
 	}
 }

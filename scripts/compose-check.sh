@@ -17,7 +17,8 @@ if [ "${1:-}" = "--ready" ]; then
 	for url in \
 		"http://127.0.0.1:${STEPFLOW_FUNCTION_PORT:-8080}/health/readiness" \
 		"http://127.0.0.1:${STEPFLOW_BRIDGE_PORT:-9091}/health/readiness" \
-		"http://127.0.0.1:${STEPFLOW_RECONCILER_PORT:-9092}/health/readiness"; do
+		"http://127.0.0.1:${STEPFLOW_RECONCILER_PORT:-9092}/health/readiness" \
+		"http://127.0.0.1:${STEPFLOW_API_PORT:-8088}/health/readiness"; do
 		until curl -fsS -o /dev/null "$url" 2>/dev/null; do
 			if ((SECONDS >= deadline)); then
 				fail "$url not ready; see: docker compose ps; docker compose logs"

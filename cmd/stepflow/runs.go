@@ -16,7 +16,9 @@ import (
 )
 
 func newClient(ctx context.Context, c conn) (*client.Client, error) {
-	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, Tables: c.tables})
+	// Registry: a run is refused at start for a node type the step
+	// function of this binary does not serve, not dead-lettered later.
+	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, Tables: c.tables, Registry: registry()})
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +41,8 @@ func newStartCmd() *cobra.Command {
 		Short: "Start a run on the real stack; print its id, or with --wait its result",
 		Long: `Start records a run of the blueprint in PostgreSQL (pinning the blueprint's
 version to the run) and publishes its start jobs to RabbitMQ. It prints the run
-id. With --wait it waits for the run to finish and prints the same JSON object
+id. A blueprint with a node type the step function of this binary does not
+serve (stepflow validate lists them) is refused before anything is recorded. With --wait it waits for the run to finish and prints the same JSON object
 as "stepflow run --local". Exit 0: started / completed; 1: failed or
 cancelled; 2: bad usage or timed out waiting.`,
 		Args: cobra.ExactArgs(1),
@@ -51,8 +54,9 @@ cancelled; 2: bad usage or timed out waiting.`,
 			if err != nil {
 				return exitCode(2, err)
 			}
-			if _, err := workflow.Compile(bp, nil); err != nil {
-				return exitCode(2, err)
+			// The node types are those this binary's step function serves.
+			if _, err := workflow.Compile(bp, registry()); err != nil {
+				return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
 			}
 			in, err := parseInput(input)
 			if err != nil {

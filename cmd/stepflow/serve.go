@@ -381,9 +381,10 @@ func newDevCmd() *cobra.Command {
 	var ff functionFlags
 	var bf bridgeFlags
 	var rf reconcilerFlags
+	var af apiFlags
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Migrate, then run function, bridge and reconciler in one process (local work)",
+		Short: "Migrate, then run function, bridge, reconciler and the HTTP API in one process (local work)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := c.validate(); err != nil {
@@ -393,6 +394,11 @@ func newDevCmd() *cobra.Command {
 				return err
 			}
 			rf.blueprints = ff.blueprints
+			af.blueprints = ff.blueprints
+			ao, err := af.options()
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			if _, err := migrate(ctx, c); err != nil {
@@ -403,12 +409,13 @@ func newDevCmd() *cobra.Command {
 				host = "127.0.0.1" + host
 			}
 			bf.cfg.FunctionURL = "http://" + host + "/"
-			errs := make(chan error, 3)
+			errs := make(chan error, 4)
 			go func() { errs <- serveFunction(ctx, c, ff) }()
 			go func() { errs <- runBridge(ctx, c, bf) }()
 			go func() { errs <- runReconcilerService(ctx, c, rf) }()
+			go func() { errs <- serveAPI(ctx, c, ao) }()
 			var first error
-			for range 3 {
+			for range 4 {
 				if err := <-errs; err != nil && first == nil {
 					first = err
 				}
@@ -421,6 +428,7 @@ func newDevCmd() *cobra.Command {
 	addFunctionFlags(cmd.Flags(), &ff)
 	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address", "bridge-batch-size") // --batch-size is the reconciler's
 	addReconcilerFlags(cmd.Flags(), &rf, true, "reconciler-http-address")
+	addAPIFlags(cmd.Flags(), &af, false) // --blueprints is the function's
 	return cmd
 }
 

@@ -78,6 +78,7 @@ type DeadLetterFilter struct {
 	RunID    string // "" for every run
 	Replayed bool   // include replayed ones
 	Limit    int    // 0: 1000
+	AfterID  int64  // only records with a larger id: the page after the one that ended there
 }
 
 // DeadLetters lists recorded dead letters, oldest first.
@@ -87,7 +88,7 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 	}
 	rows, err := s.pool.Query(ctx, `SELECT id, dead_letter_id, coalesce(message_id, ''), coalesce(run_id, ''), coalesce(node_id, ''), coalesce(blueprint_id, ''), body, headers,
 			error_code, error_reason, attempts, first_failure, dead_lettered_at, replayed_at
-		FROM `+s.tables.DeadLetters+` WHERE ($1 = '' OR run_id = $1) AND ($2 OR replayed_at IS NULL) ORDER BY id LIMIT $3`, f.RunID, f.Replayed, f.Limit)
+		FROM `+s.tables.DeadLetters+` WHERE ($1 = '' OR run_id = $1) AND ($2 OR replayed_at IS NULL) AND id > $4 ORDER BY id LIMIT $3`, f.RunID, f.Replayed, f.Limit, f.AfterID)
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
