@@ -5,8 +5,9 @@
 // bridge, the step function and the reconciler do the rest. Wait and
 // Result read a run back as the workflow.RunResult that an in-memory run
 // (workflow.Run, `stepflow run --local`) gives, so the two print alike.
-// Runs lists runs newest first, a page at a time; Blueprint finds a stored
-// blueprint by id. `stepflow start`, `status`, `cancel` and `dlq`, and the
+// Runs lists runs newest first, a page at a time (with their progress when
+// asked); Inspect reads one run with its blueprint snapshot and every
+// step's input and output; Blueprint finds a stored blueprint by id. `stepflow start`, `status`, `cancel` and `dlq`, and the
 // HTTP API (package api), are built on it.
 //
 // Its API speaks its own words (Config, DeadLetter, DeadLetterFilter,

@@ -25,12 +25,34 @@ type RunSummary struct {
 	// DurationMs runs from CreatedAt to FinishedAt, or to now for a run not
 	// finished: the same measure as RunResult.DurationMs.
 	DurationMs float64 `json:"durationMs"`
+	// BlueprintVersion (the snapshot's metadata.version) and Steps are
+	// read when RunFilter.Progress asks for them.
+	BlueprintVersion string      `json:"blueprintVersion,omitempty"`
+	Steps            *StepCounts `json:"steps,omitempty"`
+}
+
+// StepCounts is how far a run has come. Finished counts the steps that
+// succeeded, recovered, were skipped or failed; Total is every step the
+// run has, and for a run not completed at least its blueprint's nodes
+// (loop iterations and batch workers are steps of their own, so Total
+// grows as they appear).
+type StepCounts struct {
+	Finished int `json:"finished"`
+	Failed   int `json:"failed"`
+	Total    int `json:"total"`
 }
 
 // RunFilter selects runs for Runs.
 type RunFilter struct {
 	Status      workflow.RunStatus // "" for every status
 	BlueprintID string             // "" for every blueprint
+	// RunIDPrefix keeps the runs whose id starts with it ("" for all). It
+	// is no index condition: the search reads the runs newest first until
+	// a page is full.
+	RunIDPrefix string
+	// Progress also reads each run's step counts and blueprint version
+	// (RunSummary.Steps, BlueprintVersion): one more round trip per page.
+	Progress bool
 	// Limit is the most runs of one page: 1 to MaxRunsLimit; 0 means
 	// DefaultRunsLimit.
 	Limit int
@@ -55,6 +77,9 @@ type RunList struct {
 // runStatuses are the statuses a filter may name.
 var runStatuses = []workflow.RunStatus{workflow.RunRunning, workflow.RunCompleted, workflow.RunFailed, workflow.RunCancelled}
 
+// RunStatuses are the statuses RunFilter.Status may name.
+func RunStatuses() []workflow.RunStatus { return slices.Clone(runStatuses) }
+
 // runCursor is what a continuation token holds: where the page ended and
 // the filter it was made for.
 type runCursor struct {
@@ -62,6 +87,7 @@ type runCursor struct {
 	RunID       string             `json:"r"`
 	Status      workflow.RunStatus `json:"s,omitempty"`
 	BlueprintID string             `json:"b,omitempty"`
+	RunIDPrefix string             `json:"p,omitempty"`
 }
 
 // Runs lists runs newest first (by the time they were created), a page at
@@ -76,15 +102,15 @@ func (c *Client) Runs(ctx context.Context, f RunFilter) (RunList, error) {
 	case f.Limit < 0 || f.Limit > MaxRunsLimit:
 		return RunList{}, invalid(fmt.Errorf("limit %d: want 1 to %d", f.Limit, MaxRunsLimit))
 	}
-	sf := store.RunFilter{Status: f.Status, BlueprintID: f.BlueprintID, Limit: f.Limit}
+	sf := store.RunFilter{Status: f.Status, BlueprintID: f.BlueprintID, RunIDPrefix: f.RunIDPrefix, Limit: f.Limit}
 	if f.Continue != "" {
 		cur, err := decodeCursor(f.Continue)
 		if err != nil {
 			return RunList{}, invalid(err)
 		}
-		if cur.Status != f.Status || cur.BlueprintID != f.BlueprintID {
-			return RunList{}, invalid(fmt.Errorf("continue token: made for the filter status=%q blueprintId=%q, not status=%q blueprintId=%q",
-				cur.Status, cur.BlueprintID, f.Status, f.BlueprintID))
+		if cur.Status != f.Status || cur.BlueprintID != f.BlueprintID || cur.RunIDPrefix != f.RunIDPrefix {
+			return RunList{}, invalid(fmt.Errorf("continue token: made for the filter status=%q blueprintId=%q runIdPrefix=%q, not status=%q blueprintId=%q runIdPrefix=%q",
+				cur.Status, cur.BlueprintID, cur.RunIDPrefix, f.Status, f.BlueprintID, f.RunIDPrefix))
 		}
 		sf.Before = &store.RunCursor{CreatedAt: cur.CreatedAt, RunID: cur.RunID}
 	}
@@ -105,11 +131,44 @@ func (c *Client) Runs(ctx context.Context, f RunFilter) (RunList, error) {
 			DurationMs: float64(end.Sub(r.CreatedAt).Microseconds()) / 1000,
 		})
 	}
+	if f.Progress {
+		if err := c.addProgress(ctx, runs, out.Runs); err != nil {
+			return RunList{}, err
+		}
+	}
 	if more {
 		last := runs[len(runs)-1]
-		out.Continue = encodeCursor(runCursor{CreatedAt: last.CreatedAt, RunID: last.RunID, Status: f.Status, BlueprintID: f.BlueprintID})
+		out.Continue = encodeCursor(runCursor{CreatedAt: last.CreatedAt, RunID: last.RunID, Status: f.Status, BlueprintID: f.BlueprintID, RunIDPrefix: f.RunIDPrefix})
 	}
 	return out, nil
+}
+
+// addProgress fills the Steps and BlueprintVersion of sums, the summaries
+// of runs.
+func (c *Client) addProgress(ctx context.Context, runs []*store.Run, sums []RunSummary) error {
+	ids := make([]string, 0, len(runs))
+	var digests []string
+	seen := map[string]bool{}
+	for _, r := range runs {
+		ids = append(ids, r.RunID)
+		if r.Digest != "" && !seen[r.Digest] {
+			seen[r.Digest] = true
+			digests = append(digests, r.Digest)
+		}
+	}
+	counts, bps, err := c.store.Progress(ctx, ids, digests)
+	if err != nil {
+		return err
+	}
+	for i, r := range runs {
+		n, bp := counts[r.RunID], bps[r.Digest]
+		sc := &StepCounts{Finished: n.Finished, Failed: n.Failed, Total: n.Steps}
+		if r.Status != workflow.RunCompleted {
+			sc.Total = max(sc.Total, bp.Nodes)
+		}
+		sums[i].Steps, sums[i].BlueprintVersion = sc, bp.Version
+	}
+	return nil
 }
 
 func encodeCursor(c runCursor) string {

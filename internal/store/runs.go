@@ -24,6 +24,7 @@ type RunCursor struct {
 type RunFilter struct {
 	Status      workflow.RunStatus // "" for every status
 	BlueprintID string             // "" for every blueprint
+	RunIDPrefix string             // "" for every run id
 	Limit       int                // at most this many; 0: 100
 	Before      *RunCursor         // nil: from the newest
 }
@@ -49,6 +50,11 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter) (runs []*Run, more bo
 	}
 	if f.BlueprintID != "" {
 		where = append(where, "blueprint_id = "+arg(f.BlueprintID))
+	}
+	if f.RunIDPrefix != "" {
+		// Not an index condition (a prefix range is collation-dependent):
+		// a search scans the listing's order until a page is full.
+		where = append(where, "starts_with(run_id, "+arg(f.RunIDPrefix)+")")
 	}
 	if f.Before != nil {
 		where = append(where, "(created_at, run_id) < ("+arg(f.Before.CreatedAt)+", "+arg(f.Before.RunID)+")")
