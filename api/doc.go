@@ -1,8 +1,8 @@
 // Package api is stepflow's HTTP API: JSON under /api/v1/ to list, read,
 // start and cancel runs and to list and replay dead letters, with
-// /health/liveness, /health/readiness and /metrics beside it. `stepflow
-// api` serves it, and so does `stepflow dev`. docs/api.md is its
-// reference.
+// /health/liveness, /health/readiness and /metrics beside it, and the web
+// console (package console) at /. `stepflow api` serves it, and so does
+// `stepflow dev`. docs/api.md is its reference.
 //
 // Every handler works through the client package, the code the CLI uses,
 // so the API and the CLI cannot disagree about a run; the API adds HTTP

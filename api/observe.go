@@ -47,9 +47,10 @@ func (o *observer) instrument(route string, h http.Handler) http.Handler {
 	labels := prometheus.Labels{"route": route}
 	h = promhttp.InstrumentHandlerDuration(o.duration.MustCurryWith(labels), h)
 	h = promhttp.InstrumentHandlerCounter(o.requests.MustCurryWith(labels), h)
-	// Probes and scrapes come every few seconds: log them at debug only.
+	// Probes, scrapes and the console's polls come every few seconds: log
+	// them at debug only.
 	level := slog.LevelInfo
-	if strings.Contains(route, " /health/") || strings.HasSuffix(route, " /metrics") {
+	if strings.Contains(route, " /health/") || strings.HasSuffix(route, " /metrics") || strings.Contains(route, " /fragments/") || strings.Contains(route, " /assets/") {
 		level = slog.LevelDebug
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

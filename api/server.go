@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/console"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -146,6 +147,14 @@ func New(c *client.Client, o Options) (*Server, error) {
 	s.routeRuns()
 	s.routeDeadLetters()
 	s.routeHealth()
+	// The console's pages are reads; their buttons call the API's writes.
+	con, err := console.New(c, console.Options{TokenRequired: o.Token != "", Logger: o.Logger})
+	if err != nil {
+		return nil, err
+	}
+	for _, rt := range con.Routes() {
+		s.mux.Handle(rt.Pattern, s.obs.instrument(rt.Pattern, rt.Handler))
+	}
 	if o.Routes != nil {
 		o.Routes(s.mux)
 	}
