@@ -29,7 +29,9 @@ import (
 
 func TestMain(m *testing.M) {
 	testenv.SetDefaultParallel(4) // two cores: the browser tests are heavy
-	os.Exit(m.Run())
+	code := m.Run()
+	closeBrowser()
+	os.Exit(code)
 }
 
 type testBundle struct {
@@ -43,6 +45,9 @@ type testBundle struct {
 type setupOptions struct {
 	stack inprocess.Options
 	api   func(*api.Options)
+	// wrap, when set, stands between httptest and the API server (to
+	// watch what the pages send).
+	wrap func(http.Handler) http.Handler
 }
 
 func setup(t *testing.T, o setupOptions) *testBundle {
@@ -65,7 +70,11 @@ func setup(t *testing.T, o setupOptions) *testBundle {
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
-	hs := httptest.NewServer(srv)
+	var h http.Handler = srv
+	if o.wrap != nil {
+		h = o.wrap(srv)
+	}
+	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	return &testBundle{t: t, ctx: ctx, stack: s, client: c, url: hs.URL}
 }
