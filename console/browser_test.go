@@ -25,6 +25,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/stepflow/stepflow/api"
+	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/workflow"
 )
 
@@ -228,16 +229,37 @@ func TestBrowserRunPage(t *testing.T) {
 // A run's page follows the run as it runs, and its cancel button stops it.
 func TestBrowserLiveRunAndCancel(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, setupOptions{})
-	const slowly = `{"id": "slowly", "nodes": [{"id": "wait", "uses": "slow", "params": {"ms": 800}}, {"id": "after", "uses": "noop"}],
-	  "edges": [{"source": "wait", "target": "after"}]}`
-	tb.start(slowly, nil, "slowly-1")
+	// The function holds the jobs of gated-1 until the test opens the gate.
+	gate := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	var o setupOptions
+	o.stack.Handler = func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("ce-subject") == "gated-1" {
+				<-gate
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	o.stack.Bridge = func(c *bridge.Config) { c.BatchSize = 1 }
+	tb := setup(t, o)
+	const gated = `{"id": "gated", "nodes": [{"id": "first", "uses": "noop"}, {"id": "after", "uses": "noop"}],
+	  "edges": [{"source": "first", "target": "after"}]}`
+	tb.start(gated, nil, "gated-1")
 	tb.start(nap, nil, "napping")
 	ctx := tab(t)
-	// Opened while wait runs; it shows the run completing without a reload.
+	// Opened while its first job is held; it shows the run completing
+	// without a reload.
 	run(t, ctx, "a running run",
-		chromedp.Navigate(tb.url+"/runs/slowly-1"),
+		chromedp.Navigate(tb.url+"/runs/gated-1"),
 		chromedp.WaitVisible(css(`.run-head .status.st-running`)),
+		chromedp.WaitVisible(css(`svg.graph a.node[data-node="first"][data-state="ready"]`)),
+		chromedp.WaitVisible(css(`svg.graph a.node[data-node="after"][data-state="pending"]`)),
+	)
+	open()
+	run(t, ctx, "the run completing",
 		chromedp.WaitVisible(css(`.run-head .status.st-completed`)),
 		chromedp.WaitVisible(css(`svg.graph a.node[data-node="after"][data-state="succeeded"]`)),
 		chromedp.WaitNotPresent(css(`button[data-post$="/cancel"]`)),
