@@ -21,6 +21,7 @@ type graphView struct {
 type graphNode struct {
 	ID, Short  string // its id, and the id cut to fit the box
 	Sub        string // type, state, attempts or a group's summary
+	Badge      string // a scatter's workers: "×200 workers, 198 done"
 	Title      string // the tooltip: everything in full
 	State      string
 	Anchor     string // the steps table's row of it
@@ -39,6 +40,7 @@ type graphEdge struct {
 // Sizes of the drawing, in px at the stylesheet's font sizes.
 const (
 	nodeHeight   = 46
+	badgeHeight  = 16 // a third line
 	nodeMinWidth = 120
 	nodeMaxWidth = 250
 	idChars      = 30 // an id longer than this is cut (in full in the tooltip)
@@ -69,7 +71,8 @@ func buildGraph(bp *workflow.Blueprint, st *steps, failedNode string) *graphView
 				resolved[n.ID] = resolved[n.ID] || s.State.Resolved()
 			}
 			if grp.Many() {
-				sub = append(sub, grp.Summary())
+				sub = append(sub, grp.State)
+				gn.Badge = grp.Summary()
 			} else {
 				s := grp.Steps[0]
 				sub = append(sub, string(s.State))
@@ -82,7 +85,7 @@ func buildGraph(bp *workflow.Blueprint, st *steps, failedNode string) *graphView
 			sub = append(sub, "not reached")
 		}
 		if w := st.byKey[workersKey(n.ID)]; w != nil {
-			sub = append(sub, w.Summary())
+			gn.Badge = strings.TrimPrefix(gn.Badge+" · "+w.Summary(), " · ")
 			title = append(title, "workers: "+w.Counts)
 			if w.State == stateFailed || w.State == stateRunning || w.State == stateReady {
 				gn.State = aggregate([]string{gn.State, w.State})
@@ -90,10 +93,14 @@ func buildGraph(bp *workflow.Blueprint, st *steps, failedNode string) *graphView
 		}
 		gn.Sub = strings.Join(sub, " · ")
 		gn.Title = strings.Join(title, "\n")
-		width := max(float64(utf8.RuneCountInString(gn.Short))*idCharWidth, float64(utf8.RuneCountInString(gn.Sub))*subCharWidth) + 22
+		width := max(float64(utf8.RuneCountInString(gn.Short))*idCharWidth, float64(max(utf8.RuneCountInString(gn.Sub), utf8.RuneCountInString(gn.Badge)))*subCharWidth) + 22
 		width = min(max(width, nodeMinWidth), nodeMaxWidth)
-		gn.Sub = short(subChars, gn.Sub)
-		g.Nodes = append(g.Nodes, layout.Node{ID: n.ID, Width: width, Height: nodeHeight})
+		gn.Sub, gn.Badge = short(subChars, gn.Sub), short(subChars, gn.Badge)
+		height := float64(nodeHeight)
+		if gn.Badge != "" {
+			height += badgeHeight
+		}
+		g.Nodes = append(g.Nodes, layout.Node{ID: n.ID, Width: width, Height: height})
 		nodes = append(nodes, gn)
 	}
 	type edgeInfo struct{ label, title, class string }
@@ -149,11 +156,14 @@ func buildGraph(bp *workflow.Blueprint, st *steps, failedNode string) *graphView
 		if pe.Reversed || pe.Self {
 			class = strings.TrimSpace(class + " back")
 		}
+		lx := pe.Label.X
 		if pe.Reversed {
-			ly += backSag*3/4 + 14 // under the sag's middle
-			height = max(height, pe.Label.Y+backSag+16)
+			// Under the arc's middle.
+			bottom := backBottom(pe)
+			lx, ly = (pe.Points[0].X+pe.Points[len(pe.Points)-1].X)/2, bottom+14
+			height = max(height, bottom+20)
 		}
-		out.Edges = append(out.Edges, graphEdge{D: pathData(pe), Class: class, Label: info.label, Title: info.title, LX: px(pe.Label.X), LY: px(ly)})
+		out.Edges = append(out.Edges, graphEdge{D: pathData(pe), Class: class, Label: info.label, Title: info.title, LX: px(lx), LY: px(ly)})
 	}
 	out.Height = px(height)
 	return out
@@ -169,21 +179,33 @@ func pathData(e layout.PlacedEdge) string {
 		fmt.Fprintf(&b, "C%s %s %s %s %s %s", px(p[1].X), px(p[1].Y), px(p[2].X), px(p[2].Y), px(p[3].X), px(p[3].Y))
 		return b.String()
 	}
+	if e.Reversed {
+		// Back against the ranks, between the same sides as the edges
+		// forward: one arc under its route, bottoming at backBottom.
+		a, z := p[0], p[len(p)-1]
+		bottom := backBottom(e)
+		fmt.Fprintf(&b, "C%s %s %s %s %s %s", px(a.X), px(a.Y+(bottom-a.Y)*4/3), px(z.X), px(z.Y+(bottom-z.Y)*4/3), px(z.X), px(z.Y))
+		return b.String()
+	}
 	for k := 1; k < len(p); k++ {
 		a, z := p[k-1], p[k]
-		if e.Reversed {
-			// Back against the ranks, between the same sides as the edges
-			// forward: sag below them.
-			fmt.Fprintf(&b, "C%s %s %s %s %s %s", px(a.X), px(a.Y+backSag), px(z.X), px(z.Y+backSag), px(z.X), px(z.Y))
-			continue
-		}
 		mid := (a.X + z.X) / 2
 		fmt.Fprintf(&b, "C%s %s %s %s %s %s", px(mid), px(a.Y), px(mid), px(z.Y), px(z.X), px(z.Y))
 	}
 	return b.String()
 }
 
-// backSag is how far below its ends an edge back against the ranks bends.
+// backSag is how far below its route an edge back against the ranks
+// bends: clear of the boxes at its ends.
 const backSag = 44
+
+// backBottom is the lowest point of a back edge's arc.
+func backBottom(e layout.PlacedEdge) float64 {
+	low := 0.0
+	for _, p := range e.Points {
+		low = max(low, p.Y)
+	}
+	return low + backSag
+}
 
 func px(v float64) string { return fmt.Sprintf("%.1f", v) }
