@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 )
 
 // Built-in node types, available in every registry.
@@ -14,12 +13,6 @@ const (
 	NodeNoop      = "noop"
 	NodeTransform = "transform"
 	NodeSleep     = "sleep"
-)
-
-// Sleep bounds.
-const (
-	minSleep = time.Millisecond
-	maxSleep = 7 * 24 * time.Hour
 )
 
 func registerBuiltins(r *Registry) {
@@ -143,39 +136,4 @@ func (n *CompiledNode) nodeExpressions() []*expression {
 		}
 	}
 	return out
-}
-
-// sleepDuration parses params.duration ("1.5s", "10m", "24h").
-func sleepDuration(p map[string]any) (time.Duration, error) {
-	s, ok := p["duration"].(string)
-	if !ok || s == "" {
-		return 0, errors.New(`duration: required, a Go duration such as "1.5s" or "10m"`)
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("duration %q: %w", s, err)
-	}
-	if d < minSleep || d > maxSleep {
-		return 0, fmt.Errorf("duration %q: must be between %s and %s", s, minSleep, maxSleep)
-	}
-	return d, nil
-}
-
-func checkSleepParams(p map[string]any) error {
-	_, err := sleepDuration(p)
-	return err
-}
-
-// sleepNode suspends the run for params.duration, then passes its input
-// through. It holds no worker while the run sleeps: the runtime stores the
-// wake time and calls the node again when it is due.
-func sleepNode(_ context.Context, in NodeInput) (NodeResult, error) {
-	if in.Resumed != nil {
-		return NodeResult{Output: in.Input}, nil
-	}
-	d, err := sleepDuration(in.Params)
-	if err != nil {
-		return NodeResult{}, err
-	}
-	return NodeResult{}, Suspend(time.Now().Add(d))
 }
