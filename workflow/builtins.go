@@ -8,17 +8,29 @@ import (
 	"sync"
 )
 
-// Built-in node types, available in every registry.
+// Built-in node types, available in every registry. NodeSubflowClass is
+// the name Flowcraft's builder gives a subflow node (.node(id, SubflowNode));
+// it means the same as NodeSubflow.
 const (
-	NodeNoop      = "noop"
-	NodeTransform = "transform"
-	NodeSleep     = "sleep"
+	NodeNoop           = "noop"
+	NodeTransform      = "transform"
+	NodeSleep          = "sleep"
+	NodeBatchScatter   = "batch-scatter"
+	NodeBatchGather    = "batch-gather"
+	NodeLoopController = "loop-controller"
+	NodeSubflow        = "subflow"
+	NodeSubflowClass   = "SubflowNode"
 )
 
 func registerBuiltins(r *Registry) {
 	r.Register(NodeNoop, noop)
 	r.RegisterValidated(NodeTransform, transformNode, checkTransformParams)
 	r.RegisterValidated(NodeSleep, sleepNode, checkSleepParams)
+	r.RegisterValidated(NodeBatchScatter, batchScatter, checkScatterParams)
+	r.RegisterValidated(NodeBatchGather, batchGather, checkGatherParams)
+	r.RegisterValidated(NodeLoopController, loopController, checkLoopParams)
+	r.RegisterValidated(NodeSubflow, subflowNode, checkSubflowParams)
+	r.RegisterValidated(NodeSubflowClass, subflowNode, checkSubflowParams)
 }
 
 // noop passes its input through.
@@ -122,13 +134,20 @@ func checkTransformParams(p map[string]any) error {
 }
 
 // nodeExpressions are the expressions a node itself evaluates (the
-// transform node's params), for output reference analysis.
+// transform node's params, a loop-controller's condition), for output
+// reference analysis.
 func (n *CompiledNode) nodeExpressions() []*expression {
-	if n.Uses != NodeTransform {
+	var keys []string
+	switch n.Uses {
+	case NodeTransform:
+		keys = []string{"expression", "action"}
+	case NodeLoopController:
+		keys = []string{"condition"}
+	default:
 		return nil
 	}
 	var out []*expression
-	for _, k := range []string{"expression", "action"} {
+	for _, k := range keys {
 		if s, ok := n.Params[k].(string); ok {
 			if x, err := cachedExpression(s); err == nil {
 				out = append(out, x)
@@ -136,4 +155,41 @@ func (n *CompiledNode) nodeExpressions() []*expression {
 		}
 	}
 	return out
+}
+
+// contextReads are the context keys a built-in node reads by name (a
+// subflow's params.inputs): a node id among them is that node's output.
+func (n *CompiledNode) contextReads() []string {
+	if !isSubflow(n.Uses) {
+		return nil
+	}
+	m, _ := n.Params["inputs"].(map[string]any)
+	var out []string
+	for _, v := range m {
+		if s, ok := v.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// intParam reads a whole number param (JSON numbers are float64).
+func intParam(p map[string]any, key string) (int, bool) {
+	f, ok := p[key].(float64)
+	if !ok || f != float64(int(f)) {
+		return 0, false
+	}
+	return int(f), true
+}
+
+// checkBuiltins checks what built-in nodes' params say about the rest of
+// the blueprint (a batch's gather and workers).
+func (w *Workflow) checkBuiltins(reg *Registry, add func(path, format string, args ...any)) {
+	index := map[string]int{}
+	for i, n := range w.Blueprint.Nodes {
+		if _, dup := index[n.ID]; !dup {
+			index[n.ID] = i
+		}
+	}
+	w.checkBatches(reg, index, add)
 }

@@ -366,8 +366,9 @@ func TestParamChecks(t *testing.T) {
 func TestRegistry(t *testing.T) {
 	t.Parallel()
 	want := []string{
-		ChargePayment, DetectLanguage, ExtractText, Fail, Flaky, ManualReview, workflow.NodeNoop,
-		NotifyCustomer, ReserveStock, SetContext, ShipOrder, workflow.NodeSleep, Slow, Summarize,
+		workflow.NodeSubflowClass, workflow.NodeBatchGather, workflow.NodeBatchScatter,
+		ChargePayment, DetectLanguage, ExtractText, Fail, Flaky, workflow.NodeLoopController, ManualReview, workflow.NodeNoop,
+		NotifyCustomer, ReserveStock, SetContext, ShipOrder, workflow.NodeSleep, Slow, workflow.NodeSubflow, Summarize,
 		workflow.NodeTransform, TranslateStub, ValidateOrder,
 	}
 	if got := Registry().Names(); !reflect.DeepEqual(got, want) {
