@@ -1,7 +1,6 @@
 package workflow
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,7 +57,7 @@ type localStep struct {
 	err        string
 	started    *time.Time
 	finished   *time.Time
-	order      [3]int // node index, iteration, position among its creator's dynamic nodes
+	order      [4]int // see add
 	exit       bool   // a loop's exit step: recorded, never run
 }
 
@@ -92,12 +91,26 @@ func (r *localRun) Dynamic(key string) (DynamicNode, bool) {
 	return d, ok
 }
 
-// add creates the step of s.
+// add creates the step of s. Steps are listed in blueprint order, a
+// loop's iteration by iteration from its first node's place, and dynamic
+// nodes after the step that created them: order is (place, iteration,
+// node index, position among its creator's dynamic nodes).
 func (r *localRun) add(s Step, state StepState, input any) *localStep {
-	st := &localStep{step: s, status: StepStatus{State: state}, input: input, order: [3]int{r.index[s.Node.ID], s.Iteration, -1}}
+	i := r.index[s.Node.ID]
+	place := i
+	if l := r.w.loopOf[s.Node.ID]; l != nil && s.InLoop {
+		for id := range l.scope {
+			place = min(place, r.index[id])
+		}
+		if s.Node.ID == l.controller {
+			i = len(r.index) // its step #n checks after iteration n's body
+		}
+	}
+	st := &localStep{step: s, status: StepStatus{State: state}, input: input, order: [4]int{place, s.Iteration, i, -1}}
 	if d := s.Dynamic; d != nil {
 		if src := r.steps[d.Source]; src != nil {
-			st.order = [3]int{src.order[0], src.order[1], len(r.steps)}
+			st.order = src.order
+			st.order[3] = len(r.steps)
 		}
 	}
 	r.steps[s.Key] = st
@@ -436,8 +449,7 @@ func (r *localRun) record(key string) StepRecord {
 	return rec
 }
 
-// records lists the steps in blueprint order, a loop's by iteration, and
-// dynamic nodes after the step that created them. A loop's exit step is
+// records lists the steps in their order (see add). A loop's exit step is
 // not listed: it runs nothing.
 func (r *localRun) records() []StepRecord {
 	keys := make([]string, 0, len(r.steps))
@@ -447,13 +459,7 @@ func (r *localRun) records() []StepRecord {
 		}
 	}
 	slices.SortFunc(keys, func(a, b string) int {
-		if c := cmp.Compare(r.steps[a].order[0], r.steps[b].order[0]); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(r.steps[a].order[1], r.steps[b].order[1]); c != 0 {
-			return c
-		}
-		return cmp.Compare(r.steps[a].order[2], r.steps[b].order[2])
+		return slices.Compare(r.steps[a].order[:], r.steps[b].order[:])
 	})
 	out := make([]StepRecord, 0, len(keys))
 	for _, k := range keys {
