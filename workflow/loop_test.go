@@ -321,3 +321,60 @@ func TestStepKeys(t *testing.T) {
 		t.Error("Mermaid lost a node")
 	}
 }
+
+// Two loops in a row, and a batch in the second loop's body: each
+// iteration scatters a batch of its own and gathers only its workers.
+func TestRunLoopCompositions(t *testing.T) {
+	t.Parallel()
+	tn := loopNodes()
+	tn.Register("square", func(_ context.Context, in NodeInput) (NodeResult, error) {
+		n, _ := in.Input.(float64)
+		return NodeResult{Output: n * n}, nil
+	})
+	res := runDoc(t, tn.Registry, `{"id":"c","nodes":[
+		{"id":"init","uses":"set","params":{"set":{"n":0,"m":0}}},
+		{"id":"first","uses":"loop-controller","params":{"condition":"n < 2"}},
+		{"id":"inc","uses":"add","params":{"key":"n"}},
+		{"id":"second","uses":"loop-controller","params":{"condition":"m < 3"}},
+		{"id":"bump","uses":"add","params":{"key":"m"}},
+		{"id":"items","uses":"transform","params":{"expression":"map(1..int(input), #)"}},
+		{"id":"sq_scatter","uses":"batch-scatter","params":{"workerUsesKey":"square","gatherNodeId":"sq_gather","outputKey":"squares"}},
+		{"id":"sq_gather","uses":"batch-gather","params":{"outputKey":"squares"}},
+		{"id":"done","uses":"echo"}],
+	"edges":[
+		{"source":"init","target":"first"},
+		{"source":"first","target":"inc","action":"continue"},{"source":"inc","target":"first"},
+		{"source":"first","target":"second","action":"break"},
+		{"source":"second","target":"bump","action":"continue"},
+		{"source":"bump","target":"items"},{"source":"items","target":"sq_scatter"},
+		{"source":"sq_scatter","target":"sq_gather"},{"source":"sq_gather","target":"second"},
+		{"source":"second","target":"done","action":"break","transform":"context.squares"}]}`, nil)
+	if res.Status != RunCompleted {
+		t.Fatalf("status %s, errors %v", res.Status, res.Errors)
+	}
+	if res.Context["n"] != 2.0 || res.Context["m"] != 3.0 {
+		t.Errorf("n %v m %v, want 2 and 3", res.Context["n"], res.Context["m"])
+	}
+	if want := []any{1.0, 4.0, 9.0}; !equal(res.Output, want) {
+		t.Errorf("output %v, want the last iteration's squares %v", res.Output, want)
+	}
+	batches := map[string]bool{}
+	for i := 1; i <= 3; i++ {
+		batches[BatchID("local", fmt.Sprintf("sq_scatter#%d", i))] = true
+	}
+	n, gathers := 0, 0
+	for _, st := range res.Steps {
+		switch {
+		case st.Uses == "square":
+			n++
+			if parts := strings.Split(st.NodeID, "_"); !batches[parts[1]] { // square_<batch>_<i>
+				t.Errorf("worker %s is of no iteration's batch", st.NodeID)
+			}
+		case st.NodeID == "sq_gather":
+			gathers++
+		}
+	}
+	if n != 1+2+3 || gathers != 3 {
+		t.Errorf("%d workers and %d gathers, want 6 (1+2+3) and 3", n, gathers)
+	}
+}
