@@ -150,18 +150,24 @@ func jsEquality(src string) string {
 }
 
 // Eval runs the expression.
-func (x *expression) Eval(env Env) (any, error) {
-	out, err := expr.Run(x.program, env.vars())
+func (x *expression) Eval(env Env) (any, error) { return x.evalVars(env.vars()) }
+
+// EvalBool runs a condition. A missing value (nil) counts as false, as an
+// undefined one does in Flowcraft; any other non-boolean is an error.
+func (x *expression) EvalBool(env Env) (bool, error) { return x.evalBoolVars(env.vars()) }
+
+// evalVars and evalBoolVars run against vars (Env.vars), for callers that
+// evaluate several expressions in one environment.
+func (x *expression) evalVars(vars map[string]any) (any, error) {
+	out, err := expr.Run(x.program, vars)
 	if err != nil {
 		return nil, err
 	}
 	return normalize(out), nil
 }
 
-// EvalBool runs a condition. A missing value (nil) counts as false, as an
-// undefined one does in Flowcraft; any other non-boolean is an error.
-func (x *expression) EvalBool(env Env) (bool, error) {
-	out, err := expr.Run(x.program, env.vars())
+func (x *expression) evalBoolVars(vars map[string]any) (bool, error) {
+	out, err := expr.Run(x.program, vars)
 	if err != nil {
 		return false, err
 	}

@@ -96,13 +96,15 @@ type Routing struct {
 // and the node's own entry in outputs.
 func (w *Workflow) Route(key string, res NodeResult, env Env) (Routing, error) {
 	s, ok := w.Step(key)
-	if !ok {
-		if len(res.DynamicNodes) > 0 || res.Gather != "" {
-			return Routing{}, fmt.Errorf("route %q: no such step", key)
-		}
-		return Routing{Deliveries: map[string]any{}}, nil
+	switch {
+	case ok:
+		return w.RouteStep(s, res, env)
+	case w.nodes[key] != nil:
+		return Routing{}, fmt.Errorf("node %q is in a loop: route its steps by key (%s)", key, w.StepKey(key, 1))
+	case len(res.DynamicNodes) > 0 || res.Gather != "":
+		return Routing{}, fmt.Errorf("route %q: no such step", key)
 	}
-	return w.RouteStep(s, res, env)
+	return Routing{Deliveries: map[string]any{}}, nil
 }
 
 // RouteStep is Route for a step (see Step and DynamicStep): a dynamic
@@ -148,81 +150,70 @@ func (w *Workflow) RouteStep(s Step, res NodeResult, env Env) (Routing, error) {
 	if env.Params == nil {
 		env.Params = s.Node.Params
 	}
-	take := func(e *compiledEdge) error {
-		value := res.Output
-		if e.Transform != nil {
-			v, err := e.Transform.Eval(env)
-			if err != nil {
-				return fmt.Errorf("edge %s → %s: transform %q: %w", e.Source, e.Target, e.Transform.Source, err)
-			}
-			value = v
-		}
-		r.Taken = append(r.Taken, e.Target)
-		r.Deliveries[e.Target] = normalize(value)
-		return nil
-	}
+	vars := env.vars() // one environment for every edge's expressions
 	holds := func(e *compiledEdge) (bool, error) {
 		if e.Condition == nil {
 			return true, nil
 		}
-		ok, err := e.Condition.EvalBool(env)
+		ok, err := e.Condition.evalBoolVars(vars)
 		if err != nil {
 			return false, fmt.Errorf("edge %s → %s: condition %q: %w", e.Source, e.Target, e.Condition.Source, err)
 		}
 		return ok, nil
 	}
-	var matching []*compiledEdge
-	if l := w.loops[nodeID]; l != nil && s.InLoop {
-		// Flowcraft tries a controller's conditional edges first: any that
-		// holds is taken, whatever the action.
+	pick := func(candidates func(*compiledEdge) bool) ([]*compiledEdge, error) {
+		var out []*compiledEdge
 		for _, e := range edges {
-			if e.Condition == nil {
+			if !candidates(e) {
 				continue
 			}
 			ok, err := holds(e)
 			if err != nil {
-				return Routing{}, err
+				return nil, err
 			}
 			if ok {
-				matching = append(matching, e)
+				out = append(out, e)
 			}
 		}
-		if len(matching) > 0 {
-			for _, e := range matching {
-				if err := take(e); err != nil {
-					return Routing{}, err
-				}
-			}
-			return r, w.checkIterations(l, s, r)
-		}
+		return out, nil
 	}
-	if res.Action != "" {
-		for _, e := range edges {
-			if e.Action == res.Action {
-				matching = append(matching, e)
-			}
-		}
+	loop := w.loops[nodeID]
+	if !s.InLoop {
+		loop = nil
 	}
-	if len(matching) == 0 {
-		for _, e := range edges {
-			if e.Action == "" {
-				matching = append(matching, e)
-			}
-		}
-	}
-	for _, e := range matching {
-		ok, err := holds(e)
-		if err != nil {
+	var taken []*compiledEdge
+	if loop != nil {
+		// Flowcraft tries a controller's conditional edges first: any that
+		// holds is taken, whatever the action.
+		if taken, err = pick(func(e *compiledEdge) bool { return e.Condition != nil }); err != nil {
 			return Routing{}, err
 		}
-		if ok {
-			if err := take(e); err != nil {
-				return Routing{}, err
+	}
+	if len(taken) == 0 {
+		action := ""
+		for _, e := range edges {
+			if res.Action != "" && e.Action == res.Action {
+				action = res.Action // some edge carries the action
 			}
 		}
+		if taken, err = pick(func(e *compiledEdge) bool { return e.Action == action }); err != nil {
+			return Routing{}, err
+		}
 	}
-	if l := w.loops[nodeID]; l != nil && s.InLoop {
-		return r, w.checkIterations(l, s, r)
+	for _, e := range taken {
+		value := res.Output
+		if e.Transform != nil {
+			v, err := e.Transform.evalVars(vars)
+			if err != nil {
+				return Routing{}, fmt.Errorf("edge %s → %s: transform %q: %w", e.Source, e.Target, e.Transform.Source, err)
+			}
+			value = v
+		}
+		r.Taken = append(r.Taken, e.Target)
+		r.Deliveries[e.Target] = normalize(value)
+	}
+	if loop != nil {
+		return r, w.checkIterations(loop, s, r)
 	}
 	return r, nil
 }
