@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -435,24 +434,17 @@ func newDevCmd() *cobra.Command {
 // loadBlueprintDir compiles every *.json blueprint of dir (example inputs,
 // *.input.json, excepted).
 func loadBlueprintDir(dir string) (map[string]*workflow.Workflow, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	bps, err := readBlueprintDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]*workflow.Workflow{}
-	for _, p := range paths {
-		if strings.HasSuffix(p, ".input.json") {
-			continue
-		}
-		bp, err := readBlueprint(p)
+	for id, bp := range bps {
+		w, err := workflow.Compile(bp, nil)
 		if err != nil {
 			return nil, err
 		}
-		w, err := workflow.Compile(bp, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		out[bp.ID] = w
+		out[id] = w
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no *.json blueprint")
