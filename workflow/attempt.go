@@ -17,6 +17,8 @@ type AttemptOutcome struct {
 	//	StepSleeping          the node suspended itself: call it again at Wake
 	//	StepAwaitingChild     the node started a child run (Child): call it
 	//	                      again, as the same Attempt, once it finished
+	//	StepAwaiting          the node called Await: the step waits for a
+	//	                      resume, which gives its result
 	//	StepRetrying          the attempt failed and was not the last: run
 	//	                      Attempt after Delay
 	//	StepAwaitingFallback  the last attempt failed: run Fallback in the
@@ -47,6 +49,9 @@ type AttemptOutcome struct {
 func (n *CompiledNode) Outcome(attempt int, err error) AttemptOutcome {
 	var suspend *suspendError
 	var child *childError
+	if out, ok := awaitOutcome(attempt, err); ok {
+		return out // Await: the step awaits a resume
+	}
 	switch {
 	case err == nil:
 		return AttemptOutcome{State: StepSucceeded}

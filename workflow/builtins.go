@@ -31,6 +31,9 @@ func registerBuiltins(r *Registry) {
 	r.RegisterValidated(NodeLoopController, loopController, checkLoopParams)
 	r.RegisterValidated(NodeSubflow, subflowNode, checkSubflowParams)
 	r.RegisterValidated(NodeSubflowClass, subflowNode, checkSubflowParams)
+	r.Register(NodeWait, waitNode)
+	r.Register(NodeWebhook, webhookNode)
+	r.Register(NodeWebhookClass, webhookNode)
 }
 
 // noop passes its input through.
@@ -192,4 +195,5 @@ func (w *Workflow) checkBuiltins(reg *Registry, add func(path, format string, ar
 		}
 	}
 	w.checkBatches(reg, index, add)
+	w.checkWebhooks(index, add)
 }

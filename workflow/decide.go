@@ -10,7 +10,7 @@ import (
 // run's next decision needs of it.
 type AppliedStep struct {
 	NodeID string    // the step key (see Step); for a node outside loops, its id
-	State  StepState // succeeded, retrying, sleeping, awaiting_child, awaiting_fallback or failed
+	State  StepState // succeeded, retrying, sleeping, awaiting_child, awaiting, awaiting_fallback or failed
 	Taken  []string  // targets of the edges its result took
 	Error  string    // with StepFailed: why, which becomes the run's error
 	// Fallback, with StepAwaitingFallback: the step made ready in its
@@ -69,8 +69,10 @@ type RunDecision struct {
 // node resolved decides joins and skips. Each ready node is owned by the
 // step whose fallback it is, else by a step that routed to it (or that
 // stands in for one that did, or created it as a dynamic node), else by
-// the first. A step awaiting its child run stays pending. With nothing
-// pending afterwards, the run is completed, by the last step.
+// the first. A step awaiting its child run, or a resume (StepAwaiting),
+// stays pending. With nothing pending afterwards, the run is completed, by
+// the last step. (Status stays running when what is pending only awaits:
+// AwaitStatus says when that makes the run awaiting.)
 //
 // A run that is not running, or no step applied, decides nothing.
 func (w *Workflow) DecideRun(status RunStatus, pending int, applied []AppliedStep, states States) RunDecision {
@@ -88,7 +90,7 @@ func (w *Workflow) DecideRun(status RunStatus, pending int, applied []AppliedSte
 	var resolved []string
 	for i := range applied {
 		a := &applied[i]
-		if a.State != StepRetrying && a.State != StepSleeping && a.State != StepAwaitingChild {
+		if a.State != StepRetrying && a.State != StepSleeping && a.State != StepAwaitingChild && a.State != StepAwaiting {
 			delta-- // this step is no longer pending
 		}
 		if a.Fallback != "" {
@@ -182,7 +184,7 @@ func (w *Workflow) DecideResync(steps []StoredStep, states States) Resync {
 			d.FailedNode, failedError = st.NodeID, st.Error
 		case st.State == StepAwaitingFallback:
 			awaiting = append(awaiting, st.NodeID)
-		case st.State.Pending() || st.State == StepAwaitingChild:
+		case st.State.Pending() || st.State == StepAwaitingChild || st.State == StepAwaiting:
 			d.Pending++
 		}
 	}

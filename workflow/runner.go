@@ -22,6 +22,11 @@ type RunOptions struct {
 	// StartInput, when not nil, is what start nodes get instead of the
 	// run's initial context (a subflow's child without params.inputs).
 	StartInput any
+	// OnAwait, when set, is called when nothing is left to run but steps
+	// await (wait nodes), with the run as it stands (status awaiting): the
+	// run is resumed as it says and goes on. Without it, or when it
+	// returns false, the run ends awaiting.
+	OnAwait func(*RunResult) (Resume, bool)
 
 	depth int // of subflows: the run's depth below the top run
 }
@@ -31,9 +36,9 @@ const maxSubflowDepth = 64
 
 // Run executes a whole run in-process with the same semantics as the
 // distributed runtime: parallel branches, retries with backoff, timeouts,
-// fallbacks, joins, skips, sleeps, loops, batches and subflows. input (a
-// JSON object, or nil) becomes the run's initial context and the input of
-// start nodes without `inputs`.
+// fallbacks, joins, skips, sleeps, loops, batches, subflows and waits
+// (see RunOptions.OnAwait). input (a JSON object, or nil) becomes the
+// run's initial context and the input of start nodes without `inputs`.
 //
 // It returns an error only when the run cannot start (an invalid blueprint,
 // or a nil registry, which leaves the nodes without implementations); a
@@ -303,7 +308,35 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 	}
 	makeReady(Transition{Ready: starts})
 
-	for inflight > 0 {
+	// resume applies the resume OnAwait gives a run with nothing left to
+	// run but steps that await; false: the run does not go on.
+	resume := func() bool {
+		rs, ok := r.nextResume(opts, result, msSince(start))
+		if !ok {
+			return false
+		}
+		st, found := r.Status(rs.Node)
+		if err := w.CheckResume(rs.Node, st, found); err != nil {
+			fail(rs.Node, "resume: "+err.Error())
+			return false
+		}
+		if err := resolve(rs.Node, NodeResult{Output: Normalize(rs.Output), Action: rs.Action}, StepSucceeded); err != nil {
+			r.steps[rs.Node].status.State, r.steps[rs.Node].err = StepFailed, err.Error()
+			record(rs.Node)
+			fail(rs.Node, err.Error())
+			return false
+		}
+		t := time.Now()
+		r.steps[rs.Node].finished = &t
+		record(rs.Node)
+		makeReady(w.Advance([]string{rs.Node}, r))
+		return true
+	}
+
+	for inflight > 0 || resume() {
+		if inflight == 0 {
+			continue // resumed at a sink: nothing made ready
+		}
 		var d attemptDone
 		select {
 		case wk := <-due:
@@ -335,6 +368,9 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 		case StepAwaitingChild:
 			st.status.State = StepAwaitingChild
 			startChild(d.key, out.Attempt, *out.Child)
+		case StepAwaiting:
+			st.attempts, st.status.State = d.attempt, StepAwaiting
+			record(d.key)
 		case StepRetrying:
 			st.attempts, st.err = d.attempt, d.err.Error()
 			st.status.State = StepRetrying
@@ -397,6 +433,9 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 				makeReady(w.Advance(resolved, r))
 			}
 		}
+	}
+	if result.Status == RunRunning && r.awaiting() {
+		result.Status = RunAwaiting
 	}
 	if result.Status == RunRunning {
 		result.Status = RunCompleted

@@ -65,7 +65,7 @@ func TestValidationProblems(t *testing.T) {
 		{"duplicate node ids", doc(nodes("a", "b", "a"), `[]`),
 			[]problem{{"nodes[2].id", `duplicate node id "a"`}}},
 		{"unknown uses", doc(`[{"id":"a","uses":"charge"}]`, `[]`),
-			[]problem{{"nodes[0].uses", `unknown node type "charge" (registered: SubflowNode, batch-gather, batch-scatter, loop-controller, noop, sleep, subflow, transform)`}}},
+			[]problem{{"nodes[0].uses", `unknown node type "charge" (registered: SubflowNode, WebhookNode, batch-gather, batch-scatter, loop-controller, noop, sleep, subflow, transform, wait, webhook)`}}},
 		{"edge source names a missing node", doc(nodes("a"), `[{"source":"x","target":"a"}]`),
 			[]problem{{"edges[0].source", `no node with id "x"`}}},
 		{"edge target names a missing node", doc(nodes("a"), `[{"source":"a","target":"y"}]`),
@@ -223,7 +223,7 @@ func TestRegistryParamValidator(t *testing.T) {
 	if want := (problem{"nodes[1].params", "currency: required"}); !hasProblem(probs, want) || len(probs) != 1 {
 		t.Errorf("problems %v, want only %v", probs, want)
 	}
-	if got, want := reg.Names(), []string{"SubflowNode", "batch-gather", "batch-scatter", "charge", "loop-controller", "noop", "sleep", "subflow", "transform"}; !equal(got, want) {
+	if got, want := reg.Names(), []string{"SubflowNode", "WebhookNode", "batch-gather", "batch-scatter", "charge", "loop-controller", "noop", "sleep", "subflow", "transform", "wait", "webhook"}; !equal(got, want) {
 		t.Errorf("Names = %v, want %v", got, want)
 	}
 }
