@@ -38,6 +38,9 @@ type Outcome struct {
 	// Recovered: nodes this (fallback) step stands in for, with their
 	// routing of this step's result.
 	Recovered map[string]workflow.Routing
+	// WebhookHash, with a webhook step's success: the SHA-256 of its
+	// endpoint's token, stored with the result (see ResumeWebhook).
+	WebhookHash []byte
 }
 
 // Committed is what a commit decided.
@@ -176,9 +179,10 @@ type runGroup struct {
 	runID   string
 	w       *workflow.Workflow
 	ps      []*pending
-	status  string
-	pending int
-	locked  bool
+	status   string
+	pending  int
+	awaiting int // steps awaiting a resume (see workflow.AwaitStatus)
+	locked   bool
 	states  *txStates
 }
 
@@ -221,20 +225,20 @@ func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
 	// stands in for, and read what Advance will ask about.
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	lockSQL, lockArg := `SELECT run_id, status, pending FROM `+s.tables.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, any(runIDs)
+	lockSQL, lockArg := `SELECT run_id, status, pending, awaiting FROM `+s.tables.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, any(runIDs)
 	if len(runIDs) == 1 {
-		lockSQL, lockArg = `SELECT run_id, status, pending FROM `+s.tables.Statuses+` WHERE run_id = $1 FOR UPDATE`, runIDs[0]
+		lockSQL, lockArg = `SELECT run_id, status, pending, awaiting FROM `+s.tables.Statuses+` WHERE run_id = $1 FOR UPDATE`, runIDs[0]
 	}
 	b.Queue(lockSQL, lockArg).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
 		for rows.Next() {
 			var id, status string
-			var n int
-			if err := rows.Scan(&id, &status, &n); err != nil {
+			var n, awaiting int
+			if err := rows.Scan(&id, &status, &n, &awaiting); err != nil {
 				return err
 			}
 			if g := byRun[id]; g != nil {
-				g.status, g.pending, g.locked = status, n, true
+				g.status, g.pending, g.awaiting, g.locked = status, n, awaiting, true
 			}
 		}
 		return rows.Err()
@@ -356,6 +360,9 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 			b.Queue(`UPDATE `+s.tables.Contexts+` SET context_data = (context_data - $2::text[]) || $3::jsonb WHERE run_id = $1`,
 				o.RunID, nonNil(o.ContextDeleted), p.contextSet)
 		}
+		if o.WebhookHash != nil && o.State == workflow.StepSucceeded {
+			b.Queue(s.webhookHashSQL(), o.RunID, o.NodeID, o.WebhookHash)
+		}
 		steps[i] = workflow.AppliedStep{NodeID: o.NodeID, State: o.State, Taken: o.Routing.Taken, Error: o.Error, Fallback: o.Fallback, FallbackInput: o.FallbackInput}
 		for _, backed := range p.recovered {
 			if p.recoveredApplied[backed] {
@@ -367,6 +374,9 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	if g.states.err != nil {
 		return g.states.err
 	}
+	// What is left may only await (wait nodes): the run is awaiting.
+	awaiting := workflow.AwaitingAfter(g.awaiting, steps)
+	d.Status = workflow.AwaitStatus(d.Status, d.Pending, awaiting)
 	for _, p := range g.ps {
 		p.c.Res.RunStatus = d.Status
 	}
@@ -414,9 +424,10 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 			return err
 		})
 	}
-	if d.Status == workflow.RunRunning {
+	if d.Status == workflow.RunRunning || d.Status == workflow.RunAwaiting {
 		// Touching updated_at is what tells the reconciler the run moves.
-		b.Queue(`UPDATE `+s.tables.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, g.runID, d.Pending)
+		b.Queue(`UPDATE `+s.tables.Statuses+` SET status = $4, pending = $2, awaiting = $3, updated_at = now() WHERE run_id = $1`,
+			g.runID, d.Pending, awaiting, string(d.Status))
 		return nil
 	}
 	b.Queue(s.completeSQL(), g.runID)
