@@ -6,6 +6,7 @@ import (
 	"github.com/stepflow/stepflow/internal/telemetry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,6 +35,9 @@ type Client struct {
 	cfg   Config
 	store *store.Store
 	pub   *jobqueue.Publisher
+	// compiled holds the runs' blueprint snapshots, compiled, by digest
+	// (Resume routes with them).
+	compiled sync.Map
 }
 
 // New opens a connection pool on PostgreSQL and a publisher on RabbitMQ;
@@ -140,7 +144,8 @@ func (c *Client) Cancel(ctx context.Context, runID string) (workflow.RunStatus, 
 	return st, ownError(err)
 }
 
-// Wait polls the run until it reaches a final status, then returns its
+// Wait polls the run until it reaches a final status or awaits a resume
+// (workflow.RunAwaiting: nothing runs until Resume), then returns its
 // result.
 func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, error) {
 	delay := 5 * time.Millisecond
@@ -149,7 +154,7 @@ func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, e
 		if err != nil && ctx.Err() == nil {
 			return nil, ownError(err)
 		}
-		if run != nil && run.Status.Final() {
+		if run != nil && (run.Status.Final() || run.Status == workflow.RunAwaiting) {
 			return c.Result(ctx, runID)
 		}
 		t := time.NewTimer(delay)

@@ -53,7 +53,7 @@ type RunList struct {
 }
 
 // runStatuses are the statuses a filter may name.
-var runStatuses = []workflow.RunStatus{workflow.RunRunning, workflow.RunCompleted, workflow.RunFailed, workflow.RunCancelled}
+var runStatuses = []workflow.RunStatus{workflow.RunRunning, workflow.RunAwaiting, workflow.RunCompleted, workflow.RunFailed, workflow.RunCancelled}
 
 // runCursor is what a continuation token holds: where the page ended and
 // the filter it was made for.
