@@ -55,6 +55,9 @@ type Options struct {
 	Bridge func(*bridge.Config)
 	// Logger receives the services' logs (nil: discarded).
 	Logger *slog.Logger
+	// PublicURL is the base of the webhook URLs the function's webhook
+	// nodes output (function.Config.PublicURL; "": its default).
+	PublicURL string
 }
 
 // Stack is the running services and where they keep their state. A
@@ -219,6 +222,7 @@ func (s *Stack) serveFunction(ctx context.Context, o Options) (string, error) {
 		RedisPrefix: s.RedisPrefix,
 		StepTimeout: 10 * time.Second,
 		PGMaxConns:  4,
+		PublicURL:   o.PublicURL,
 	}); err != nil {
 		return "", fmt.Errorf("start the step function: %w", err)
 	}
