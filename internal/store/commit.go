@@ -176,14 +176,15 @@ func prepare(c *Commit) (*pending, error) {
 
 // runGroup is the outcomes of one run in a group commit.
 type runGroup struct {
-	runID    string
-	w        *workflow.Workflow
-	ps       []*pending
-	status   string
-	pending  int
+	runID   string
+	w       *workflow.Workflow
+	ps      []*pending
+	status  string
+	pending int
+	locked  bool
+	states  *txStates
+
 	awaiting int // steps awaiting a resume (see workflow.AwaitStatus)
-	locked   bool
-	states   *txStates
 }
 
 func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
