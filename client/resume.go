@@ -65,7 +65,7 @@ func (c *Client) resume(ctx context.Context, req store.ResumeRequest) (*Resumed,
 		return nil, ownError(err)
 	}
 	if run.Digest == "" {
-		return nil, ownError(fmt.Errorf("%w: run %s has not started a step yet", store.ErrNotAwaiting, req.RunID))
+		return nil, &sentinelError{err: fmt.Errorf("run %s has not run a step yet: it does not await a resume", req.RunID), is: ErrNotAwaiting}
 	}
 	w, err := c.workflow(ctx, run.Digest)
 	if err != nil {

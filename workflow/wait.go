@@ -96,24 +96,37 @@ var ErrNotAwaiting = errors.New("not awaiting")
 // blueprint has not.
 var ErrUnknownStep = errors.New("no such node")
 
+// refusal is an error that is its sentinel without repeating its text.
+type refusal struct {
+	is  error
+	msg string
+}
+
+func (e *refusal) Error() string        { return e.msg }
+func (e *refusal) Is(target error) bool { return target == e.is }
+
+func refuse(is error, format string, args ...any) error {
+	return &refusal{is: is, msg: fmt.Sprintf(format, args...)}
+}
+
 // CheckResume says whether the step key, found with status st (found is
 // false when it has no step yet), may be resumed: it must be a wait
 // node's step and await.
 func (w *Workflow) CheckResume(key string, st StepStatus, found bool) error {
 	s, ok := w.Step(key)
 	if !ok {
-		return fmt.Errorf("%w: blueprint %q has no node %q (its wait nodes: %s)", ErrUnknownStep, w.Blueprint.ID, key, w.waitList())
+		return refuse(ErrUnknownStep, "blueprint %q has no node %q (its wait nodes: %s)", w.Blueprint.ID, key, w.waitList())
 	}
 	if s.Node.Uses != NodeWait {
-		return fmt.Errorf("%w: node %q is a %s node, not a wait node (its wait nodes: %s)", ErrNotAwaiting, key, s.Node.Uses, w.waitList())
+		return refuse(ErrNotAwaiting, "node %q is a %s node, not a wait node (its wait nodes: %s)", key, s.Node.Uses, w.waitList())
 	}
 	switch {
 	case !found:
-		return fmt.Errorf("%w: node %q has not been reached yet", ErrNotAwaiting, key)
+		return refuse(ErrNotAwaiting, "node %q does not await: it has not been reached yet", key)
 	case st.State == StepSucceeded:
-		return fmt.Errorf("%w: node %q was resumed already", ErrNotAwaiting, key)
+		return refuse(ErrNotAwaiting, "node %q does not await: it was resumed already", key)
 	case st.State != StepAwaiting:
-		return fmt.Errorf("%w: node %q is %s", ErrNotAwaiting, key, st.State)
+		return refuse(ErrNotAwaiting, "node %q does not await: it is %s", key, st.State)
 	}
 	return nil
 }

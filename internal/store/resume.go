@@ -177,7 +177,7 @@ func (s *Store) resume(ctx context.Context, w *workflow.Workflow, req ResumeRequ
 	case req.Webhook != "" && hookUsed != nil:
 		return nil, fmt.Errorf("run %s, webhook %s: %w (at %s)", runID, req.Webhook, ErrWebhookUsed, hookUsed.UTC().Format(time.RFC3339))
 	case st != workflow.RunRunning && st != workflow.RunAwaiting:
-		return nil, fmt.Errorf("%w: run %s is %s", ErrNotAwaiting, runID, st)
+		return nil, marked(ErrNotAwaiting, fmt.Errorf("run %s is %s: it does not await a resume", runID, st))
 	case digest != w.Digest:
 		return nil, fmt.Errorf("run %s runs blueprint %s, not %s", runID, digest, w.Digest)
 	}
@@ -190,17 +190,17 @@ func (s *Store) resume(ctx context.Context, w *workflow.Workflow, req ResumeRequ
 	result, routing, err := w.ResumeStep(workflow.StepStatus{State: workflow.StepState(stepState)}, stepFound, r, workflow.Env{Context: contextData, Outputs: outputs})
 	switch {
 	case errors.Is(err, workflow.ErrNotAwaiting):
-		return nil, fmt.Errorf("%w: run %s: %w", ErrNotAwaiting, runID, err)
+		return nil, marked(ErrNotAwaiting, err)
 	case err != nil:
-		return nil, fmt.Errorf("%w: %w", ErrInvalidResume, err)
+		return nil, marked(ErrInvalidResume, err)
 	}
 	output, err := jsonArg(result.Output)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode output: %w", ErrInvalidResume, err)
+		return nil, marked(ErrInvalidResume, fmt.Errorf("encode output: %w", err))
 	}
 	deliveries, err := jsonArg(routing.Deliveries)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode deliveries: %w", ErrInvalidResume, err)
+		return nil, marked(ErrInvalidResume, fmt.Errorf("encode deliveries: %w", err))
 	}
 
 	// Round trip 2: finish the step (and use up the webhook), then read
@@ -236,6 +236,15 @@ func (s *Store) resume(ctx context.Context, w *workflow.Workflow, req ResumeRequ
 	c := p.c.Res
 	return &Resumed{Node: r.Node, RunStatus: c.RunStatus, Ready: c.Ready, Skipped: c.Skipped, Finished: c.Finished}, nil
 }
+
+// markedError is err, which errors.Is is as well, without repeating its
+// text.
+type markedError struct{ is, err error }
+
+func (e *markedError) Error() string   { return e.err.Error() }
+func (e *markedError) Unwrap() []error { return []error{e.is, e.err} }
+
+func marked(is, err error) error { return &markedError{is: is, err: err} }
 
 // webhookMatches compares the token of a request with the stored hash, in
 // constant time.
