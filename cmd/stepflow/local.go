@@ -53,19 +53,28 @@ func parseInput(s string) (map[string]any, error) {
 			return nil, fmt.Errorf("--input: %w", err)
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("--input: not valid JSON: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("--input: data after the JSON object")
+	v, err := decodeOneJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("--input: %w", err)
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("--input: want a JSON object (the run's initial context), got %s", jsonKind(v))
 	}
 	return m, nil
+}
+
+// decodeOneJSON decodes data holding exactly one JSON value.
+func decodeOneJSON(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("not valid JSON: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("data after the JSON value")
+	}
+	return v, nil
 }
 
 func jsonKind(v any) string {
@@ -188,8 +197,12 @@ distributed runtime (parallel branches, retries, timeouts, fallbacks, joins,
 skips, sleeps, loops, batches, subflows) and prints one JSON object: status,
 output, context (with _outputs.<id>), steps and errors. --input is the run's
 initial context: a JSON object, or @FILE. --blueprints is the folder of the
-blueprints its subflows run (by id), in this process too. Exit 0 when the run
-completed, 1 when it failed, 2 on bad usage.
+blueprints its subflows run (by id), in this process too. A run that reaches
+a wait node with nothing else left to run ends with status awaiting (this
+process keeps nothing to resume; "stepflow start" does, and "stepflow resume"
+resumes it); a webhook node fails here (the stack's API server serves
+webhooks). Exit 0 when the run completed or awaits, 1 when it failed, 2 on bad
+usage.
 
 To run on the real stack, use "stepflow start".`,
 		Args: cobra.ExactArgs(1),
@@ -229,7 +242,7 @@ To run on the real stack, use "stepflow start".`,
 			if err := enc.Encode(res); err != nil {
 				return err
 			}
-			if res.Status != workflow.RunCompleted {
+			if res.Status != workflow.RunCompleted && res.Status != workflow.RunAwaiting {
 				return exitCode(1, nil)
 			}
 			return nil

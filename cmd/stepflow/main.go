@@ -104,7 +104,7 @@ export OpenTelemetry traces; one run is one trace.`,
 	root.AddCommand(
 		newValidateCmd(), newRunCmd(), newGraphCmd(), newMigrateCmd(),
 		newFunctionCmd(), newBridgeCmd(), newReconcilerCmd(), newReconcileCmd(), newDevCmd(),
-		newStartCmd(), newStatusCmd(), newCancelCmd(), newDLQCmd(), newAPICmd(),
+		newStartCmd(), newStatusCmd(), newCancelCmd(), newResumeCmd(), newDLQCmd(), newAPICmd(),
 	)
 	return root
 }

@@ -39,9 +39,13 @@ func newRegistry() *prometheus.Registry {
 type functionFlags struct {
 	listen, blueprints string
 	stepTimeout        time.Duration
+	publicURL          string // the webhooks' base; dev shares the API's --public-url
 }
 
-func addFunctionFlags(fs *pflag.FlagSet, f *functionFlags) {
+func addFunctionFlags(fs *pflag.FlagSet, f *functionFlags, withPublicURL bool) {
+	if withPublicURL {
+		fs.StringVar(&f.publicURL, "public-url", envOr("STEPFLOW_PUBLIC_URL", function.DefaultPublicURL), "base URL the API server (which serves /webhooks/) is reached at: webhook nodes output their URLs under it (env STEPFLOW_PUBLIC_URL)")
+	}
 	fs.StringVar(&f.listen, "listen-address", envOr("LISTEN_ADDRESS", "127.0.0.1:8080"), "address the function serves CloudEvents, /health/* and /metrics on (env LISTEN_ADDRESS)")
 	fs.StringVar(&f.blueprints, "blueprints", os.Getenv("BLUEPRINTS_DIR"), "register every *.json blueprint of this folder, for runs started by other clients (env BLUEPRINTS_DIR)")
 	fs.DurationVar(&f.stepTimeout, "step-timeout", function.DefaultStepTimeout, "time limit of a node without its own timeout (env STEP_TIMEOUT)")
@@ -72,7 +76,7 @@ func-go: see docs/knative.md.)`,
 		},
 	}
 	addConnFlags(cmd.Flags(), &c, "postgres", "redis")
-	addFunctionFlags(cmd.Flags(), &ff)
+	addFunctionFlags(cmd.Flags(), &ff, true)
 	return cmd
 }
 
@@ -82,6 +86,7 @@ func serveFunction(ctx context.Context, c conn, ff functionFlags) error {
 	env := c.functionEnv()
 	env["BLUEPRINTS_DIR"] = ff.blueprints
 	env["STEP_TIMEOUT"] = ff.stepTimeout.String()
+	env["STEPFLOW_PUBLIC_URL"] = ff.publicURL
 	cfg, err := function.ConfigFromMap(env)
 	if err != nil {
 		return exitCode(2, err)
@@ -394,6 +399,11 @@ func newDevCmd() *cobra.Command {
 			}
 			rf.blueprints = ff.blueprints
 			af.blueprints = ff.blueprints
+			// Webhook URLs are the API's: under its --public-url, else
+			// its address.
+			if ff.publicURL = af.publicURL; ff.publicURL == "" {
+				ff.publicURL = "http://" + loopbackHost(af.address)
+			}
 			ao, err := af.options()
 			if err != nil {
 				return err
@@ -403,11 +413,7 @@ func newDevCmd() *cobra.Command {
 			if _, err := migrate(ctx, c); err != nil {
 				return exitCode(1, err)
 			}
-			host := ff.listen
-			if strings.HasPrefix(host, ":") {
-				host = "127.0.0.1" + host
-			}
-			bf.cfg.FunctionURL = "http://" + host + "/"
+			bf.cfg.FunctionURL = "http://" + loopbackHost(ff.listen) + "/"
 			errs := make(chan error, 4)
 			go func() { errs <- serveFunction(ctx, c, ff) }()
 			go func() { errs <- runBridge(ctx, c, bf) }()
@@ -424,11 +430,20 @@ func newDevCmd() *cobra.Command {
 		},
 	}
 	addConnFlags(cmd.Flags(), &c, "postgres", "redis", "amqp")
-	addFunctionFlags(cmd.Flags(), &ff)
+	addFunctionFlags(cmd.Flags(), &ff, false) // --public-url is the API's
 	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address", "bridge-batch-size") // --batch-size is the reconciler's
 	addReconcilerFlags(cmd.Flags(), &rf, true, "reconciler-http-address")
 	addAPIFlags(cmd.Flags(), &af, false) // --blueprints is the function's
 	return cmd
+}
+
+// loopbackHost is a listen address as this machine reaches it: ":8080"
+// is 127.0.0.1:8080.
+func loopbackHost(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "127.0.0.1" + addr
+	}
+	return addr
 }
 
 // loadBlueprintDir compiles every *.json blueprint of dir (example inputs,
