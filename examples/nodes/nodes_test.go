@@ -366,10 +366,10 @@ func TestParamChecks(t *testing.T) {
 func TestRegistry(t *testing.T) {
 	t.Parallel()
 	want := []string{
-		workflow.NodeSubflowClass, workflow.NodeBatchGather, workflow.NodeBatchScatter,
+		workflow.NodeSubflowClass, workflow.NodeWebhookClass, workflow.NodeBatchGather, workflow.NodeBatchScatter,
 		ChargePayment, Decrement, DetectLanguage, ExtractText, Fail, Flaky, workflow.NodeLoopController, ManualReview, workflow.NodeNoop,
 		NotifyCustomer, PriceLine, ReserveStock, SetContext, ShipOrder, workflow.NodeSleep, Slow, workflow.NodeSubflow, Summarize,
-		workflow.NodeTransform, TranslateStub, ValidateOrder,
+		workflow.NodeTransform, TranslateStub, ValidateOrder, workflow.NodeWait, workflow.NodeWebhook,
 	}
 	if got := Registry().Names(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Names() = %q\nwant      %q", got, want)
@@ -418,7 +418,7 @@ func loadExample(t *testing.T, name string) *workflow.Workflow {
 func TestExampleBlueprintsCompile(t *testing.T) {
 	t.Parallel()
 	blueprints, inputs := exampleFiles(t)
-	want := []string{"batch", "chain10", "documents", "fallback", "fanout", "loop", "order", "retry", "sleep", "subflow"}
+	want := []string{"approval", "batch", "chain10", "documents", "fallback", "fanout", "loop", "order", "payment", "retry", "sleep", "subflow"}
 	var got []string
 	for _, p := range blueprints {
 		got = append(got, strings.TrimSuffix(filepath.Base(p), ".json"))
