@@ -430,7 +430,7 @@ func newDevCmd() *cobra.Command {
 		},
 	}
 	addConnFlags(cmd.Flags(), &c, "postgres", "redis", "amqp")
-	addFunctionFlags(cmd.Flags(), &ff, false) // --public-url is the API's
+	addFunctionFlags(cmd.Flags(), &ff, false)                                           // --public-url is the API's
 	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address", "bridge-batch-size") // --batch-size is the reconciler's
 	addReconcilerFlags(cmd.Flags(), &rf, true, "reconciler-http-address")
 	addAPIFlags(cmd.Flags(), &af, false) // --blueprints is the function's
