@@ -430,7 +430,8 @@ func newDevCmd() *cobra.Command {
 		},
 	}
 	addConnFlags(cmd.Flags(), &c, "postgres", "redis", "amqp")
-	addFunctionFlags(cmd.Flags(), &ff, false)                                           // --public-url is the API's
+	// --public-url is the API's; the function gets it in RunE.
+	addFunctionFlags(cmd.Flags(), &ff, false)
 	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address", "bridge-batch-size") // --batch-size is the reconciler's
 	addReconcilerFlags(cmd.Flags(), &rf, true, "reconciler-http-address")
 	addAPIFlags(cmd.Flags(), &af, false) // --blueprints is the function's
