@@ -21,7 +21,12 @@
 // 5 s (a TCP proxy per service and case, proxy_test.go), Redis FLUSHDB,
 // every job published twice (bridge --publish-copies 2), poison messages
 // mixed into the load, and callers abandoning requests to the function
-// (wedge_test.go).
+// (wedge_test.go). pause_test.go resumes runs of testdata/pause.json
+// through a `stepflow api` process while the API is killed with resumes
+// in flight, RabbitMQ is cut so that committed resumes cannot publish
+// (and the API is killed before it could), and the function is killed as
+// the resumed steps reach it: each resume commits once, the nodes after
+// it run once, and the reconciler republishes the lost jobs.
 //
 // Isolation: each case has its own tables (t_<8hex>_*), queue topology
 // (faults-<uuid>), Redis key prefix, proxies and processes, so cases and
