@@ -75,7 +75,7 @@ func runResume(ctx context.Context, s *stack, cl *client.Client, runs, warmup in
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("R: %d of %d runs await after 60 s (queues: %s)", n, total, queueDepths(s))
+			return nil, fmt.Errorf("resume workload: %d of %d runs await after 60 s (queues: %s)", n, total, queueDepths(s))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -95,13 +95,13 @@ func runResume(ctx context.Context, s *stack, cl *client.Client, runs, warmup in
 		t0 := time.Now()
 		resp, err := hc.Post(base+"/api/v1/runs/"+id+"/resume", "application/json", strings.NewReader(`{"node": "gate", "output": {"ok": true}}`))
 		if err != nil {
-			return nil, fmt.Errorf("R: resume %s: %w", id, err)
+			return nil, fmt.Errorf("resume workload: resume %s: %w", id, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		call := time.Since(t0)
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("Warning") != "" {
-			return nil, fmt.Errorf("R: resume %s answered %d %s (%s)", id, resp.StatusCode, body, resp.Header.Get("Warning"))
+			return nil, fmt.Errorf("resume workload: resume %s answered %d %s (%s)", id, resp.StatusCode, body, resp.Header.Get("Warning"))
 		}
 		var fin time.Time
 		for {
@@ -113,7 +113,7 @@ func runResume(ctx context.Context, s *stack, cl *client.Client, runs, warmup in
 				return nil, err
 			}
 			if time.Since(t0) > 30*time.Second {
-				return nil, fmt.Errorf("R: next of %s not done 30 s after its resume (queues: %s)", id, queueDepths(s))
+				return nil, fmt.Errorf("resume workload: next of %s not done 30 s after its resume (queues: %s)", id, queueDepths(s))
 			}
 			if err := s.alive(); err != nil {
 				return nil, err
