@@ -223,6 +223,7 @@ func (c *Client) Result(ctx context.Context, runID string) (*workflow.RunResult,
 		}
 		for id, v := range outputs {
 			ctxData[workflow.OutputKey(id)] = v
+			ctxData[id] = v // Flowcraft's bare key, as a completed run stores it
 		}
 		res.Context = ctxData
 	}
