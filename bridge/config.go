@@ -45,6 +45,9 @@ const maxQueueNameLen = 255 - len(".delay.83886080")
 type Config struct {
 	AMQPURL        string        // required
 	Queue          string        // default DefaultQueue
+	// QueueType is the type of the queues the bridge declares: "classic"
+	// (default) or "quorum"; every component must use the same one.
+	QueueType string
 	FunctionURL    string        // required, e.g. http://127.0.0.1:8080/
 	ReadinessURL   string        // default: FunctionURL with path ReadinessPath
 	Prefetch       int           // AMQP prefetch (unacked deliveries held), default 512
@@ -96,6 +99,12 @@ func (c *Config) Validate() error {
 		bad("Queue", "longer than %d bytes", maxQueueNameLen)
 	} else if _, err := url.Parse(c.Queue); err != nil { // it is the CloudEvent source
 		bad("Queue", "not usable as a CloudEvent source (URI reference): %v", err)
+	}
+
+	if qt, err := jobqueue.ParseQueueType(c.QueueType); err != nil {
+		bad("QueueType", "%v", err)
+	} else {
+		c.QueueType = string(qt)
 	}
 
 	var fn *url.URL

@@ -48,7 +48,8 @@ func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consume
 	if err != nil {
 		return false, fmt.Errorf("open channel: %w", err)
 	}
-	if err := jobqueue.DeclareTopology(setup, b.cfg.Queue); err != nil {
+	topology := jobqueue.Topology{Queue: b.cfg.Queue, Type: jobqueue.QueueType(b.cfg.QueueType)}
+	if err := topology.Declare(setup); err != nil {
 		return false, classifySetup(err)
 	}
 	_ = setup.Close()

@@ -16,7 +16,7 @@ import (
 )
 
 func newClient(ctx context.Context, c conn) (*client.Client, error) {
-	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, Tables: c.tables})
+	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, QueueType: c.queueType, Tables: c.tables})
 	if err != nil {
 		return nil, err
 	}
