@@ -17,13 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/redisconn"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
@@ -172,7 +172,7 @@ requeues the rest.`,
 func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
 	reg := newRegistry()
 	cfg := bf.cfg
-	cfg.AMQPURL, cfg.Queue, cfg.Logger, cfg.Registerer = c.amqpURL, c.queue, slog.Default(), reg
+	cfg.AMQPURL, cfg.Queue, cfg.QueueType, cfg.Logger, cfg.Registerer = c.amqpURL, c.queue, c.queueType, slog.Default(), reg
 	if err := cfg.Validate(); err != nil {
 		return exitCode(2, err)
 	}
@@ -185,7 +185,7 @@ func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
 		return exitCode(2, err)
 	}
 	defer stopHTTP()
-	slog.Info("bridge starting", "queue", cfg.Queue, "function", cfg.FunctionURL, "rabbitmq", redact(cfg.AMQPURL), "http", bf.httpAddress)
+	slog.Info("bridge starting", "queue", cfg.Queue, "queue_type", cfg.QueueType, "function", cfg.FunctionURL, "rabbitmq", redact(cfg.AMQPURL), "http", bf.httpAddress)
 	return b.Run(ctx)
 }
 
@@ -258,19 +258,18 @@ func newReconciler(ctx context.Context, c conn, rf reconcilerFlags) (*reconciler
 	if err != nil {
 		return nil, nil, err
 	}
-	pub := jobqueue.NewPublisher(c.amqpURL, c.queue)
+	pub := jobqueue.NewTopologyPublisher(c.amqpURL, jobqueue.Topology{Queue: c.queue, Type: jobqueue.QueueType(c.queueType)})
 	closeAll := func() { pub.Close(); pool.Close() }
 	st, err := store.New(pool, c.tables)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
-	ropts, err := redis.ParseURL(c.redisURL)
+	rdb, err := redisconn.Open(c.redisURL)
 	if err != nil {
 		closeAll()
 		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewClient(ropts)
 	var blueprints map[string]*workflow.Workflow
 	if rf.blueprints != "" {
 		if blueprints, err = loadBlueprintDir(rf.blueprints); err != nil {

@@ -3,9 +3,10 @@
 // with the local defaults), unique names, and a test's own table set, Redis
 // keys and queues, removed when the test ends.
 //
-// It is imported by tests only. It imports no package of stepflow but schema,
-// so that any package's tests, internal ones included, can use it; queue
-// names come from the caller (jobqueue.TopologyQueues) for the same reason.
+// It is imported by tests only. It imports no package of stepflow but schema
+// and internal/redisconn (which import none), so that any package's tests,
+// internal ones included, can use it; queue names come from the caller
+// (jobqueue.TopologyQueues) for the same reason.
 package testenv
 
 import (
