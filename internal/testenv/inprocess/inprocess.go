@@ -75,6 +75,7 @@ type Stack struct {
 	Queue       string
 	QueueType   string
 	RedisPrefix string
+	FunctionURL string // where the bridge POSTs CloudEvents
 
 	closers []func() error // run last-registered first by Close
 }
@@ -119,6 +120,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.FunctionURL = url
 	if err := s.runBridge(ctx, o, url); err != nil {
 		return nil, err
 	}
