@@ -90,33 +90,84 @@ func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consume
 		}
 	}()
 
-	tag := "stepflow-bridge-" + uuid.NewString()
-	deliveries, err := cons.Consume(b.cfg.Queue, tag, false, false, false, false, nil)
-	if err != nil {
-		return false, classifySetup(fmt.Errorf("consume %s: %w", b.cfg.Queue, err))
-	}
-	b.ready.Store(true)
-	defer b.ready.Store(false)
-	b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency, "batch_size", b.cfg.BatchSize)
-
-	in := b.forward(deliveries)
-	defer in.close()
 	s := &channels{pub: pub, lost: lost}
+	defer b.ready.Store(false)
+	for {
+		if b.paused() && !b.awaitFunction(ctx, lost) {
+			// Not consuming: nothing prefetched to requeue.
+			if ctx.Err() != nil {
+				b.drain(stopWork)
+				return consumed, nil
+			}
+			<-lost
+			return consumed, lostErr
+		}
+		tag := "stepflow-bridge-" + uuid.NewString()
+		deliveries, err := cons.Consume(b.cfg.Queue, tag, false, false, false, false, nil)
+		if err != nil {
+			return consumed, classifySetup(fmt.Errorf("consume %s: %w", b.cfg.Queue, err))
+		}
+		consumed = true
+		b.ready.Store(true)
+		b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency, "batch_size", b.cfg.BatchSize)
+
+		in := b.forward(deliveries)
+		switch b.consume(ctx, workCtx, s, in) {
+		case endShutdown:
+			b.ready.Store(false)
+			b.log.Info("shutting down: consumer cancelled, draining in-flight deliveries", "grace", b.cfg.ShutdownGrace)
+			b.stopConsuming(cons, tag, in, notSent())
+			in.close()
+			b.drain(stopWork)
+			return true, nil
+		case endPause:
+			// In-flight calls finish (or fail, and are handed back) on
+			// their own; the consumer goes, so the broker gives this
+			// bridge nothing more, and what waits here goes back.
+			b.ready.Store(false)
+			b.stopConsuming(cons, tag, in, handedBack("the bridge paused"))
+			in.close()
+		default: // endLost
+			in.close()
+			<-lost // the channel or connection closed; the watcher says why
+			return true, lostErr
+		}
+	}
+}
+
+// Why consume stopped.
+type consumeEnd int
+
+const (
+	endLost     consumeEnd = iota // the session's connection or a channel closed, or the deliveries ended
+	endShutdown                   // ctx was cancelled
+	endPause                      // the function is judged down
+)
+
+// consume hands batches of deliveries from in to request slots until ctx
+// is cancelled, the session is lost or the bridge pauses.
+func (b *Bridge) consume(ctx, workCtx context.Context, s *channels, in *inbox) consumeEnd {
 	for {
 		if batch := b.collect(ctx, workCtx, s, in); batch != nil {
 			b.wg.Add(1)
 			go b.handle(workCtx, s, batch)
 			continue
 		}
-		if ctx.Err() != nil {
-			b.ready.Store(false)
-			b.log.Info("shutting down: consumer cancelled, draining in-flight deliveries", "grace", b.cfg.ShutdownGrace)
-			b.stopConsuming(cons, tag, in)
-			b.drain(stopWork)
-			return true, nil
+		switch {
+		case ctx.Err() != nil:
+			return endShutdown
+		case b.paused():
+			return endPause
 		}
-		<-lost // the channel or connection closed; the watcher says why
-		return true, lostErr
+		if in.ended {
+			return endLost // the session is being lost
+		}
+		select {
+		case <-s.lost:
+			return endLost
+		default:
+		}
+		// A pause request left from a pause that is over: go on.
 	}
 }
 
@@ -133,9 +184,9 @@ type channels struct {
 	lost <-chan struct{} // closed when the session's connection or a channel closes
 }
 
-// stopConsuming cancels the consumer and requeues deliveries that were
-// prefetched but never sent.
-func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox) {
+// stopConsuming cancels the consumer and settles the deliveries that were
+// prefetched but never sent with dec (a requeue).
+func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox, dec Decision) {
 	if err := cons.Cancel(tag, false); err != nil {
 		b.log.Warn("cancel consumer", "err", err)
 	}
@@ -143,10 +194,10 @@ func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox) {
 		d := *in.held
 		in.held = nil
 		in.received()
-		b.settle(d, nil, notSent())
+		b.settle(d, nil, dec)
 	}
 	for d := range in.c { // closed once the cancel is done (or the channel closes)
 		in.received()
-		b.settle(d, nil, notSent())
+		b.settle(d, nil, dec)
 	}
 }

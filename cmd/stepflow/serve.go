@@ -140,6 +140,7 @@ func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, htt
 	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", bridge.DefaultBackoffBase, "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
 	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", bridge.DefaultBackoffMax, "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
 	fs.DurationVar(&b.cfg.ShutdownGrace, "shutdown-grace", bridge.DefaultShutdownGrace, "how long in-flight deliveries may finish on SIGTERM before they are requeued (env BRIDGE_SHUTDOWN_GRACE)")
+	fs.IntVar(&b.cfg.PauseAfter, "pause-after", bridge.DefaultPauseAfter, "calls to the function failing without an HTTP answer (refused, reset, timed out) this many times in a row make the bridge stop consuming, hand back what it holds and report not ready until the function's readiness answers (env BRIDGE_PAUSE_AFTER)")
 	fs.IntVar(&b.cfg.PublishCopies, "publish-copies", 1, "publish every reply job this many times: fault injection only, stepflow absorbs duplicates (env BRIDGE_PUBLISH_COPIES)")
 	fs.StringVar(&b.httpAddress, httpFlag, envOr("BRIDGE_HTTP_ADDRESS", "127.0.0.1:9091"), "address of /health/* and /metrics (env BRIDGE_HTTP_ADDRESS)")
 }
