@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -32,8 +31,8 @@ func (b *Bridge) noteCall(r *Reply) {
 			b.pause.since.Store(time.Now().UnixNano())
 			b.metrics.paused.Set(1)
 			b.metrics.pauses.Inc()
-			b.log.Warn(fmt.Sprintf("the step function did not answer %d calls in a row; not consuming until its readiness answers, and handing back the deliveries held", n),
-				"err", r.Err, "readiness_url", b.cfg.ReadinessURL)
+			b.log.Warn("the step function does not answer: not consuming until its readiness does, handing back the deliveries held",
+				"failures_in_a_row", n, "err", r.Err, "readiness_url", b.cfg.ReadinessURL)
 			select {
 			case b.pause.request <- struct{}{}:
 			default: // already asked
