@@ -19,8 +19,10 @@ const (
 )
 
 // session is one connection's life: connect, declare, consume until ctx is
-// cancelled (then drain) or the connection breaks. consumed reports that the
-// session got as far as consuming.
+// cancelled (then drain) or the connection breaks. While the bridge is
+// paused (its function judged down, pause.go) it cancels its consumer and
+// probes the function, and consumes again once it answers, on the same
+// connection. consumed reports that the session got as far as consuming.
 func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consumed bool, err error) {
 	conn, err := amqp.DialConfig(b.cfg.AMQPURL, amqp.Config{
 		Heartbeat:  heartbeat,
