@@ -21,7 +21,12 @@
 // 5 s (a TCP proxy per service and case, proxy_test.go), Redis FLUSHDB,
 // every job published twice (bridge --publish-copies 2), poison messages
 // mixed into the load, and callers abandoning requests to the function
-// (wedge_test.go).
+// (wedge_test.go). Scale-out (scale_test.go): two bridges, each in front
+// of its own function, one function killed for good (its bridge pauses and
+// hands its work back; every run completes through the other pair, no
+// job dead-lettered); and three bridges, three functions and two
+// reconcilers running 1,000 runs, one bridge and another pair's function
+// killed mid-way.
 //
 // Isolation: each case has its own tables (t_<8hex>_*), queue topology
 // (faults-<uuid>), Redis key prefix, proxies and processes, so cases and
