@@ -22,7 +22,10 @@ type Config struct {
 	PostgresURL string
 	AMQPURL     string
 	Queue       string // default "flowcraft-jobs"
-	Tables      schema.Tables
+	// QueueType is the type of the job queue's queues, declared on the
+	// first publish: "classic" (default) or "quorum", as the bridge has it.
+	QueueType string
+	Tables    schema.Tables
 	// Registry holds the node types the step function serves. When set,
 	// Start refuses a blueprint with a node of another type, naming it,
 	// rather than record a run whose job would be dead-lettered; nil
@@ -49,6 +52,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Tables == (schema.Tables{}) {
 		cfg.Tables = schema.DefaultTables()
 	}
+	qt, err := jobqueue.ParseQueueType(cfg.QueueType)
+	if err != nil {
+		return nil, fmt.Errorf("client: QueueType: %w", err)
+	}
 	pool, err := store.Connect(ctx, cfg.PostgresURL, 4)
 	if err != nil {
 		return nil, err
@@ -58,7 +65,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Client{cfg: cfg, store: st, pub: jobqueue.NewPublisher(cfg.AMQPURL, cfg.Queue)}, nil
+	pub := jobqueue.NewTopologyPublisher(cfg.AMQPURL, jobqueue.Topology{Queue: cfg.Queue, Type: qt})
+	return &Client{cfg: cfg, store: st, pub: pub}, nil
 }
 
 // Close releases the connections.
@@ -228,6 +236,7 @@ func (c *Client) Result(ctx context.Context, runID string) (*workflow.RunResult,
 		}
 		for id, v := range outputs {
 			ctxData[workflow.OutputKey(id)] = v
+			ctxData[id] = v // Flowcraft's bare key, as a completed run stores it
 		}
 		res.Context = ctxData
 	}

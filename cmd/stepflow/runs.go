@@ -18,7 +18,7 @@ import (
 func newClient(ctx context.Context, c conn) (*client.Client, error) {
 	// Registry: a run is refused at start for a node type the step
 	// function of this binary does not serve, not dead-lettered later.
-	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, Tables: c.tables, Registry: registry()})
+	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, QueueType: c.queueType, Tables: c.tables, Registry: registry()})
 	if err != nil {
 		return nil, err
 	}

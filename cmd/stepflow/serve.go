@@ -16,13 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/redisconn"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
@@ -145,6 +145,7 @@ func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, htt
 	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", bridge.DefaultBackoffBase, "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
 	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", bridge.DefaultBackoffMax, "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
 	fs.DurationVar(&b.cfg.ShutdownGrace, "shutdown-grace", bridge.DefaultShutdownGrace, "how long in-flight deliveries may finish on SIGTERM before they are requeued (env BRIDGE_SHUTDOWN_GRACE)")
+	fs.IntVar(&b.cfg.PauseAfter, "pause-after", bridge.DefaultPauseAfter, "calls to the function failing without an HTTP answer (refused, reset, timed out) this many times in a row make the bridge stop consuming, hand back what it holds and report not ready until the function's readiness answers (env BRIDGE_PAUSE_AFTER)")
 	fs.IntVar(&b.cfg.PublishCopies, "publish-copies", 1, "publish every reply job this many times: fault injection only, stepflow absorbs duplicates (env BRIDGE_PUBLISH_COPIES)")
 	fs.StringVar(&b.httpAddress, httpFlag, envOr("BRIDGE_HTTP_ADDRESS", "127.0.0.1:9091"), "address of /health/* and /metrics (env BRIDGE_HTTP_ADDRESS)")
 }
@@ -177,7 +178,7 @@ requeues the rest.`,
 func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
 	reg := newRegistry()
 	cfg := bf.cfg
-	cfg.AMQPURL, cfg.Queue, cfg.Logger, cfg.Registerer = c.amqpURL, c.queue, slog.Default(), reg
+	cfg.AMQPURL, cfg.Queue, cfg.QueueType, cfg.Logger, cfg.Registerer = c.amqpURL, c.queue, c.queueType, slog.Default(), reg
 	if err := cfg.Validate(); err != nil {
 		return exitCode(2, err)
 	}
@@ -190,7 +191,7 @@ func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
 		return exitCode(2, err)
 	}
 	defer stopHTTP()
-	slog.Info("bridge starting", "queue", cfg.Queue, "function", cfg.FunctionURL, "rabbitmq", redact(cfg.AMQPURL), "http", bf.httpAddress)
+	slog.Info("bridge starting", "queue", cfg.Queue, "queue_type", cfg.QueueType, "function", cfg.FunctionURL, "rabbitmq", redact(cfg.AMQPURL), "http", bf.httpAddress)
 	return b.Run(ctx)
 }
 
@@ -263,19 +264,18 @@ func newReconciler(ctx context.Context, c conn, rf reconcilerFlags) (*reconciler
 	if err != nil {
 		return nil, nil, err
 	}
-	pub := jobqueue.NewPublisher(c.amqpURL, c.queue)
+	pub := jobqueue.NewTopologyPublisher(c.amqpURL, jobqueue.Topology{Queue: c.queue, Type: jobqueue.QueueType(c.queueType)})
 	closeAll := func() { pub.Close(); pool.Close() }
 	st, err := store.New(pool, c.tables)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
-	ropts, err := redis.ParseURL(c.redisURL)
+	rdb, err := redisconn.Open(c.redisURL)
 	if err != nil {
 		closeAll()
 		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewClient(ropts)
 	var blueprints map[string]*workflow.Workflow
 	if rf.blueprints != "" {
 		if blueprints, err = loadBlueprintDir(rf.blueprints); err != nil {

@@ -453,13 +453,15 @@ func (s *Store) readySQL() string {
 	return `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`
 }
 
-// completeSQL completes run $1: its final context (user keys and
-// _outputs.<id>) goes to the context row and, as Flowcraft's adapter does,
+// completeSQL completes run $1: its final context (user keys, and each
+// output at _outputs.<id> and, as Flowcraft writes it, at the bare <id>)
+// goes to the context row and, as Flowcraft's adapter does,
 // to status_data.
 func (s *Store) completeSQL() string {
 	return `WITH outs AS (
-			SELECT coalesce(jsonb_object_agg('_outputs.' || node_id, coalesce(output, 'null'::jsonb)), '{}'::jsonb) AS o
-			FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
+			SELECT coalesce(jsonb_object_agg(k.key, coalesce(output, 'null'::jsonb)), '{}'::jsonb) AS o
+			FROM ` + s.tables.Steps + `, LATERAL (VALUES ('_outputs.' || node_id), (node_id)) AS k(key)
+			WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
 		ctx AS (
 			UPDATE ` + s.tables.Contexts + ` c SET context_data = c.context_data || outs.o FROM outs WHERE c.run_id = $1 RETURNING c.context_data)
 		UPDATE ` + s.tables.Statuses + ` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,
