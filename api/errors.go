@@ -49,15 +49,19 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &e):
 	case errors.Is(err, client.ErrRunNotFound):
 		e = &Error{Code: http.StatusNotFound, Msg: err.Error()}
-	case errors.Is(err, client.ErrRunExists):
+	case errors.Is(err, client.ErrRunExists), errors.Is(err, client.ErrNotAwaiting):
 		e = &Error{Code: http.StatusConflict, Msg: err.Error()}
+	case errors.Is(err, client.ErrWebhookNotFound):
+		e = &Error{Code: http.StatusNotFound, Msg: "no such webhook (the URL's run, node or token is not one a webhook node gave)"}
+	case errors.Is(err, client.ErrWebhookUsed):
+		e = &Error{Code: http.StatusGone, Msg: "this webhook resumed its run already: each webhook URL is used once"}
 	case errors.Is(err, client.ErrInvalid):
 		e = &Error{Code: http.StatusBadRequest, Msg: err.Error()}
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		return // the caller went away: nobody reads an answer
 	default:
 		e = &Error{Code: http.StatusInternalServerError, Msg: err.Error()}
-		attrs := append([]slog.Attr{slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err)}, logAttrs(r)...)
+		attrs := append([]slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r.URL.Path)), slog.Any("err", err)}, logAttrs(r)...)
 		s.o.Logger.LogAttrs(r.Context(), slog.LevelError, "api request failed", attrs...)
 	}
 	writeJSON(w, e.Code, e)
@@ -84,22 +88,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // dst (a pointer to a struct: unknown fields are refused). An empty body leaves dst as
 // it is when emptyOK.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst any, emptyOK bool) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return &Error{Code: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type %q: send application/json", ct)}
-		}
-	}
-	tooLarge := &Error{Code: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body is larger than %d bytes (the server's --api-max-body-bytes)", s.o.MaxBodyBytes)}
-	if r.ContentLength > s.o.MaxBodyBytes {
-		return tooLarge // without reading it
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes))
-	var maxBytes *http.MaxBytesError
+	body, err := s.readBody(w, r)
 	switch {
-	case errors.As(err, &maxBytes):
-		return tooLarge
 	case err != nil:
-		return badRequest("read the request body: %v", err)
+		return err
 	case len(bytes.TrimSpace(body)) == 0:
 		if emptyOK {
 			return nil
@@ -130,6 +122,30 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst any, emp
 		return jsonError(body, err)
 	}
 	return nil
+}
+
+// readBody reads r's body, at most MaxBodyBytes (413 beyond, refused
+// unread when its declared length is over), of a JSON content type (or
+// none).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return nil, &Error{Code: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type %q: send application/json", ct)}
+		}
+	}
+	tooLarge := &Error{Code: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body is larger than %d bytes (the server's --api-max-body-bytes)", s.o.MaxBodyBytes)}
+	if r.ContentLength > s.o.MaxBodyBytes {
+		return nil, tooLarge // without reading it
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes))
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxBytes):
+		return nil, tooLarge
+	case err != nil:
+		return nil, badRequest("read the request body: %v", err)
+	}
+	return body, nil
 }
 
 // jsonFields lists the JSON names of the fields of the struct dst points

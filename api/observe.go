@@ -63,7 +63,7 @@ func (o *observer) instrument(route string, h http.Handler) http.Handler {
 			return
 		}
 		attrs := append([]slog.Attr{
-			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
+			slog.String("method", r.Method), slog.String("path", logPath(r.URL.Path)), slog.String("route", route),
 			slog.Int("code", sw.status()), slog.String("took", time.Since(start).Round(time.Microsecond).String()),
 			slog.String("remote", r.RemoteAddr),
 		}, logAttrs(r)...)

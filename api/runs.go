@@ -21,13 +21,13 @@ import (
 //	POST /api/v1/runs                                       start a run
 //	GET  /api/v1/runs/{id}                                  a run with its steps (stepflow status --json)
 //	POST /api/v1/runs/{id}/cancel                           cancel a run
-//
-// Resume (POST /api/v1/runs/{id}/resume) comes with pausing.
+//	POST /api/v1/runs/{id}/resume                           resume a run at its awaiting step (resume.go)
 func (s *Server) routeRuns() {
 	s.handle("GET /api/v1/runs", open, s.listRuns)
 	s.handle("POST /api/v1/runs", write, s.startRun)
 	s.handle("GET /api/v1/runs/{id}", open, s.getRun)
 	s.handle("POST /api/v1/runs/{id}/cancel", write, s.cancelRun)
+	s.handle("POST /api/v1/runs/{id}/resume", write, s.resumeRun)
 }
 
 // RunList is the answer to GET /api/v1/runs: Kubernetes' list shape.

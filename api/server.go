@@ -39,8 +39,9 @@ type Options struct {
 	// every write (POST); reads and probes stay open.
 	Token string
 	// PublicURL is the server's base URL as its clients reach it: the
-	// Location of a started run is absolute under it (and webhook URLs
-	// will be). "" gives a Location path.
+	// Location of a started run is absolute under it. (Webhook URLs are
+	// built by the step function, on its STEPFLOW_PUBLIC_URL: the same
+	// base.) "" gives a Location path.
 	PublicURL string
 	// MaxBodyBytes bounds a request body; a larger one is refused with
 	// 413. 0: DefaultMaxBodyBytes.
@@ -100,7 +101,7 @@ type access int
 const (
 	open     access = iota // reads and probes: anyone who reaches the server
 	write                  // changes something: the API token, when one is set
-	ownToken               // carries its own credential (webhooks, to come): never the API token
+	ownToken               // carries its own credential (webhooks): never the API token
 )
 
 // Server serves the API. It is an http.Handler; Serve runs it on a
@@ -146,6 +147,7 @@ func New(c *client.Client, o Options) (*Server, error) {
 	s.noRoute = obs.instrument("unmatched", http.HandlerFunc(s.unmatched))
 	s.routeRuns()
 	s.routeDeadLetters()
+	s.routeWebhooks()
 	s.routeHealth()
 	// The console's pages are reads; their buttons call the API's writes.
 	con, err := console.New(c, console.Options{TokenRequired: o.Token != "", Logger: o.Logger})

@@ -17,6 +17,7 @@ var requiredKeys = []string{
 	"W.step_latency_ms.p50", "W.step_latency_ms.p95", "W.step_latency_ms.p99",
 	"C.single_run_ms.p50", "C.single_run_ms.p90", "C.steps_per_s",
 	"L.growth_ratio",
+	"R.resume_to_next_done_ms.p50", "R.resume_to_next_done_ms.p90", "R.api_call_ms.p50",
 	"baselines.amqp_msgs_per_s", "baselines.pg_tx_per_s", "baselines.redis_ops_per_s", "baselines.http_req_per_s",
 	"rss_mb.bridge", "rss_mb.function", "cpu_s.bridge", "cpu_s.function",
 	"machine.cores", "config.n", "config.prefetch", "config.concurrency", "config.batch_size", "config.pg_conns",
@@ -44,9 +45,9 @@ func TestQuick(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench --quick: %v\n%s", err, log.String())
 	}
-	if res.W.Runs != 50 || res.C.Batch.Runs != 50 || res.C.Runs != 10 || res.L.Nodes != 60 {
-		t.Errorf("quick sizes: W %d runs, C %d batch runs and %d single runs, L %d nodes; want 50, 50, 10, 60",
-			res.W.Runs, res.C.Batch.Runs, res.C.Runs, res.L.Nodes)
+	if res.W.Runs != 50 || res.C.Batch.Runs != 50 || res.C.Runs != 10 || res.L.Nodes != 60 || res.R.Runs != 20 {
+		t.Errorf("quick sizes: W %d runs, C %d batch runs and %d single runs, L %d nodes, R %d resumes; want 50, 50, 10, 60, 20",
+			res.W.Runs, res.C.Batch.Runs, res.C.Runs, res.L.Nodes, res.R.Runs)
 	}
 	b, err := os.ReadFile(cfg.JSONPath)
 	if err != nil {

@@ -68,6 +68,7 @@ type config struct {
 	CRuns        int           // sequential single runs of the chain
 	Warmup       int           // single runs before those, not counted
 	LNodes       int           // long chain length
+	RRuns        int           // awaiting runs resumed one at a time
 	BaselineDur  time.Duration // each baseline's duration
 	PollInterval time.Duration // single-run completion polling
 
@@ -107,6 +108,7 @@ func defaultConfig() *config {
 		CRuns:        50,
 		Warmup:       3,
 		LNodes:       500,
+		RRuns:        200,
 		BaselineDur:  3 * time.Second,
 		PollInterval: 500 * time.Microsecond,
 		PostgresURL:  envOr("POSTGRES_URL", function.DefaultPostgresURL),
@@ -124,6 +126,7 @@ func (c *config) applyQuick(set map[string]bool) {
 		c.N = 50
 	}
 	c.CRuns, c.Warmup = 10, 2
+	c.RRuns = 20
 	if !set["l-nodes"] {
 		c.LNodes = 60
 	}
@@ -181,7 +184,7 @@ func main() {
 	fs.IntVar(&cfg.PGConns, "pg-conns", cfg.PGConns, "function POSTGRES_MAX_CONNS (and the PostgreSQL baseline's pool size)")
 	fs.StringVar(&cfg.JSONPath, "json", "", "write the figures as JSON to this file")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the benchmark's tables (bench_<id>_*) for inspection")
-	fs.BoolVar(&cfg.Quick, "quick", false, "smoke mode: N=50, 10 single runs, a 60-node L chain, 0.5 s baselines")
+	fs.BoolVar(&cfg.Quick, "quick", false, "smoke mode: N=50, 10 single runs, a 60-node L chain, 20 resumes, 0.5 s baselines")
 	fs.IntVar(&cfg.LNodes, "l-nodes", cfg.LNodes, "length of L's chain")
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", cfg.PollInterval, "how often a single run's status row is polled")
 	fs.StringVar(&cfg.Function, "function", cfg.Function, "the function measured: stepflow (`stepflow function`, the image route) or func (`func run --builder=host`, the Knative function route)")
@@ -228,6 +231,7 @@ type Result struct {
 	W         *BatchResult       `json:"W"`
 	C         *CResult           `json:"C"`
 	L         *LongResult        `json:"L"`
+	R         *ResumeResult      `json:"R"`
 	Baselines *Baselines         `json:"baselines"`
 	Fractions map[string]float64 `json:"fractions"`
 	// Peak RSS (VmHWM) right after W, and at the end.
@@ -314,7 +318,7 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	}
 	res = &Result{Fractions: map[string]float64{}, Config: map[string]any{
 		"function": cfg.Function, "n": cfg.N, "prefetch": cfg.Prefetch, "concurrency": cfg.Concurrency, "batch_size": cfg.BatchSize, "pg_conns": cfg.PGConns,
-		"c_single_runs": cfg.CRuns, "c_warmup_runs": cfg.Warmup, "l_nodes": cfg.LNodes,
+		"c_single_runs": cfg.CRuns, "c_warmup_runs": cfg.Warmup, "l_nodes": cfg.LNodes, "r_runs": cfg.RRuns,
 		"baseline_s": cfg.BaselineDur.Seconds(), "poll_interval_ms": float64(cfg.PollInterval.Microseconds()) / 1000,
 		"quick": cfg.Quick, "starters": 16, "log_level": "warn",
 		"queue": s.queue, "tables": "bench_" + s.id + "_*", "redis_prefix": s.redisPrefix,
@@ -403,6 +407,10 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 		return nil, err
 	}
 	res.C.StepsPerS, res.C.RunsPerS = res.C.Batch.StepsPerS, res.C.Batch.RunsPerS
+
+	if err := ph.run("R", func() (err error) { res.R, err = runResume(ctx, s, clients[0], cfg.RRuns, cfg.Warmup); return err }); err != nil {
+		return nil, err
+	}
 	res.RSSMBEnd = rss(s)
 
 	// Nothing may be left behind: no message in any queue (a dead letter
@@ -544,6 +552,8 @@ func printTable(w io.Writer, r *Result) {
 		r.C.StepBreakdown.ReadyToNodeStartMS, r.C.StepBreakdown.NodeMS, r.C.StepBreakdown.NodeDoneToCommitMS)
 	fmt.Fprintf(tw, "L growth ratio (last %d / first %d, %d nodes)\t%.3f\tmean step %.2f → %.2f ms; medians %.3f; fitted line %.3f\n", r.L.Window, r.L.Window, r.L.Nodes,
 		r.L.GrowthRatio, r.L.FirstMeanMS, r.L.LastMeanMS, r.L.MedianGrowthRatio, r.L.FittedGrowthRatio)
+	fmt.Fprintf(tw, "R resume → next node done p50 / p90 ms (%d runs, one at a time)\t%.2f / %.2f\tPOST /api/v1/runs/{id}/resume answered in p50 %.2f ms\n",
+		r.R.Runs, r.R.ResumeToNextDoneMS.P50, r.R.ResumeToNextDoneMS.P90, r.R.APICallMS.P50)
 	fmt.Fprintf(tw, "baseline amqp msgs/s (pipelined confirms)\t%.0f\t\n", b.AMQPMsgsPerS)
 	fmt.Fprintf(tw, "baseline amqp msgs/s (%v publishers, confirm each)\t%.0f\t%s\n", r.Config["concurrency"], b.AMQPSyncMsgsPerS, frac(r.W.StepsPerS, b.AMQPSyncMsgsPerS, "amqp_sync_msgs_per_s")+" (W)")
 	fmt.Fprintf(tw, "baseline pg tx/s\t%.0f\t\n", b.PGTxPerS)

@@ -37,6 +37,7 @@ type Bridge struct {
 	// (400, 415: it takes one event per request); from then on every
 	// request holds one delivery, as with BatchSize 1.
 	noBatches atomic.Bool
+	pause     pause // the function judged down: not consuming (pause.go)
 }
 
 // New validates cfg and returns a Bridge. It does not connect; Run does.
@@ -58,10 +59,12 @@ func New(cfg Config) (*Bridge, error) {
 		log:     cfg.Logger.With("queue", cfg.Queue),
 		metrics: m,
 		sem:     make(chan struct{}, cfg.Concurrency),
+		pause:   pause{request: make(chan struct{}, 1)},
 	}, nil
 }
 
-// Ready reports whether the bridge is connected to RabbitMQ and consuming.
+// Ready reports whether the bridge is connected to RabbitMQ and consuming:
+// not while it is paused because its function does not answer.
 func (b *Bridge) Ready() bool { return b.ready.Load() }
 
 // Run waits for the function to be ready, then consumes until ctx is cancelled,
@@ -80,7 +83,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	defer stopWork()
 	defer b.drain(stopWork) // deliveries left from a lost connection
 
-	if err := b.waitFunctionReady(ctx); err != nil {
+	if err := b.waitFunctionReady(ctx, nil); err != nil {
 		return nil // ctx cancelled while waiting: nothing consumed, nothing to drain
 	}
 
@@ -152,8 +155,9 @@ func (b *Bridge) drain(stopWork func()) {
 	<-done
 }
 
-// waitFunctionReady polls ReadinessURL until it answers 200 or ctx ends.
-func (b *Bridge) waitFunctionReady(ctx context.Context) error {
+// waitFunctionReady polls ReadinessURL until it answers 200, or ctx ends
+// or lost is closed (nil: never).
+func (b *Bridge) waitFunctionReady(ctx context.Context, lost <-chan struct{}) error {
 	wait := 100 * time.Millisecond
 	for try := 1; ; try++ {
 		err := b.probeReadiness(ctx)
@@ -170,6 +174,9 @@ func (b *Bridge) waitFunctionReady(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
+		case <-lost:
+			t.Stop()
+			return errors.New("rabbitmq session lost")
 		case <-t.C:
 		}
 		wait = min(wait*2, readinessPollMax)

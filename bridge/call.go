@@ -74,7 +74,8 @@ func (b *Bridge) call(ctx context.Context, d amqp.Delivery, jobID string, job wi
 
 // request starts one call to the function: its context, bounded by
 // RequestTimeout, and done, which records its duration and, in r, when it
-// ended and whether the bridge's own shutdown cut it short.
+// ended, whether the bridge's own shutdown cut it short and whether the
+// bridge has judged the function down (noteCall).
 func (b *Bridge) request(ctx context.Context, r *Reply) (context.Context, func()) {
 	reqCtx, cancel := context.WithTimeout(ctx, b.cfg.RequestTimeout)
 	start := time.Now()
@@ -83,6 +84,7 @@ func (b *Bridge) request(ctx context.Context, r *Reply) (context.Context, func()
 		b.metrics.request.Observe(time.Since(start).Seconds())
 		r.Now = time.Now()
 		r.ShuttingDown = r.Err != nil && ctx.Err() != nil
+		b.noteCall(r)
 	}
 }
 

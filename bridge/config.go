@@ -33,6 +33,14 @@ const (
 	DefaultBackoffBase    = time.Second
 	DefaultBackoffMax     = 5 * time.Minute
 	DefaultShutdownGrace  = 30 * time.Second
+	// DefaultPauseAfter: calls to the function failing without an HTTP
+	// answer this many times in a row make the bridge judge it down and
+	// pause (policy.go, "The pause"). Low, because a pause costs little:
+	// a function that answers its readiness probe is back in use within
+	// 100 ms, while every failure before the pause costs a job a
+	// transport attempt. When the function dies, the Concurrency requests
+	// in flight to it fail together, so the pause comes at once.
+	DefaultPauseAfter = 5
 	// ReadinessPath replaces FunctionURL's path when ReadinessURL is not set
 	// (the Knative func-go readiness endpoint).
 	ReadinessPath = "/health/readiness"
@@ -45,6 +53,7 @@ const maxQueueNameLen = 255 - len(".delay.83886080")
 type Config struct {
 	AMQPURL        string        // required
 	Queue          string        // default DefaultQueue
+	QueueType      string        // type of the queues declared: "classic" (default) or "quorum", as every component has it
 	FunctionURL    string        // required, e.g. http://127.0.0.1:8080/
 	ReadinessURL   string        // default: FunctionURL with path ReadinessPath
 	Prefetch       int           // AMQP prefetch (unacked deliveries held), default 512
@@ -54,6 +63,7 @@ type Config struct {
 	BackoffBase    time.Duration // transport retry backoff base, default 1s
 	BackoffMax     time.Duration // transport retry backoff cap, default 5m
 	ShutdownGrace  time.Duration // how long in-flight deliveries may finish on shutdown, default 30s
+	PauseAfter     int           // transport failures in a row that make the bridge stop consuming until the function's readiness answers, default 5
 	Logger         *slog.Logger  // default slog.Default()
 	// BatchSize bounds the deliveries sent in one request, default
 	// DefaultBatchSize, at most wire.MaxBatch. Above 1 several deliveries
@@ -98,6 +108,12 @@ func (c *Config) Validate() error {
 		bad("Queue", "not usable as a CloudEvent source (URI reference): %v", err)
 	}
 
+	if qt, err := jobqueue.ParseQueueType(c.QueueType); err != nil {
+		bad("QueueType", "%v", err)
+	} else {
+		c.QueueType = string(qt)
+	}
+
 	var fn *url.URL
 	if c.FunctionURL == "" {
 		bad("FunctionURL", "required")
@@ -131,6 +147,7 @@ func (c *Config) Validate() error {
 	positiveInt("BatchSize", &c.BatchSize, DefaultBatchSize, wire.MaxBatch)
 	positiveInt("MaxAttempts", &c.MaxAttempts, DefaultMaxAttempts, 1<<20)
 	positiveInt("PublishCopies", &c.PublishCopies, 1, 10)
+	positiveInt("PauseAfter", &c.PauseAfter, DefaultPauseAfter, 1<<20)
 
 	positiveDur := func(field string, v *time.Duration, def time.Duration) {
 		switch {

@@ -29,6 +29,9 @@ type inbox struct {
 	// (maxBatchBytes): the next batch starts with it. Only the session's
 	// goroutine uses it.
 	held *amqp.Delivery
+	// ended: collect found c closed (the consumer's deliveries ended). Only
+	// the session's goroutine uses it.
+	ended bool
 }
 
 // forward moves deliveries into a new inbox until they end or the inbox is
@@ -93,13 +96,16 @@ func eventBytes(d amqp.Delivery) int { return len(d.Body)*4/3 + 1024 }
 // refused a batch) and maxBatchBytes. A delivery that came back before it
 // is due goes down the delay ladder instead (no slot: it only republishes).
 // It returns nil, holding no slot, once ctx is cancelled (requeueing what it
-// had taken), the session is lost or the consumer's deliveries end.
+// had taken), the session is lost, the consumer's deliveries end or the
+// bridge is asked to pause (its function judged down; see pause.go).
 func (b *Bridge) collect(ctx, workCtx context.Context, s *channels, in *inbox) []amqp.Delivery {
 	select {
 	case b.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil
 	case <-s.lost:
+		return nil
+	case <-b.pause.request:
 		return nil
 	}
 	var batch []amqp.Delivery
@@ -112,6 +118,7 @@ func (b *Bridge) collect(ctx, workCtx context.Context, s *channels, in *inbox) [
 		select {
 		case d, ok := <-in.c:
 			if !ok {
+				in.ended = true
 				<-b.sem
 				return nil
 			}
@@ -120,6 +127,9 @@ func (b *Bridge) collect(ctx, workCtx context.Context, s *channels, in *inbox) [
 			<-b.sem
 			return nil
 		case <-s.lost:
+			<-b.sem
+			return nil
+		case <-b.pause.request:
 			<-b.sem
 			return nil
 		}

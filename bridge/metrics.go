@@ -26,6 +26,8 @@ type metrics struct {
 	// batchesRefused is 1 once the function has refused a batch (400,
 	// 415) and the bridge sends one job per request.
 	batchesRefused prometheus.Gauge
+	paused         prometheus.Gauge   // 1 while the function is judged down and the bridge does not consume
+	pauses         prometheus.Counter // times the bridge paused
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -61,6 +63,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "stepflow_bridge_batches_refused",
 			Help: "1 once the step function has refused a CloudEvents batch (HTTP 400 or 415) and the bridge sends one job per request; set BRIDGE_BATCH_SIZE=1 for a function that takes no batches.",
 		}),
+		paused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stepflow_bridge_paused",
+			Help: "1 while the bridge has judged its step function down (BRIDGE_PAUSE_AFTER transport failures in a row): it does not consume, handed back what it held, and probes the function's readiness.",
+		}),
+		pauses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stepflow_bridge_pauses_total",
+			Help: "Times the bridge stopped consuming because its step function did not answer.",
+		}),
 	}
 	for _, outcome := range []string{outcomeAck, outcomeReplyPublished, outcomeRetried,
 		outcomeRedelayed, outcomeDeadLettered, outcomeRequeued} {
@@ -74,6 +84,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.request = register(reg, m.request, &err)
 	m.batchSize = register(reg, m.batchSize, &err)
 	m.batchesRefused = register(reg, m.batchesRefused, &err)
+	m.paused = register(reg, m.paused, &err)
+	m.pauses = register(reg, m.pauses, &err)
 	return m, err
 }
 

@@ -22,6 +22,9 @@ package bridge
 //	                                                 MaxAttempts attempts have been made
 //	any other 4xx (400 413 415 422 …), 3xx         KindDeadLetter at once, code = the status
 //	transport error caused by our own shutdown     KindRequeue (not a failure of the job)
+//	transport error once the function is judged    KindRequeue, handedBack: not a failure of the
+//	  down (the pause, below)                        job, no attempt counted; another bridge,
+//	                                                 whose function answers, takes it
 //
 // A batch (application/cloudevents-batch+json, BatchSize > 1): batchRefusal,
 // then (unless refused) DecideBatch, per delivery of the batch:
@@ -74,6 +77,21 @@ package bridge
 //	  sent (the inbox's rest)                        broker redelivers it
 //	the ack or nack itself fails (its channel is   nothing more to do: the broker redelivers
 //	  gone)                                          it; counted as requeued
+//	waiting in the prefetch when the bridge        KindRequeue, handedBack (no attempt)
+//	  pauses (its function judged down)
+//
+// The pause: what one call says about the function (functionSignOf). A
+// transport failure (no HTTP answer at all: connection refused or reset,
+// a DNS failure, a timeout) counts toward PauseAfter; any HTTP answer,
+// even a 5xx, shows the function is reachable and starts the count again;
+// a call cut short by the bridge's own shutdown says nothing. PauseAfter
+// failures in a row and the bridge judges its function down: it cancels
+// its consumer, hands back what it holds (the rows above), reports not
+// ready and probes the function's readiness URL; when that answers 200 it
+// consumes again. A bridge in front of a dead function so stops taking
+// jobs from the queue that other bridges, in front of live functions,
+// serve, instead of failing them round the retry delays until they are
+// dead-lettered.
 //
 // Attempts are transport attempts: the AMQP header x-attempts counts those
 // already made (absent on a fresh job), so a delivery is attempt x-attempts+1,
@@ -181,6 +199,7 @@ type Reply struct {
 	Err           error       // transport error: no (complete) response
 	Attempt       int         // this transport attempt, 1-based
 	ShuttingDown  bool        // the bridge cancelled the call because it is stopping
+	FunctionDown  bool        // the bridge has judged its function down (the pause) and hands deliveries back
 	Now           time.Time   // for Retry-After dates; zero means time.Now()
 }
 
@@ -207,6 +226,9 @@ func (p Policy) Decide(r Reply) Decision {
 	if r.Err != nil {
 		if r.ShuttingDown {
 			return shutdownInFlight(r.Err)
+		}
+		if r.FunctionDown {
+			return handedBack(r.Err.Error())
 		}
 		code := CodeConnection
 		if isTimeout(r.Err) {
@@ -413,6 +435,36 @@ func notSent() Decision { return Decision{Kind: KindRequeue} }
 // bridge's own shutdown cut short: not a failure of the job, so no attempt.
 func shutdownInFlight(err error) Decision {
 	return Decision{Kind: KindRequeue, Reason: trimReason(err.Error())}
+}
+
+// handedBack decides for a delivery the bridge gives up because it has
+// judged its function down: a transport failure of a call made while (or
+// by which) it paused, or a delivery waiting in its prefetch when it
+// paused. Not a failure of the job, so no attempt: the queue gives it to
+// another consumer.
+func handedBack(reason string) Decision {
+	return Decision{Kind: KindRequeue, Reason: trimReason("handed back, the step function is unreachable: " + reason)}
+}
+
+// functionSign is what one call says about the function's health.
+type functionSign int
+
+const (
+	signNone functionSign = iota // nothing: the bridge's own shutdown cut the call short
+	signUp                       // an HTTP answer, whatever its status: the function is reachable
+	signDown                     // a transport failure: counts toward PauseAfter
+)
+
+// functionSignOf reads r for the pause ("The pause" at the top of this
+// file).
+func functionSignOf(r Reply) functionSign {
+	switch {
+	case r.Err == nil:
+		return signUp
+	case r.ShuttingDown:
+		return signNone
+	}
+	return signDown
 }
 
 // connectionLost decides for a delivery whose session closed before it was

@@ -19,8 +19,10 @@ const (
 )
 
 // session is one connection's life: connect, declare, consume until ctx is
-// cancelled (then drain) or the connection breaks. consumed reports that the
-// session got as far as consuming.
+// cancelled (then drain) or the connection breaks. While the bridge is
+// paused (its function judged down, pause.go) it cancels its consumer and
+// probes the function, and consumes again once it answers, on the same
+// connection. consumed reports that the session got as far as consuming.
 func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consumed bool, err error) {
 	conn, err := amqp.DialConfig(b.cfg.AMQPURL, amqp.Config{
 		Heartbeat:  heartbeat,
@@ -48,7 +50,8 @@ func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consume
 	if err != nil {
 		return false, fmt.Errorf("open channel: %w", err)
 	}
-	if err := jobqueue.DeclareTopology(setup, b.cfg.Queue); err != nil {
+	topology := jobqueue.Topology{Queue: b.cfg.Queue, Type: jobqueue.QueueType(b.cfg.QueueType)}
+	if err := topology.Declare(setup); err != nil {
 		return false, classifySetup(err)
 	}
 	_ = setup.Close()
@@ -89,33 +92,84 @@ func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consume
 		}
 	}()
 
-	tag := "stepflow-bridge-" + uuid.NewString()
-	deliveries, err := cons.Consume(b.cfg.Queue, tag, false, false, false, false, nil)
-	if err != nil {
-		return false, classifySetup(fmt.Errorf("consume %s: %w", b.cfg.Queue, err))
-	}
-	b.ready.Store(true)
-	defer b.ready.Store(false)
-	b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency, "batch_size", b.cfg.BatchSize)
-
-	in := b.forward(deliveries)
-	defer in.close()
 	s := &channels{pub: pub, lost: lost}
+	defer b.ready.Store(false)
+	for {
+		if b.paused() && !b.awaitFunction(ctx, lost) {
+			// Not consuming: nothing prefetched to requeue.
+			if ctx.Err() != nil {
+				b.drain(stopWork)
+				return consumed, nil
+			}
+			<-lost
+			return consumed, lostErr
+		}
+		tag := "stepflow-bridge-" + uuid.NewString()
+		deliveries, err := cons.Consume(b.cfg.Queue, tag, false, false, false, false, nil)
+		if err != nil {
+			return consumed, classifySetup(fmt.Errorf("consume %s: %w", b.cfg.Queue, err))
+		}
+		consumed = true
+		b.ready.Store(true)
+		b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency, "batch_size", b.cfg.BatchSize)
+
+		in := b.forward(deliveries)
+		switch b.consume(ctx, workCtx, s, in) {
+		case endShutdown:
+			b.ready.Store(false)
+			b.log.Info("shutting down: consumer cancelled, draining in-flight deliveries", "grace", b.cfg.ShutdownGrace)
+			b.stopConsuming(cons, tag, in, notSent())
+			in.close()
+			b.drain(stopWork)
+			return true, nil
+		case endPause:
+			// In-flight calls finish (or fail, and are handed back) on
+			// their own; the consumer goes, so the broker gives this
+			// bridge nothing more, and what waits here goes back.
+			b.ready.Store(false)
+			b.stopConsuming(cons, tag, in, handedBack("the bridge paused"))
+			in.close()
+		default: // endLost
+			in.close()
+			<-lost // the channel or connection closed; the watcher says why
+			return true, lostErr
+		}
+	}
+}
+
+// Why consume stopped.
+type consumeEnd int
+
+const (
+	endLost     consumeEnd = iota // the session's connection or a channel closed, or the deliveries ended
+	endShutdown                   // ctx was cancelled
+	endPause                      // the function is judged down
+)
+
+// consume hands batches of deliveries from in to request slots until ctx
+// is cancelled, the session is lost or the bridge pauses.
+func (b *Bridge) consume(ctx, workCtx context.Context, s *channels, in *inbox) consumeEnd {
 	for {
 		if batch := b.collect(ctx, workCtx, s, in); batch != nil {
 			b.wg.Add(1)
 			go b.handle(workCtx, s, batch)
 			continue
 		}
-		if ctx.Err() != nil {
-			b.ready.Store(false)
-			b.log.Info("shutting down: consumer cancelled, draining in-flight deliveries", "grace", b.cfg.ShutdownGrace)
-			b.stopConsuming(cons, tag, in)
-			b.drain(stopWork)
-			return true, nil
+		switch {
+		case ctx.Err() != nil:
+			return endShutdown
+		case b.paused():
+			return endPause
 		}
-		<-lost // the channel or connection closed; the watcher says why
-		return true, lostErr
+		if in.ended {
+			return endLost // the session is being lost
+		}
+		select {
+		case <-s.lost:
+			return endLost
+		default:
+		}
+		// A pause request left from a pause that is over: go on.
 	}
 }
 
@@ -132,9 +186,9 @@ type channels struct {
 	lost <-chan struct{} // closed when the session's connection or a channel closes
 }
 
-// stopConsuming cancels the consumer and requeues deliveries that were
-// prefetched but never sent.
-func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox) {
+// stopConsuming cancels the consumer and settles the deliveries that were
+// prefetched but never sent with dec (a requeue).
+func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox, dec Decision) {
 	if err := cons.Cancel(tag, false); err != nil {
 		b.log.Warn("cancel consumer", "err", err)
 	}
@@ -142,10 +196,10 @@ func (b *Bridge) stopConsuming(cons *amqp.Channel, tag string, in *inbox) {
 		d := *in.held
 		in.held = nil
 		in.received()
-		b.settle(d, nil, notSent())
+		b.settle(d, nil, dec)
 	}
 	for d := range in.c { // closed once the cancel is done (or the channel closes)
 		in.received()
-		b.settle(d, nil, notSent())
+		b.settle(d, nil, dec)
 	}
 }

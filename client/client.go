@@ -6,6 +6,7 @@ import (
 	"github.com/stepflow/stepflow/internal/telemetry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,7 +22,10 @@ type Config struct {
 	PostgresURL string
 	AMQPURL     string
 	Queue       string // default "flowcraft-jobs"
-	Tables      schema.Tables
+	// QueueType is the type of the job queue's queues, declared on the
+	// first publish: "classic" (default) or "quorum", as the bridge has it.
+	QueueType string
+	Tables    schema.Tables
 	// Registry holds the node types the step function serves. When set,
 	// Start refuses a blueprint with a node of another type, naming it,
 	// rather than record a run whose job would be dead-lettered; nil
@@ -34,6 +38,9 @@ type Client struct {
 	cfg   Config
 	store *store.Store
 	pub   *jobqueue.Publisher
+	// compiled holds the runs' blueprint snapshots, compiled, by digest
+	// (Resume routes with them).
+	compiled sync.Map
 }
 
 // New opens a connection pool on PostgreSQL and a publisher on RabbitMQ;
@@ -45,6 +52,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Tables == (schema.Tables{}) {
 		cfg.Tables = schema.DefaultTables()
 	}
+	qt, err := jobqueue.ParseQueueType(cfg.QueueType)
+	if err != nil {
+		return nil, fmt.Errorf("client: QueueType: %w", err)
+	}
 	pool, err := store.Connect(ctx, cfg.PostgresURL, 4)
 	if err != nil {
 		return nil, err
@@ -54,7 +65,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Client{cfg: cfg, store: st, pub: jobqueue.NewPublisher(cfg.AMQPURL, cfg.Queue)}, nil
+	pub := jobqueue.NewTopologyPublisher(cfg.AMQPURL, jobqueue.Topology{Queue: cfg.Queue, Type: qt})
+	return &Client{cfg: cfg, store: st, pub: pub}, nil
 }
 
 // Close releases the connections.
@@ -140,7 +152,8 @@ func (c *Client) Cancel(ctx context.Context, runID string) (workflow.RunStatus, 
 	return st, ownError(err)
 }
 
-// Wait polls the run until it reaches a final status, then returns its
+// Wait polls the run until it reaches a final status or awaits a resume
+// (workflow.RunAwaiting: nothing runs until Resume), then returns its
 // result.
 func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, error) {
 	delay := 5 * time.Millisecond
@@ -149,7 +162,7 @@ func (c *Client) Wait(ctx context.Context, runID string) (*workflow.RunResult, e
 		if err != nil && ctx.Err() == nil {
 			return nil, ownError(err)
 		}
-		if run != nil && run.Status.Final() {
+		if run != nil && (run.Status.Final() || run.Status == workflow.RunAwaiting) {
 			return c.Result(ctx, runID)
 		}
 		t := time.NewTimer(delay)
@@ -223,6 +236,7 @@ func (c *Client) Result(ctx context.Context, runID string) (*workflow.RunResult,
 		}
 		for id, v := range outputs {
 			ctxData[workflow.OutputKey(id)] = v
+			ctxData[id] = v // Flowcraft's bare key, as a completed run stores it
 		}
 		res.Context = ctxData
 	}

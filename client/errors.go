@@ -20,6 +20,19 @@ var ErrRunExists = errors.New("run already exists")
 // snapshot has.
 var ErrBlueprintNotFound = errors.New("blueprint not found")
 
+// ErrNotAwaiting is returned by Resume for a step that does not await (not
+// reached yet, resumed already, no wait node) or a run that is neither
+// running nor awaiting; the message says which. Nothing changed.
+var ErrNotAwaiting = errors.New("not awaiting")
+
+// ErrWebhookNotFound is returned by ResumeWebhook for a run, webhook step
+// or token that matches nothing (not told apart). Nothing changed.
+var ErrWebhookNotFound = errors.New("no such webhook")
+
+// ErrWebhookUsed is returned by ResumeWebhook for an endpoint that resumed
+// its run already: each is one-shot. Nothing changed.
+var ErrWebhookUsed = errors.New("webhook used already")
+
 // ErrInvalid is returned for a request the client refuses as asked, before
 // it changes anything: a blueprint that does not validate, an input that
 // is no JSON, a run id no job can carry, a filter or continuation token
@@ -45,6 +58,10 @@ func ownError(err error) error {
 		{store.ErrRunNotFound, ErrRunNotFound},
 		{store.ErrRunExists, ErrRunExists},
 		{store.ErrBlueprintNotFound, ErrBlueprintNotFound},
+		{store.ErrNotAwaiting, ErrNotAwaiting},
+		{store.ErrWebhookNotFound, ErrWebhookNotFound},
+		{store.ErrWebhookUsed, ErrWebhookUsed},
+		{store.ErrInvalidResume, ErrInvalid},
 	} {
 		if errors.Is(err, s.store) {
 			return &sentinelError{err: err, is: s.own}

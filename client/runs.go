@@ -75,7 +75,7 @@ type RunList struct {
 }
 
 // runStatuses are the statuses a filter may name.
-var runStatuses = []workflow.RunStatus{workflow.RunRunning, workflow.RunCompleted, workflow.RunFailed, workflow.RunCancelled}
+var runStatuses = []workflow.RunStatus{workflow.RunRunning, workflow.RunAwaiting, workflow.RunCompleted, workflow.RunFailed, workflow.RunCancelled}
 
 // RunStatuses are the statuses RunFilter.Status may name.
 func RunStatuses() []workflow.RunStatus { return slices.Clone(runStatuses) }

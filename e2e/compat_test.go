@@ -83,7 +83,8 @@ func TestFlowcraftStart(t *testing.T) {
 		t.Errorf("status column %q, want completed", status)
 	}
 	testenv.AssertJSON(t, "status_data", data, json.RawMessage(`{"blueprintId":"greet","blueprintVersion":"1","name":"ada","count":3,
-		"_outputs.hello":"hello ada","_outputs.double":6,"_outputs.combine":{"hello":"hello ada","double":6}}`))
+		"_outputs.hello":"hello ada","_outputs.double":6,"_outputs.combine":{"hello":"hello ada","double":6},
+		"hello":"hello ada","double":6,"combine":{"hello":"hello ada","double":6}}`))
 	for _, id := range []string{"hello", "double", "combine"} {
 		if n := tb.nodes.count(runID, id); n != 1 {
 			t.Errorf("node %s ran %d times, want 1", id, n)

@@ -153,7 +153,7 @@ func TestDuplicateJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.AssertJSON(t, "final context after the late copies", after.Context, json.RawMessage(`{"n":1,"_outputs.a":{"n":2},"_outputs.b":{"n":2},"_outputs.c":{"n":20}}`))
+	testenv.AssertJSON(t, "final context after the late copies", after.Context, json.RawMessage(`{"n":1,"_outputs.a":{"n":2},"_outputs.b":{"n":2},"_outputs.c":{"n":20},"a":{"n":2},"b":{"n":2},"c":{"n":20}}`))
 	if w := tb.finalWrites(runID); len(w) != 1 || w[0] != "completed" {
 		t.Errorf("final status writes %v, want [completed]", w)
 	}

@@ -86,7 +86,8 @@ func TestRetriesExhaustedFallback(t *testing.T) {
 		"_outputs.start":{"order":1},
 		"_outputs.primary":{"recoveredBy":"backup"},
 		"_outputs.backup":{"recoveredBy":"backup"},
-		"_outputs.end":{"recoveredBy":"backup"}}`))
+		"_outputs.end":{"recoveredBy":"backup"},
+		"start":{"order":1},"primary":{"recoveredBy":"backup"},"backup":{"recoveredBy":"backup"},"end":{"recoveredBy":"backup"}}`))
 	for node, want := range map[string]int{"start": 1, "primary": 2, "backup": 1, "end": 1} {
 		if n := tb.nodes.count(runID, node); n != want {
 			t.Errorf("node %s ran %d times, want %d", node, n, want)

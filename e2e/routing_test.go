@@ -32,6 +32,7 @@ func TestLinearChain(t *testing.T) {
 		id := fmt.Sprintf("s%d", i)
 		want[id] = wantStep{workflow.StepSucceeded, 1}
 		wantCtx["_outputs."+id] = map[string]any{"order": "A-1", "n": 1}
+		wantCtx[id] = map[string]any{"order": "A-1", "n": 1}
 		if n := tb.nodes.count(runID, id); n != 1 {
 			t.Errorf("node %s ran %d times, want 1", id, n)
 		}

@@ -21,7 +21,18 @@
 // 5 s (a TCP proxy per service and case, proxy_test.go), Redis FLUSHDB,
 // every job published twice (bridge --publish-copies 2), poison messages
 // mixed into the load, and callers abandoning requests to the function
-// (wedge_test.go).
+// (wedge_test.go). Pausing: pause_test.go resumes runs of testdata/pause.json
+// through a `stepflow api` process while the API is killed with resumes
+// in flight, RabbitMQ is cut so that committed resumes cannot publish
+// (and the API is killed before it could), and the function is killed as
+// the resumed steps reach it: each resume commits once, the nodes after
+// it run once, and the reconciler republishes the lost jobs.
+// Scale-out (scale_test.go): two bridges, each in front
+// of its own function, one function killed for good (its bridge pauses and
+// hands its work back; every run completes through the other pair, no
+// job dead-lettered); and three bridges, three functions and two
+// reconcilers running 1,000 runs, one bridge and another pair's function
+// killed mid-way.
 //
 // Isolation: each case has its own tables (t_<8hex>_*), queue topology
 // (faults-<uuid>), Redis key prefix, proxies and processes, so cases and

@@ -85,6 +85,14 @@ type bundle struct {
 	fnAddr, brAddr, recAddr string
 	fn, br, rec             *proc
 
+	// More processes, for the cases that run several of each
+	// (scale_test.go): started by addPair and addReconciler, stopped and
+	// read by verify with the three above.
+	env                        []string // what every process runs with
+	moreFunctions, moreBridges []*proc
+	moreReconcilers            []*proc
+	moreBridgeAddrs            []string
+
 	bp *workflow.Blueprint
 }
 
@@ -145,6 +153,7 @@ func setup(t *testing.T, o caseOptions) *bundle {
 			procEnv = append(procEnv, k+"="+v)
 		}
 	}
+	b.env = procEnv
 	b.fnAddr, b.brAddr, b.recAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 	b.fn = newProc(t, "function", b.dir, "http://"+b.fnAddr+"/health/readiness", procEnv,
 		"function", "--listen-address", b.fnAddr)
@@ -267,10 +276,11 @@ func (b *bundle) publishRaw(msg amqp.Publishing) {
 	testenv.PublishConfirmed(t, ch, b.queue, msg)
 }
 
-// bridgeInflight scrapes the bridge's in-flight deliveries gauge.
-func (b *bundle) bridgeInflight() (float64, error) {
+// bridgeInflightAt scrapes the in-flight deliveries gauge of the bridge
+// serving its metrics at addr.
+func (b *bundle) bridgeInflightAt(addr string) (float64, error) {
 	hc := &http.Client{Timeout: 2 * time.Second}
-	resp, err := hc.Get("http://" + b.brAddr + "/metrics")
+	resp, err := hc.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return 0, err
 	}

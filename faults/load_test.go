@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,6 +42,7 @@ type load struct {
 	b       *bundle
 	runs    []*run
 	started atomic.Int64
+	every   time.Duration // between two starts; 0: startEvery
 
 	wg   sync.WaitGroup
 	mu   sync.Mutex
@@ -112,7 +114,7 @@ func (l *load) start() {
 	go func() {
 		defer l.wg.Done()
 		defer close(jobs)
-		tick := time.NewTicker(startEvery)
+		tick := time.NewTicker(cmp.Or(l.every, startEvery))
 		defer tick.Stop()
 		for _, r := range l.runs {
 			select {

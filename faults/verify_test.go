@@ -85,9 +85,9 @@ func (b *bundle) verify(l *load, o verifyOptions) *logs {
 	// 2. Let the bridge finish what is left (duplicates, retries in the
 	// delay queues), then stop every process gracefully.
 	b.waitQuiet()
-	b.br.Stop()
-	b.rec.Stop()
-	b.fn.Stop()
+	for _, p := range b.stopOrder() {
+		p.Stop()
+	}
 
 	// 3. Nothing lost or left unacked: the main queue and its delay
 	// queues are empty; the DLQ and the recorded dead letters hold only
@@ -112,7 +112,7 @@ func (b *bundle) verify(l *load, o verifyOptions) *logs {
 	completed := b.checkStatuses(ctx, runs, o.failed)
 
 	// 5. Steps and logs: exactly-once commits, joins, no overlap.
-	lg, err := readLogs(b.fn, b.br, b.rec)
+	lg, err := readLogs(b.stopOrder()...)
 	if err != nil {
 		t.Fatalf("logs: %v", err)
 	}
@@ -150,13 +150,15 @@ func (b *bundle) waitQuiet() {
 				busy = append(busy, fmt.Sprintf("%s=%d", name, d.Messages))
 			}
 		}
-		inflight, err := b.bridgeInflight()
-		if err != nil {
-			streak = 0
-			return false, err
-		}
-		if inflight > 0 {
-			busy = append(busy, fmt.Sprintf("bridge in flight=%g", inflight))
+		for _, addr := range append([]string{b.brAddr}, b.moreBridgeAddrs...) {
+			inflight, err := b.bridgeInflightAt(addr)
+			if err != nil {
+				streak = 0
+				return false, err
+			}
+			if inflight > 0 {
+				busy = append(busy, fmt.Sprintf("bridge %s in flight=%g", addr, inflight))
+			}
 		}
 		if len(busy) > 0 {
 			sort.Strings(busy)
@@ -242,7 +244,7 @@ func (b *bundle) reportStuck(ctx context.Context, ids []string) {
 			b.t.Logf("still running: %s (updated %s ago), pending steps: %s", id, time.Since(updated).Round(time.Millisecond), pending)
 		}
 	}
-	if lg, err := readLogs(b.fn, b.br, b.rec); err == nil {
+	if lg, err := readLogs(b.stopOrder()...); err == nil {
 		b.t.Logf("log counters so far:\n%s", lg.summary())
 	}
 }

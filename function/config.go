@@ -2,7 +2,9 @@ package function
 
 import (
 	"fmt"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/stepflow/stepflow/schema"
@@ -18,6 +20,10 @@ type Config struct {
 	StepTimeout   time.Duration // STEP_TIMEOUT: limit of a node without its own timeout
 	PGMaxConns    int32         // POSTGRES_MAX_CONNS
 	BlueprintsDir string        // BLUEPRINTS_DIR: register every blueprint file of this folder
+	// PublicURL (STEPFLOW_PUBLIC_URL) is the base of the webhook URLs the
+	// webhook nodes output: where the API server (which serves them under
+	// /webhooks/) is reached. The API's --public-url, the same variable.
+	PublicURL string
 }
 
 // Defaults.
@@ -27,6 +33,8 @@ const (
 	DefaultRedisPrefix = "stepflow:"
 	DefaultStepTimeout = 20 * time.Second
 	DefaultPGMaxConns  = 16
+	// DefaultPublicURL is the API server's default address (api.DefaultAddress).
+	DefaultPublicURL = "http://127.0.0.1:8088"
 )
 
 // ConfigFromMap reads a Config, applying defaults; errors name the key.
@@ -38,6 +46,7 @@ func ConfigFromMap(m map[string]string) (Config, error) {
 		StepTimeout:   DefaultStepTimeout,
 		PGMaxConns:    DefaultPGMaxConns,
 		BlueprintsDir: m["BLUEPRINTS_DIR"],
+		PublicURL:     or(m["STEPFLOW_PUBLIC_URL"], DefaultPublicURL),
 		Tables:        schema.DefaultTables(),
 	}
 	if v := m["STEPFLOW_CONTEXTS_TABLE"]; v != "" {
@@ -66,10 +75,23 @@ func ConfigFromMap(m map[string]string) (Config, error) {
 		}
 		c.PGMaxConns = int32(n)
 	}
+	if err := checkPublicURL(c.PublicURL); err != nil {
+		return c, err
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
 	if err := c.Tables.Validate(); err != nil {
 		return c, err
 	}
 	return c, nil
+}
+
+// checkPublicURL refuses a webhook base that is no absolute http(s) URL.
+func checkPublicURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("STEPFLOW_PUBLIC_URL=%q: want an absolute http or https URL without query or fragment (the API server's base, for webhook URLs)", v)
+	}
+	return nil
 }
 
 func or(v, def string) string {
@@ -83,6 +105,7 @@ func (c *Config) applyDefaults() {
 	c.PostgresURL = or(c.PostgresURL, DefaultPostgresURL)
 	c.RedisURL = or(c.RedisURL, DefaultRedisURL)
 	c.RedisPrefix = or(c.RedisPrefix, DefaultRedisPrefix)
+	c.PublicURL = strings.TrimSuffix(or(c.PublicURL, DefaultPublicURL), "/")
 	if c.StepTimeout <= 0 {
 		c.StepTimeout = DefaultStepTimeout
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/stepflow/stepflow/internal/redisconn"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -41,7 +42,7 @@ type Function struct {
 	mu         sync.RWMutex
 	cfg        Config
 	pool       *pgxpool.Pool
-	rdb        *redis.Client
+	rdb        redis.UniversalClient
 	store      *store.Store
 	registered map[string]*workflow.Workflow // by blueprint id
 	compiled   sync.Map                      // digest → *workflow.Workflow
@@ -159,7 +160,7 @@ func (f *Function) StartWith(ctx context.Context, c Config) error {
 		f.fail(err)
 		return err
 	}
-	ropts, err := redis.ParseURL(c.RedisURL)
+	rdb, err := redisconn.Open(c.RedisURL)
 	if err != nil {
 		pool.Close()
 		err = fmt.Errorf("REDIS_URL: %w", err)
@@ -169,11 +170,12 @@ func (f *Function) StartWith(ctx context.Context, c Config) error {
 	st, err := store.New(pool, c.Tables)
 	if err != nil {
 		pool.Close()
+		_ = rdb.Close()
 		f.fail(err)
 		return err
 	}
 	f.mu.Lock()
-	f.cfg, f.pool, f.rdb, f.store, f.started = c, pool, redis.NewClient(ropts), st, true
+	f.cfg, f.pool, f.rdb, f.store, f.started = c, pool, rdb, st, true
 	f.mu.Unlock()
 	f.log.Info("step function started", "tables", c.Tables, "step_timeout", c.StepTimeout)
 	return nil
@@ -234,7 +236,7 @@ func (f *Function) Alive(ctx context.Context) (bool, error) {
 }
 
 // deps returns the started dependencies (nil store: not started).
-func (f *Function) deps() (*store.Store, *redis.Client, Config) {
+func (f *Function) deps() (*store.Store, redis.UniversalClient, Config) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.store, f.rdb, f.cfg

@@ -18,7 +18,7 @@ import (
 // so an expired lease or a flushed Redis costs at most a duplicate attempt
 // whose commit is discarded.
 type lease struct {
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	key   string
 	token string
 	lost  bool // keepLeases found it taken or expired
@@ -32,7 +32,7 @@ const releaseSource = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redi
 // pipeline; a nil entry means another delivery holds that one. On an error
 // the leases are returned too, none of them known to be held: releasing
 // them all is safe (each token is new) and frees any the pipeline did take.
-func acquireLeases(ctx context.Context, rdb *redis.Client, prefix string, steps []store.StepKey, ttl time.Duration) ([]*lease, error) {
+func acquireLeases(ctx context.Context, rdb redis.UniversalClient, prefix string, steps []store.StepKey, ttl time.Duration) ([]*lease, error) {
 	out := make([]*lease, len(steps))
 	if len(steps) == 0 {
 		return out, nil
@@ -66,7 +66,7 @@ const renewSource = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.
 // pipeline, until stop is called: a job's lease must last until its
 // outcome is committed, and in a batch that waits for the slowest node.
 // lost is called for a lease found taken or expired.
-func keepLeases(rdb *redis.Client, leases []*lease, ttl time.Duration, lost func(*lease)) (stop func()) {
+func keepLeases(rdb redis.UniversalClient, leases []*lease, ttl time.Duration, lost func(*lease)) (stop func()) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -109,7 +109,7 @@ func keepLeases(rdb *redis.Client, leases []*lease, ttl time.Duration, lost func
 
 // releaseLeases gives up, in one pipeline, those of the leases that are
 // still ours (nil entries are skipped).
-func releaseLeases(rdb *redis.Client, leases []*lease) {
+func releaseLeases(rdb redis.UniversalClient, leases []*lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

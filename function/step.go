@@ -376,6 +376,8 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 	}
 	attemptCtx, cancel := context.WithTimeout(ctx, limit)
 	attemptCtx, cancelAttempt := context.WithCancelCause(attemptCtx)
+	hooks := &stepWebhooks{base: cfg.PublicURL} // a webhook node's endpoint
+	attemptCtx = workflow.WithWebhookEndpoints(attemptCtx, hooks)
 	stopWatching := f.watchRun(attemptCtx, st, job.RunID, cancelAttempt)
 	attemptCtx, nodeSpan := telemetry.Tracer().Start(attemptCtx, "stepflow.node "+node.Uses, trace.WithAttributes(attribute.String("stepflow.node_type", node.Uses)))
 	started := time.Now()
@@ -436,8 +438,11 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 		o.Error = runErr.Error()
 		s.outcome = "failed"
 		log.Warn("node failed; failing the run", "err", runErr)
+	case workflow.StepAwaiting:
+		// Held by no worker and no message until the run is resumed here.
+		s.outcome = "awaiting"
 	default:
-		o.Result = res
+		o.Result, o.WebhookHash = res, hooks.hash
 		o.ContextSet, o.ContextDeleted = nodeCtx.Changes()
 		env := workflow.Env{Context: nodeCtx.Snapshot(), Outputs: outputs}
 		var err error
@@ -480,6 +485,9 @@ func (f *Function) answer(s *stepRun) {
 	if c.Res.Finished {
 		f.metrics.runs.WithLabelValues(string(c.Res.RunStatus)).Inc()
 		s.log.Info("run finished", "status", c.Res.RunStatus)
+	}
+	if c.Res.RunStatus == workflow.RunAwaiting {
+		s.log.Info("run awaiting a resume")
 	}
 	next := s.next
 	for _, id := range c.Res.Ready {

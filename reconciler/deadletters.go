@@ -82,6 +82,17 @@ func deadLetterFrom(d amqp.Delivery) store.DeadLetter {
 	if dl.Reason == "<nil>" {
 		dl.Reason = ""
 	}
+	if dl.Code == "" {
+		// Dead-lettered by RabbitMQ itself, not by a bridge: a quorum
+		// queue's delivery limit, say.
+		if why, ok := jobqueue.HeaderString(d.Headers, "x-first-death-reason"); ok {
+			from, _ := jobqueue.HeaderString(d.Headers, "x-first-death-queue")
+			dl.Code = why
+			if dl.Reason == "" {
+				dl.Reason = fmt.Sprintf("dead-lettered by RabbitMQ from queue %s (%s)", from, why)
+			}
+		}
+	}
 	switch n := d.Headers[jobqueue.HeaderAttempts].(type) {
 	case int32:
 		dl.Attempts = int(n)

@@ -44,7 +44,7 @@ type Publisher func(ctx context.Context, job jobqueue.Job, delay time.Duration) 
 // Options configure a Reconciler.
 type Options struct {
 	Store       *store.Store
-	Redis       *redis.Client // for lease checks; nil: no lease checks
+	Redis       redis.UniversalClient // for lease checks (one Redis or a cluster); nil: no lease checks
 	RedisPrefix string
 	Publish     Publisher
 	// Channel and Queue give access to the dead-letter queue <Queue>.dlq;

@@ -35,6 +35,7 @@ var (
 		"created_at":       {"timestamptz", false, true},
 		"finished_at":      {"timestamptz", true, false},
 		"reconciled_at":    {"timestamptz", true, false},
+		"awaiting":         {"int4", false, true}, // 007
 	}
 	wantSteps = map[string]column{
 		"run_id":      {"text", false, false},
@@ -52,6 +53,9 @@ var (
 		"started_at":  {"timestamptz", true, false},
 		"finished_at": {"timestamptz", true, false},
 		"updated_at":  {"timestamptz", false, true},
+		// 007
+		"webhook_hash":    {"bytea", true, false},
+		"webhook_used_at": {"timestamptz", true, false},
 	}
 	wantBlueprints = map[string]column{
 		"digest":       {"text", false, false},

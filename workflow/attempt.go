@@ -15,6 +15,10 @@ type AttemptOutcome struct {
 	//
 	//	StepSucceeded         the attempt returned a result: route it
 	//	StepSleeping          the node suspended itself: call it again at Wake
+	//	StepAwaitingChild     the node started a child run (Child): call it
+	//	                      again, as the same Attempt, once it finished
+	//	StepAwaiting          the node called Await: the step waits for a
+	//	                      resume, which gives its result
 	//	StepRetrying          the attempt failed and was not the last: run
 	//	                      Attempt after Delay
 	//	StepAwaitingFallback  the last attempt failed: run Fallback in the
@@ -32,20 +36,29 @@ type AttemptOutcome struct {
 	Wake time.Time
 	// Fallback is the node that runs in place of one awaiting its fallback.
 	Fallback string
+	// Child is the run a node awaiting a child asked for.
+	Child *ChildRun
 }
 
 // Outcome decides what the end of attempt (1-based) of n means, err being
 // what the attempt returned (nil: it succeeded). An error from Suspend puts
-// the step to sleep; any other error retries while attempts remain
+// the step to sleep, one from StartChild makes it await a child run; any
+// other error retries while attempts remain
 // (MaxAttempts counts them all, the first included), then hands over to the
 // fallback, if any, or fails.
 func (n *CompiledNode) Outcome(attempt int, err error) AttemptOutcome {
 	var suspend *suspendError
+	var child *childError
+	if out, ok := awaitOutcome(attempt, err); ok {
+		return out // Await: the step awaits a resume
+	}
 	switch {
 	case err == nil:
 		return AttemptOutcome{State: StepSucceeded}
 	case errors.As(err, &suspend):
 		return AttemptOutcome{State: StepSleeping, Attempt: attempt, Wake: suspend.Until}
+	case errors.As(err, &child):
+		return AttemptOutcome{State: StepAwaitingChild, Attempt: attempt, Child: &child.Run}
 	case attempt < n.MaxAttempts:
 		return AttemptOutcome{State: StepRetrying, Attempt: attempt + 1, Delay: n.retryDelayFor(attempt + 1)}
 	case n.Fallback != "":

@@ -27,6 +27,9 @@ type Node struct {
 	// field → context key or node id (Flowcraft's resolution rules).
 	Inputs *Inputs     `json:"inputs,omitempty"`
 	Config *NodeConfig `json:"config,omitempty"`
+	// SourceLocation is where Flowcraft's compiler found the node
+	// ({file, line, column}); kept, never interpreted.
+	SourceLocation map[string]any `json:"_sourceLocation,omitempty"`
 }
 
 // NodeConfig holds a node's runtime options. Durations are milliseconds.
@@ -53,6 +56,9 @@ type Edge struct {
 	Action    string `json:"action,omitempty"`
 	Condition string `json:"condition,omitempty"`
 	Transform string `json:"transform,omitempty"`
+	// SourceLocation is where Flowcraft's compiler found the edge; kept,
+	// never interpreted.
+	SourceLocation map[string]any `json:"_sourceLocation,omitempty"`
 }
 
 // Inputs is a node's `inputs`: either a single key or a map.
@@ -132,9 +138,9 @@ const (
 
 var (
 	topFields    = map[string]kind{"id": kString, "metadata": kObject, "nodes": kAny, "edges": kAny}
-	nodeFields   = map[string]kind{"id": kString, "uses": kString, "params": kObject, "inputs": kAny, "config": kAny}
+	nodeFields   = map[string]kind{"id": kString, "uses": kString, "params": kObject, "inputs": kAny, "config": kAny, "_sourceLocation": kObject}
 	configFields = map[string]kind{"maxRetries": kInt, "retryDelay": kInt, "timeout": kInt, "fallback": kString, "joinStrategy": kString}
-	edgeFields   = map[string]kind{"source": kString, "target": kString, "action": kString, "condition": kString, "transform": kString}
+	edgeFields   = map[string]kind{"source": kString, "target": kString, "action": kString, "condition": kString, "transform": kString, "_sourceLocation": kObject}
 )
 
 func checkShape(raw any) error {

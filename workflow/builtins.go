@@ -6,26 +6,34 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 )
 
-// Built-in node types, available in every registry.
+// Built-in node types, available in every registry. NodeSubflowClass is
+// the name Flowcraft's builder gives a subflow node (.node(id, SubflowNode));
+// it means the same as NodeSubflow.
 const (
-	NodeNoop      = "noop"
-	NodeTransform = "transform"
-	NodeSleep     = "sleep"
-)
-
-// Sleep bounds.
-const (
-	minSleep = time.Millisecond
-	maxSleep = 7 * 24 * time.Hour
+	NodeNoop           = "noop"
+	NodeTransform      = "transform"
+	NodeSleep          = "sleep"
+	NodeBatchScatter   = "batch-scatter"
+	NodeBatchGather    = "batch-gather"
+	NodeLoopController = "loop-controller"
+	NodeSubflow        = "subflow"
+	NodeSubflowClass   = "SubflowNode"
 )
 
 func registerBuiltins(r *Registry) {
 	r.Register(NodeNoop, noop)
 	r.RegisterValidated(NodeTransform, transformNode, checkTransformParams)
 	r.RegisterValidated(NodeSleep, sleepNode, checkSleepParams)
+	r.RegisterValidated(NodeBatchScatter, batchScatter, checkScatterParams)
+	r.RegisterValidated(NodeBatchGather, batchGather, checkGatherParams)
+	r.RegisterValidated(NodeLoopController, loopController, checkLoopParams)
+	r.RegisterValidated(NodeSubflow, subflowNode, checkSubflowParams)
+	r.RegisterValidated(NodeSubflowClass, subflowNode, checkSubflowParams)
+	r.Register(NodeWait, waitNode)
+	r.Register(NodeWebhook, webhookNode)
+	r.Register(NodeWebhookClass, webhookNode)
 }
 
 // noop passes its input through.
@@ -129,13 +137,20 @@ func checkTransformParams(p map[string]any) error {
 }
 
 // nodeExpressions are the expressions a node itself evaluates (the
-// transform node's params), for output reference analysis.
+// transform node's params, a loop-controller's condition), for output
+// reference analysis.
 func (n *CompiledNode) nodeExpressions() []*expression {
-	if n.Uses != NodeTransform {
+	var keys []string
+	switch n.Uses {
+	case NodeTransform:
+		keys = []string{"expression", "action"}
+	case NodeLoopController:
+		keys = []string{"condition"}
+	default:
 		return nil
 	}
 	var out []*expression
-	for _, k := range []string{"expression", "action"} {
+	for _, k := range keys {
 		if s, ok := n.Params[k].(string); ok {
 			if x, err := cachedExpression(s); err == nil {
 				out = append(out, x)
@@ -145,37 +160,40 @@ func (n *CompiledNode) nodeExpressions() []*expression {
 	return out
 }
 
-// sleepDuration parses params.duration ("1.5s", "10m", "24h").
-func sleepDuration(p map[string]any) (time.Duration, error) {
-	s, ok := p["duration"].(string)
-	if !ok || s == "" {
-		return 0, errors.New(`duration: required, a Go duration such as "1.5s" or "10m"`)
+// contextReads are the context keys a built-in node reads by name (a
+// subflow's params.inputs): a node id among them is that node's output.
+func (n *CompiledNode) contextReads() []string {
+	if !isSubflow(n.Uses) {
+		return nil
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("duration %q: %w", s, err)
+	m, _ := n.Params["inputs"].(map[string]any)
+	var out []string
+	for _, v := range m {
+		if s, ok := v.(string); ok {
+			out = append(out, s)
+		}
 	}
-	if d < minSleep || d > maxSleep {
-		return 0, fmt.Errorf("duration %q: must be between %s and %s", s, minSleep, maxSleep)
-	}
-	return d, nil
+	return out
 }
 
-func checkSleepParams(p map[string]any) error {
-	_, err := sleepDuration(p)
-	return err
+// intParam reads a whole number param (JSON numbers are float64).
+func intParam(p map[string]any, key string) (int, bool) {
+	f, ok := p[key].(float64)
+	if !ok || f != float64(int(f)) {
+		return 0, false
+	}
+	return int(f), true
 }
 
-// sleepNode suspends the run for params.duration, then passes its input
-// through. It holds no worker while the run sleeps: the runtime stores the
-// wake time and calls the node again when it is due.
-func sleepNode(_ context.Context, in NodeInput) (NodeResult, error) {
-	if in.Resumed != nil {
-		return NodeResult{Output: in.Input}, nil
+// checkBuiltins checks what built-in nodes' params say about the rest of
+// the blueprint (a batch's gather and workers).
+func (w *Workflow) checkBuiltins(reg *Registry, add func(path, format string, args ...any)) {
+	index := map[string]int{}
+	for i, n := range w.Blueprint.Nodes {
+		if _, dup := index[n.ID]; !dup {
+			index[n.ID] = i
+		}
 	}
-	d, err := sleepDuration(in.Params)
-	if err != nil {
-		return NodeResult{}, err
-	}
-	return NodeResult{}, Suspend(time.Now().Add(d))
+	w.checkBatches(reg, index, add)
+	w.checkWebhooks(index, add)
 }

@@ -9,12 +9,12 @@ import (
 // (the run was running and the attempt was still the step's): what the
 // run's next decision needs of it.
 type AppliedStep struct {
-	NodeID string
-	State  StepState // succeeded, retrying, sleeping, awaiting_fallback or failed
+	NodeID string    // the step key (see Step); for a node outside loops, its id
+	State  StepState // succeeded, retrying, sleeping, awaiting_child, awaiting, awaiting_fallback or failed
 	Taken  []string  // targets of the edges its result took
 	Error  string    // with StepFailed: why, which becomes the run's error
-	// Fallback, with StepAwaitingFallback: the node made ready in its
-	// place, with FallbackInput.
+	// Fallback, with StepAwaitingFallback: the step made ready in its
+	// place (Workflow.FallbackStep), with FallbackInput.
 	Fallback      string
 	FallbackInput any
 	// Recovered lists the nodes this (fallback) step stands in for whose
@@ -22,7 +22,7 @@ type AppliedStep struct {
 	Recovered []RecoveredStep
 }
 
-// RecoveredStep is a node resolved by its fallback's result, with the
+// RecoveredStep is a step resolved by its fallback's result, with the
 // targets that result took on the node's own outgoing edges.
 type RecoveredStep struct {
 	NodeID string
@@ -43,8 +43,11 @@ type RunDecision struct {
 	// Status is the run's status afterwards: running, or the final status
 	// these steps give it (completed or failed).
 	Status  RunStatus
-	Ready   []OwnedReady // nodes to make ready, each exactly once
-	Skipped []string     // nodes on dead paths
+	Ready   []OwnedReady // steps to make ready, each exactly once (dynamic ones with their definition)
+	Skipped []string     // steps on dead paths
+	// LoopExits are loops that ended: record each controller step's result
+	// once more under the loop's exit step (see LoopExit).
+	LoopExits []LoopExit
 	// Pending is the number of the run's steps still to run afterwards
 	// (zero with a final status).
 	Pending int
@@ -65,8 +68,11 @@ type RunDecision struct {
 // awaiting its fallback makes the fallback ready, and Advance over every
 // node resolved decides joins and skips. Each ready node is owned by the
 // step whose fallback it is, else by a step that routed to it (or that
-// stands in for one that did), else by the first. With nothing pending
-// afterwards, the run is completed, by the last step.
+// stands in for one that did, or created it as a dynamic node), else by
+// the first. A step awaiting its child run, or a resume (StepAwaiting),
+// stays pending. With nothing pending afterwards, the run is completed, by
+// the last step. (Status stays running when what is pending only awaits:
+// AwaitStatus says when that makes the run awaiting.)
 //
 // A run that is not running, or no step applied, decides nothing.
 func (w *Workflow) DecideRun(status RunStatus, pending int, applied []AppliedStep, states States) RunDecision {
@@ -84,7 +90,7 @@ func (w *Workflow) DecideRun(status RunStatus, pending int, applied []AppliedSte
 	var resolved []string
 	for i := range applied {
 		a := &applied[i]
-		if a.State != StepRetrying && a.State != StepSleeping {
+		if a.State != StepRetrying && a.State != StepSleeping && a.State != StepAwaitingChild && a.State != StepAwaiting {
 			delta-- // this step is no longer pending
 		}
 		if a.Fallback != "" {
@@ -100,9 +106,9 @@ func (w *Workflow) DecideRun(status RunStatus, pending int, applied []AppliedSte
 	if len(resolved) > 0 {
 		tr := w.Advance(resolved, states)
 		for _, rn := range tr.Ready {
-			d.Ready = append(d.Ready, OwnedReady{ReadyNode: rn, Owner: routedBy(applied, rn.ID)})
+			d.Ready = append(d.Ready, OwnedReady{ReadyNode: rn, Owner: w.routedBy(applied, rn)})
 		}
-		d.Skipped = tr.Skipped
+		d.Skipped, d.LoopExits = tr.Skipped, tr.LoopExits
 	}
 	if d.Pending = pending + delta + len(d.Ready); d.Pending > 0 {
 		return d
@@ -111,9 +117,20 @@ func (w *Workflow) DecideRun(status RunStatus, pending int, applied []AppliedSte
 	return d
 }
 
-// routedBy returns the index of the step among applied that routed to id
-// (or stands in for a node that did), else 0.
-func routedBy(applied []AppliedStep, id string) int {
+// routedBy returns the index of the step among applied that routed to
+// rn (or stands in for a node that did, or created it), else 0.
+func (w *Workflow) routedBy(applied []AppliedStep, rn ReadyNode) int {
+	id := rn.ID // Taken names target nodes, not their steps
+	if s, ok := w.Step(rn.ID); ok {
+		id = s.Node.ID
+	}
+	if rn.Dynamic != nil {
+		for i := range applied {
+			if applied[i].NodeID == rn.Dynamic.Source {
+				return i
+			}
+		}
+	}
 	for i := range applied {
 		if slices.Contains(applied[i].Taken, id) {
 			return i
@@ -167,15 +184,15 @@ func (w *Workflow) DecideResync(steps []StoredStep, states States) Resync {
 			d.FailedNode, failedError = st.NodeID, st.Error
 		case st.State == StepAwaitingFallback:
 			awaiting = append(awaiting, st.NodeID)
-		case st.State.Pending():
+		case st.State.Pending() || st.State == StepAwaitingChild || st.State == StepAwaiting:
 			d.Pending++
 		}
 	}
 	slices.Sort(resolved) // a stable order of decisions
 	d.Transition = w.Advance(resolved, states)
 	for _, id := range awaiting {
-		if n := w.nodes[id]; n != nil && n.Fallback != "" {
-			if st, ok := states.Status(n.Fallback); ok && st.State.Pending() {
+		if fb, ok := w.FallbackStep(id); ok {
+			if st, ok := states.Status(fb); ok && st.State.Pending() {
 				continue // counted above
 			}
 		}

@@ -8,22 +8,32 @@
 //     its Go form.
 //   - NewRegistry holds the node implementations (NodeFunc, given a
 //     NodeInput, returning a NodeResult or an error; Suspend puts a node to
-//     sleep); the built-ins noop, transform and sleep are always there.
+//     sleep, StartChild has it wait for a child run, Await has it wait for
+//     a resume, NodeResult.DynamicNodes creates nodes at run time); the
+//     built-ins noop, transform, sleep, batch-scatter, batch-gather,
+//     loop-controller, subflow, wait and webhook are always there.
 //   - Validate and Compile check a blueprint against a registry and report
 //     every problem at once (*ValidationError); Compile returns the
 //     immutable Workflow the runtimes share.
 //   - Run executes a blueprint in-process, with the semantics of the
 //     distributed runtime, and returns a RunResult (RunStatus, StepRecord,
 //     StepError), the shape in which the client reports runs of the real
-//     stack too.
+//     stack too; RunOptions.Blueprints holds the children of subflows, and
+//     ValidateSubflows checks a blueprint against them; RunOptions.OnAwait
+//     resumes a run that awaits (RunAwaiting).
 //   - Mermaid draws a blueprint as a flowchart.
 //
 // The engine packages (the step function, the store, the reconciler) ask a
 // Workflow the questions every step raises, so that the answers live here
-// once: what a finished attempt means (CompiledNode.Outcome), which edges a
-// result takes (Route), which nodes become ready or skipped (Advance over
-// the States of a run), what input a node gets (ResolveInput), and what a
-// finished run outputs (FinalOutput). StepState names the states a step is
+// once. Steps are named by step key (Step: a node id, "<node>#<iteration>"
+// in a loop, a dynamic node's id), and the answers are: what a finished
+// attempt means (CompiledNode.Outcome), which edges a result takes and
+// which dynamic nodes it creates (Route, RouteStep), which steps become
+// ready or skipped and which loops end (Advance over the States of a run;
+// DecideRun for a commit; AwaitStatus when what is left only awaits;
+// ResumeStep for a resume; WebhookWait for a webhook's request), what input
+// a step gets (ResolveInput), and what
+// a finished run outputs (FinalOutput). StepState names the states a step is
 // stored in. Invoke and MapContext call a node as the local runner does;
 // OutputKey, InputKey and Normalize are the run context's conventions.
 //

@@ -23,6 +23,10 @@ func FuzzDecodeValidate(f *testing.F) {
 		`{"id":"n","metadata":null,"nodes":[{"id":"a","uses":"noop","params":null,"inputs":null,"config":null}],"edges":null}`,
 		`{"id":"j","nodes":[{"id":"a","uses":"noop"},{"id":"b","uses":"noop"},{"id":"j","uses":"noop"}],
 		 "edges":[{"source":"a","target":"j"},{"source":"b","target":"j"}]}`,
+		`{"id":"l","nodes":[{"id":"i","uses":"noop"},{"id":"c","uses":"loop-controller","params":{"condition":"count < 5"}},{"id":"b","uses":"noop","_sourceLocation":{"line":1}}],
+		 "edges":[{"source":"i","target":"c"},{"source":"c","target":"b","action":"continue"},{"source":"b","target":"c"}]}`,
+		`{"id":"b","nodes":[{"id":"s","uses":"batch-scatter","params":{"workerUsesKey":"noop","gatherNodeId":"g","chunkSize":2}},{"id":"g","uses":"batch-gather","params":{"outputKey":"o"}},{"id":"f","uses":"subflow","params":{"blueprintId":"b"}}],
+		 "edges":[{"source":"s","target":"g"},{"source":"g","target":"f"}]}`,
 		// invalid
 		`{"id":"c","nodes":[{"id":"a","uses":"noop"},{"id":"b","uses":"noop"}],"edges":[{"source":"a","target":"b"},{"source":"b","target":"a"}]}`,
 		`{"id":"f","nodes":[{"id":"a","uses":"noop","config":{"fallback":"b"}},{"id":"b","uses":"noop","config":{"fallback":"a"}}]}`,

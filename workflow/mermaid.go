@@ -17,7 +17,13 @@ import (
 //   - one line per edge, in declaration order, labelled with its action
 //     and condition: `n0 -->|"action: big; if result.output.total #62; 100"| n1`
 //     (transforms are not shown);
-//   - one dotted line per fallback: `n1 -.->|fallback| n4`.
+//   - one dotted line per fallback: `n1 -.->|fallback| n4`;
+//   - a batch's workers, which exist only at run time, as one box after
+//     the nodes, `n5(["workers<br/>double ×item"])`, between dotted
+//     lines from the batch-scatter and to its gather:
+//     `n0 -.->|"each item"| n5` and `n5 -.-> n1`;
+//   - a subflow node, which runs another blueprint, as a subroutine box
+//     `n2[["sub<br/>subflow"]]`.
 //
 // Text is escaped with Mermaid's entity codes (#34; for a quote, #60; for
 // <, …) and whitespace runs become one space, so no id, expression or
@@ -51,10 +57,24 @@ func Mermaid(bp *Blueprint) string {
 	own := make([]string, len(bp.Nodes)) // each node's own chart id, also for duplicate ids
 	for i, n := range bp.Nodes {
 		open, close := "[", "]"
-		if n.Config != nil && n.Config.JoinStrategy == JoinAny {
+		switch {
+		case n.Config != nil && n.Config.JoinStrategy == JoinAny:
 			open, close = "{{", "}}"
+		case isSubflow(n.Uses):
+			open, close = "[[", "]]"
 		}
 		own[i] = declare(n.ID, mermaidText(n.ID)+"<br/>"+mermaidText(n.Uses), open, close)
+	}
+	type batch struct{ scatter, workers, gather string }
+	var batches []batch
+	for i, n := range bp.Nodes {
+		if n.Uses != NodeBatchScatter {
+			continue
+		}
+		worker, _ := n.Params["workerUsesKey"].(string)
+		gather, _ := n.Params["gatherNodeId"].(string)
+		workers := declare("\x00workers of "+n.ID, "workers<br/>"+mermaidText(worker)+" ×item", "([", "])")
+		batches = append(batches, batch{own[i], workers, gather})
 	}
 	for _, e := range bp.Edges {
 		src, dst := ref(e.Source), ref(e.Target)
@@ -70,6 +90,12 @@ func Mermaid(bp *Blueprint) string {
 			continue
 		}
 		fmt.Fprintf(&b, "    %s -->|\"%s\"| %s\n", src, mermaidText(strings.Join(label, "; ")), dst)
+	}
+	for _, bt := range batches {
+		fmt.Fprintf(&b, "    %s -.->|\"each item\"| %s\n", bt.scatter, bt.workers)
+		if bt.gather != "" {
+			fmt.Fprintf(&b, "    %s -.-> %s\n", bt.workers, ref(bt.gather))
+		}
 	}
 	for i, n := range bp.Nodes {
 		if n.Config == nil || n.Config.Fallback == "" {

@@ -55,6 +55,24 @@ func TestMermaid(t *testing.T) {
 `,
 		},
 		{
+			name: "a batch's workers are one box; a subflow a subroutine",
+			bp: &Blueprint{ID: "b", Nodes: []Node{
+				{ID: "s", Uses: NodeBatchScatter, Params: map[string]any{"workerUsesKey": "double", "gatherNodeId": "g"}},
+				{ID: "g", Uses: NodeBatchGather},
+				{ID: "sub", Uses: NodeSubflow, Params: map[string]any{"blueprintId": "child"}},
+			}, Edges: []Edge{{Source: "s", Target: "g"}, {Source: "g", Target: "sub"}}},
+			want: `flowchart TD
+    n0["s<br/>batch-scatter"]
+    n1["g<br/>batch-gather"]
+    n2[["sub<br/>subflow"]]
+    n3(["workers<br/>double ×item"])
+    n0 --> n1
+    n1 --> n2
+    n0 -.->|"each item"| n3
+    n3 -.-> n1
+`,
+		},
+		{
 			name: "any join is a hexagon, all join a rectangle",
 			bp: &Blueprint{ID: "j", Nodes: []Node{
 				{ID: "a", Uses: "noop"},
@@ -179,20 +197,23 @@ func TestMermaidExamples(t *testing.T) {
 			if lines[0] != "flowchart TD" {
 				t.Fatalf("first line %q, want flowchart TD", lines[0])
 			}
-			fallbacks := 0
+			fallbacks, batches := 0, 0
 			for _, node := range bp.Nodes {
 				if node.Config != nil && node.Config.Fallback != "" {
 					fallbacks++
 				}
+				if node.Uses == NodeBatchScatter {
+					batches++
+				}
 			}
-			if want := 1 + len(bp.Nodes) + len(bp.Edges) + fallbacks; len(lines) != want {
-				t.Errorf("%d lines, want %d (header, nodes, edges, fallbacks):\n%s", len(lines), want, out)
+			if want := 1 + len(bp.Nodes) + len(bp.Edges) + fallbacks + 3*batches; len(lines) != want {
+				t.Errorf("%d lines, want %d (header, nodes, edges, fallbacks, a box and two lines per batch):\n%s", len(lines), want, out)
 			}
 			if strings.Contains(out, "no such node") {
 				t.Errorf("an example references a missing node:\n%s", out)
 			}
 			for _, node := range bp.Nodes {
-				if !strings.Contains(out, `"`+node.ID+"<br/>"+node.Uses+`"`) {
+				if !strings.Contains(out, `"`+mermaidText(node.ID)+"<br/>"+node.Uses+`"`) {
 					t.Errorf("no label for node %s (%s):\n%s", node.ID, node.Uses, out)
 				}
 			}

@@ -22,11 +22,17 @@ type NodeFunc func(ctx context.Context, in NodeInput) (NodeResult, error)
 
 // NodeInput is what a node receives for one attempt.
 type NodeInput struct {
-	RunID   string
-	NodeID  string
-	Attempt int // 1-based
-	Input   any
-	Params  map[string]any
+	RunID  string
+	NodeID string
+	// StepKey names this occurrence of the node (see Step): NodeID outside
+	// loops, "<node>#<iteration>" in one, a dynamic node's id. Empty from a
+	// runtime that predates step keys: NodeID then.
+	StepKey string
+	// Iteration is the loop iteration of a step in a loop's scope.
+	Iteration int
+	Attempt   int // 1-based
+	Input     any
+	Params    map[string]any
 	// Context reads and writes the run's context. The writes of an attempt
 	// that succeeds become visible to the rest of the run atomically with
 	// the step's result; those of any other attempt are dropped.
@@ -34,12 +40,30 @@ type NodeInput struct {
 	// Resumed is set when the node is called again after it suspended
 	// itself (see Suspend): it carries the time the node asked to wake.
 	Resumed *time.Time
+	// Child is set when the node is called again after it started a child
+	// run (see StartChild): the child run as it finished.
+	Child *RunResult
+}
+
+// Key is the step key of the input's step (NodeID when the runtime gave
+// none).
+func (in NodeInput) Key() string {
+	if in.StepKey != "" {
+		return in.StepKey
+	}
+	return in.NodeID
 }
 
 // NodeResult is what a node attempt produced.
 type NodeResult struct {
 	Output any    `json:"output,omitempty"`
 	Action string `json:"action,omitempty"`
+	// DynamicNodes are nodes this step creates; each runs as a step of its
+	// own once this one has succeeded (see DynamicNode). Gather, when set,
+	// names a successor of this node that waits for all of them and gets
+	// their outputs, in order, as its input, even when there are none.
+	DynamicNodes []DynamicNode `json:"dynamicNodes,omitempty"`
+	Gather       string        `json:"gather,omitempty"`
 }
 
 // Context is the run's context accessor handed to nodes.
@@ -89,7 +113,8 @@ type Registry struct {
 }
 
 // NewRegistry returns a registry holding the built-in nodes (noop,
-// transform, sleep); Register adds the others.
+// transform, sleep, batch-scatter, batch-gather, loop-controller,
+// subflow); Register adds the others.
 func NewRegistry() *Registry {
 	r := &Registry{nodes: map[string]NodeFunc{}, checks: map[string]ParamValidator{}}
 	registerBuiltins(r)

@@ -30,9 +30,13 @@ type RunResult struct {
 	DurationMs  float64        `json:"durationMs"`
 }
 
-// StepRecord is one node's step in a run.
+// StepRecord is one step of a run: a node's, a loop iteration's (StepKey
+// "<node>#<iteration>") or a dynamic node's.
 type StepRecord struct {
-	NodeID     string     `json:"nodeId"`
+	NodeID string `json:"nodeId"`
+	// StepKey is the step's key when it is not the node id (see Step).
+	StepKey    string     `json:"stepKey,omitempty"`
+	Iteration  int        `json:"iteration,omitempty"`
 	Uses       string     `json:"uses,omitempty"`
 	State      StepState  `json:"state"`
 	Attempts   int        `json:"attempts"`

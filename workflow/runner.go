@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -14,12 +15,30 @@ type RunOptions struct {
 	// OnStep, when set, is called each time a step finishes, is skipped or
 	// starts awaiting its fallback.
 	OnStep func(StepRecord)
+	// Blueprints are the blueprints a subflow node may run as its child,
+	// by id. The child runs in this process, with the same registry and
+	// these blueprints; the run itself counts too.
+	Blueprints map[string]*Blueprint
+	// StartInput, when not nil, is what start nodes get instead of the
+	// run's initial context (a subflow's child without params.inputs).
+	StartInput any
+	// OnAwait, when set, is called when nothing is left to run but steps
+	// await (wait nodes), with the run as it stands (status awaiting): the
+	// run is resumed as it says and goes on. Without it, or when it
+	// returns false, the run ends awaiting.
+	OnAwait func(*RunResult) (Resume, bool)
+
+	depth int // of subflows: the run's depth below the top run
 }
+
+// maxSubflowDepth bounds the nesting of child runs.
+const maxSubflowDepth = 64
 
 // Run executes a whole run in-process with the same semantics as the
 // distributed runtime: parallel branches, retries with backoff, timeouts,
-// fallbacks, joins, skips and sleeps. input (a JSON object, or nil) becomes
-// the run's initial context and the input of start nodes without `inputs`.
+// fallbacks, joins, skips, sleeps, loops, batches, subflows and waits
+// (see RunOptions.OnAwait). input (a JSON object, or nil) becomes the
+// run's initial context and the input of start nodes without `inputs`.
 //
 // It returns an error only when the run cannot start (an invalid blueprint,
 // or a nil registry, which leaves the nodes without implementations); a
@@ -33,8 +52,8 @@ func Run(ctx context.Context, bp *Blueprint, reg *Registry, input map[string]any
 }
 
 type localStep struct {
+	step       Step
 	status     StepStatus
-	uses       string
 	input      any
 	output     any
 	action     string
@@ -43,18 +62,22 @@ type localStep struct {
 	err        string
 	started    *time.Time
 	finished   *time.Time
+	order      [4]int // see add
+	exit       bool   // a loop's exit step: recorded, never run
 }
 
 type localRun struct {
 	w       *Workflow
 	runID   string
 	steps   map[string]*localStep
+	dynamic map[string]DynamicNode
 	context map[string]any
 	outputs map[string]any
+	index   map[string]int // node id → position in the blueprint
 }
 
-func (r *localRun) Status(id string) (StepStatus, bool) {
-	s, ok := r.steps[id]
+func (r *localRun) Status(key string) (StepStatus, bool) {
+	s, ok := r.steps[key]
 	if !ok {
 		return StepStatus{}, false
 	}
@@ -68,14 +91,46 @@ func (r *localRun) Delivery(source, target string) any {
 	return nil
 }
 
+func (r *localRun) Dynamic(key string) (DynamicNode, bool) {
+	d, ok := r.dynamic[key]
+	return d, ok
+}
+
+// add creates the step of s. Steps are listed in blueprint order, a
+// loop's iteration by iteration from its first node's place, and dynamic
+// nodes after the step that created them: order is (place, iteration,
+// node index, position among its creator's dynamic nodes).
+func (r *localRun) add(s Step, state StepState, input any) *localStep {
+	i := r.index[s.Node.ID]
+	place := i
+	if l := r.w.loopOf[s.Node.ID]; l != nil && s.InLoop {
+		for id := range l.scope {
+			place = min(place, r.index[id])
+		}
+		if s.Node.ID == l.controller {
+			i = len(r.index) // its step #n checks after iteration n's body
+		}
+	}
+	st := &localStep{step: s, status: StepStatus{State: state}, input: input, order: [4]int{place, s.Iteration, i, -1}}
+	if d := s.Dynamic; d != nil {
+		if src := r.steps[d.Source]; src != nil {
+			st.order = src.order
+			st.order[3] = len(r.steps)
+		}
+	}
+	r.steps[s.Key] = st
+	return st
+}
+
 type wakeUp struct {
-	node    string
+	key     string
 	attempt int
 	resumed *time.Time
+	child   *RunResult
 }
 
 type attemptDone struct {
-	node    string
+	key     string
 	attempt int
 	res     NodeResult
 	err     error
@@ -96,12 +151,19 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &localRun{w: w, runID: opts.RunID, steps: map[string]*localStep{}, context: map[string]any{}, outputs: map[string]any{}}
+	r := &localRun{w: w, runID: opts.RunID, steps: map[string]*localStep{}, dynamic: map[string]DynamicNode{},
+		context: map[string]any{}, outputs: map[string]any{}, index: map[string]int{}}
+	for i, id := range w.order {
+		r.index[id] = i
+	}
 	for k, v := range input {
 		r.context[k] = normalize(v)
 	}
 	var initial any = map[string]any{}
-	if input != nil {
+	switch {
+	case opts.StartInput != nil:
+		initial = Normalize(opts.StartInput)
+	case input != nil:
 		initial = Normalize(input)
 	}
 	start := time.Now()
@@ -110,43 +172,44 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 	result := &RunResult{RunID: opts.RunID, BlueprintID: w.Blueprint.ID, Status: RunRunning}
 
 	// due receives delayed attempts (retry backoff, sleep) when their time
-	// comes; they are launched then, so that they read the input and
-	// context as they are at that time, as in the distributed runtime.
+	// comes and subflow nodes whose child finished; they are launched then,
+	// so that they read the input and context as they are at that time, as
+	// in the distributed runtime.
 	due := make(chan wakeUp)
-	launch := func(id string, attempt int, delay time.Duration, resumed *time.Time) {
+	launch := func(key string, attempt int, delay time.Duration, resumed *time.Time, child *RunResult) {
 		inflight++
 		if delay > 0 {
 			go func() {
 				t := time.NewTimer(delay)
 				select {
 				case <-t.C:
-					due <- wakeUp{node: id, attempt: attempt, resumed: resumed}
+					due <- wakeUp{key: key, attempt: attempt, resumed: resumed}
 				case <-runCtx.Done():
 					t.Stop()
-					done <- attemptDone{node: id, attempt: attempt, err: runCtx.Err()}
+					done <- attemptDone{key: key, attempt: attempt, err: runCtx.Err()}
 				}
 			}()
 			return
 		}
-		st := r.steps[id]
-		n := w.nodes[id]
-		nodeInput := w.ResolveInput(id, st.input, r.context, r.outputs)
+		st := r.steps[key]
+		n := st.step.Node
+		nodeInput := n.ResolveInput(st.input, r.context, r.outputs)
 		snapshot := make(map[string]any, len(r.context))
 		for k, v := range r.context {
 			snapshot[k] = v
 		}
+		in := NodeInput{RunID: opts.RunID, NodeID: n.ID, StepKey: key, Iteration: st.step.Iteration, Attempt: attempt,
+			Input: nodeInput, Params: n.Params, Resumed: resumed, Child: child}
 		go func() {
 			mc := NewMapContext(snapshot)
+			in.Context = mc
 			actx := runCtx
 			var cancelAttempt context.CancelFunc = func() {}
 			if n.Timeout > 0 {
 				actx, cancelAttempt = context.WithTimeout(runCtx, n.Timeout)
 			}
 			began := time.Now()
-			res, err := Invoke(actx, n.Func, NodeInput{
-				RunID: opts.RunID, NodeID: id, Attempt: attempt, Input: nodeInput,
-				Params: n.Params, Context: mc, Resumed: resumed,
-			})
+			res, err := Invoke(actx, n.Func, in)
 			if err == nil && actx.Err() != nil && runCtx.Err() == nil {
 				err = actx.Err()
 			}
@@ -154,18 +217,35 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 				err = fmt.Errorf("timed out after %s", n.Timeout)
 			}
 			cancelAttempt()
-			done <- attemptDone{node: id, attempt: attempt, res: res, err: err, changes: mc, started: began, ended: time.Now()}
+			done <- attemptDone{key: key, attempt: attempt, res: res, err: err, changes: mc, started: began, ended: time.Now()}
 		}()
 	}
-	record := func(id string) {
+	// startChild runs the child run a subflow step asked for, then calls
+	// the step's node again with its result.
+	startChild := func(key string, attempt int, c ChildRun) {
+		inflight++
+		go func() {
+			res, err := w.runChild(runCtx, opts, key, attempt, c)
+			if err != nil {
+				done <- attemptDone{key: key, attempt: attempt, err: err, changes: NewMapContext(nil)}
+				return
+			}
+			due <- wakeUp{key: key, attempt: attempt, child: res}
+		}()
+	}
+	record := func(key string) {
 		if opts.OnStep != nil {
-			opts.OnStep(r.record(id))
+			opts.OnStep(r.record(key))
 		}
 	}
-	fail := func(id, msg string) {
+	fail := func(key, msg string) {
 		if result.Status == RunRunning {
 			result.Status = RunFailed
-			result.Errors = append(result.Errors, StepError{NodeID: id, Message: msg})
+			node := key
+			if st := r.steps[key]; st != nil {
+				node = st.step.Node.ID
+			}
+			result.Errors = append(result.Errors, StepError{NodeID: node, Message: msg})
 			cancel()
 		}
 	}
@@ -176,46 +256,94 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 		}
 	}
 	makeReady := func(tr Transition) {
-		for _, id := range tr.Skipped {
-			r.steps[id] = &localStep{status: StepStatus{State: StepSkipped}, uses: w.nodes[id].Uses}
-			record(id)
+		for _, key := range tr.Skipped {
+			if s, ok := w.Step(key); ok {
+				r.add(s, StepSkipped, nil)
+				record(key)
+			}
+		}
+		for _, ex := range tr.LoopExits {
+			occ := r.steps[ex.Step]
+			s, _ := w.Step(ex.Loop)
+			st := r.add(s, occ.status.State, nil)
+			st.status.Taken, st.output, st.action, st.deliveries, st.exit = occ.status.Taken, occ.output, occ.action, occ.deliveries, true
 		}
 		for _, rn := range tr.Ready {
-			r.steps[rn.ID] = &localStep{status: StepStatus{State: StepReady}, uses: w.nodes[rn.ID].Uses, input: rn.Input}
-			launch(rn.ID, 1, 0, nil)
+			var s Step
+			if rn.Dynamic != nil {
+				var err error
+				if s, err = w.DynamicStep(*rn.Dynamic); err != nil {
+					fail(rn.Dynamic.Source, err.Error())
+					return
+				}
+			} else {
+				s, _ = w.Step(rn.ID)
+			}
+			r.add(s, StepReady, rn.Input)
+			launch(rn.ID, 1, 0, nil, nil)
 		}
 	}
-	// resolve stores a node's result and routing and advances the run.
-	resolve := func(id string, res NodeResult, state StepState) error {
-		st := r.steps[id]
-		env := Env{Context: r.context, Outputs: r.outputs}
-		routing, err := w.Route(id, res, env)
+	// resolve stores a step's result and routing and advances the run.
+	resolve := func(key string, res NodeResult, state StepState) error {
+		st := r.steps[key]
+		routing, err := w.RouteStep(st.step, res, Env{Context: r.context, Outputs: r.outputs})
 		if err != nil {
 			return err
 		}
-		st.status = StepStatus{State: state, Taken: routing.Taken}
+		st.status = StepStatus{State: state, Taken: routing.Taken, Dynamic: routing.Dynamic, Gather: routing.Gather}
 		st.output, st.action, st.deliveries = res.Output, res.Action, routing.Deliveries
-		r.outputs[id] = res.Output
-		r.context[OutputKey(id)] = res.Output
+		node := st.step.Node.ID
+		r.outputs[node] = res.Output
+		r.context[OutputKey(node)] = res.Output
+		r.context[node] = res.Output // Flowcraft writes every output to the bare key too
+		for _, d := range routing.Dynamic {
+			r.dynamic[d.ID] = d
+		}
 		return nil
 	}
 
-	makeReady(Transition{Ready: func() []ReadyNode {
-		var rs []ReadyNode
-		for _, id := range w.starts {
-			rs = append(rs, ReadyNode{ID: id, Input: initial})
-		}
-		return rs
-	}()})
+	var starts []ReadyNode
+	for _, id := range w.starts {
+		starts = append(starts, ReadyNode{ID: id, Input: initial})
+	}
+	makeReady(Transition{Ready: starts})
 
-	for inflight > 0 {
+	// resume applies the resume OnAwait gives a run with nothing left to
+	// run but steps that await; false: the run does not go on.
+	resume := func() bool {
+		rs, ok := r.nextResume(opts, result, msSince(start))
+		if !ok {
+			return false
+		}
+		st, found := r.Status(rs.Node)
+		if err := w.CheckResume(rs.Node, st, found); err != nil {
+			fail(rs.Node, "resume: "+err.Error())
+			return false
+		}
+		if err := resolve(rs.Node, NodeResult{Output: Normalize(rs.Output), Action: rs.Action}, StepSucceeded); err != nil {
+			r.steps[rs.Node].status.State, r.steps[rs.Node].err = StepFailed, err.Error()
+			record(rs.Node)
+			fail(rs.Node, err.Error())
+			return false
+		}
+		t := time.Now()
+		r.steps[rs.Node].finished = &t
+		record(rs.Node)
+		makeReady(w.Advance([]string{rs.Node}, r))
+		return true
+	}
+
+	for inflight > 0 || resume() {
+		if inflight == 0 {
+			continue // resumed at a sink: nothing made ready
+		}
 		var d attemptDone
 		select {
 		case wk := <-due:
 			inflight--
 			noteCancel()
 			if result.Status == RunRunning {
-				launch(wk.node, wk.attempt, 0, wk.resumed)
+				launch(wk.key, wk.attempt, 0, wk.resumed, wk.child)
 			}
 			continue
 		case d = <-done:
@@ -225,8 +353,8 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 		if result.Status != RunRunning {
 			continue
 		}
-		st := r.steps[d.node]
-		n := w.nodes[d.node]
+		st := r.steps[d.key]
+		n := st.step.Node
 		if st.started == nil && !d.started.IsZero() {
 			t := d.started
 			st.started = &t
@@ -236,23 +364,31 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 			// Resumed at its wake time as the same attempt, not counted again.
 			st.status.State = StepSleeping
 			wake := out.Wake
-			launch(d.node, out.Attempt, time.Until(wake), &wake)
+			launch(d.key, out.Attempt, time.Until(wake), &wake, nil)
+		case StepAwaitingChild:
+			st.status.State = StepAwaitingChild
+			startChild(d.key, out.Attempt, *out.Child)
+		case StepAwaiting:
+			st.attempts, st.status.State = d.attempt, StepAwaiting
+			record(d.key)
 		case StepRetrying:
 			st.attempts, st.err = d.attempt, d.err.Error()
 			st.status.State = StepRetrying
-			launch(d.node, out.Attempt, out.Delay, nil)
+			launch(d.key, out.Attempt, out.Delay, nil, nil)
 		case StepAwaitingFallback, StepFailed:
 			st.attempts, st.err = d.attempt, d.err.Error()
 			t := d.ended
 			st.finished = &t
 			st.status.State = out.State
-			record(d.node)
+			record(d.key)
 			if out.State == StepFailed {
-				fail(d.node, d.err.Error())
+				fail(d.key, d.err.Error())
 				continue
 			}
-			r.steps[out.Fallback] = &localStep{status: StepStatus{State: StepReady}, uses: w.nodes[out.Fallback].Uses, input: w.ResolveInput(d.node, st.input, r.context, r.outputs)}
-			launch(out.Fallback, 1, 0, nil)
+			fb, _ := w.FallbackStep(d.key)
+			fs, _ := w.Step(fb)
+			r.add(fs, StepReady, n.ResolveInput(st.input, r.context, r.outputs))
+			launch(fb, 1, 0, nil, nil)
 		default:
 			// Outputs are stored in JSON form, as a durable runtime stores them.
 			d.res.Output = normalize(d.res.Output)
@@ -267,21 +403,23 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 			for _, k := range deleted {
 				delete(r.context, k)
 			}
-			resolved := []string{d.node}
-			if err := resolve(d.node, d.res, StepSucceeded); err != nil {
+			resolved := []string{d.key}
+			if err := resolve(d.key, d.res, StepSucceeded); err != nil {
 				st.status.State = StepFailed
 				st.err = err.Error()
-				record(d.node)
-				fail(d.node, err.Error())
+				record(d.key)
+				fail(d.key, err.Error())
 				continue
 			}
-			record(d.node)
-			// A fallback's result stands in for the node it backs.
-			for backed, ok := w.backedBy[d.node]; ok; backed, ok = w.backedBy[backed] {
+			record(d.key)
+			// A fallback's result stands in for the step it backs (its
+			// dynamic nodes are the fallback's own).
+			standIn := NodeResult{Output: d.res.Output, Action: d.res.Action}
+			for backed, ok := w.backedStep(d.key); ok; backed, ok = w.backedStep(backed) {
 				if r.steps[backed] == nil || r.steps[backed].status.State != StepAwaitingFallback {
 					break
 				}
-				if err := resolve(backed, d.res, StepRecovered); err != nil {
+				if err := resolve(backed, standIn, StepRecovered); err != nil {
 					r.steps[backed].status.State = StepFailed
 					r.steps[backed].err = err.Error()
 					record(backed)
@@ -296,6 +434,9 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 			}
 		}
 	}
+	if result.Status == RunRunning && r.awaiting() {
+		result.Status = RunAwaiting
+	}
 	if result.Status == RunRunning {
 		result.Status = RunCompleted
 		result.Output = w.FinalOutput(r.outputs)
@@ -306,9 +447,38 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 	return result, nil
 }
 
-func (r *localRun) record(id string) StepRecord {
-	st := r.steps[id]
-	rec := StepRecord{NodeID: id, Uses: st.uses, State: st.status.State, Attempts: st.attempts, Action: st.action, Error: st.err, StartedAt: st.started, FinishedAt: st.finished}
+// runChild runs the child run c of attempt of step key, in this process.
+func (w *Workflow) runChild(ctx context.Context, opts RunOptions, key string, attempt int, c ChildRun) (*RunResult, error) {
+	if opts.depth >= maxSubflowDepth {
+		return nil, fmt.Errorf("subflow %q: runs nested more than %d deep (does a blueprint run itself?)", c.BlueprintID, maxSubflowDepth)
+	}
+	bp := opts.Blueprints[c.BlueprintID]
+	if bp == nil && c.BlueprintID == w.Blueprint.ID {
+		bp = w.Blueprint
+	}
+	if bp == nil {
+		return nil, fmt.Errorf("subflow: no blueprint %q among those given (%s)", c.BlueprintID, knownIDs(opts.Blueprints))
+	}
+	child, err := Compile(bp, w.reg)
+	if err != nil {
+		return nil, fmt.Errorf("subflow %q: %w", c.BlueprintID, err)
+	}
+	return child.Run(ctx, c.Context, RunOptions{
+		RunID:      ChildRunID(opts.RunID, key, attempt),
+		Blueprints: opts.Blueprints,
+		StartInput: c.Input,
+		depth:      opts.depth + 1,
+	})
+}
+
+func (r *localRun) record(key string) StepRecord {
+	st := r.steps[key]
+	n := st.step.Node
+	rec := StepRecord{NodeID: n.ID, Uses: n.Uses, State: st.status.State, Attempts: st.attempts, Action: st.action,
+		Error: st.err, StartedAt: st.started, FinishedAt: st.finished, Iteration: st.step.Iteration}
+	if key != n.ID {
+		rec.StepKey = key
+	}
 	if st.started != nil && st.finished != nil {
 		rec.DurationMs = float64(st.finished.Sub(*st.started).Microseconds()) / 1000
 	}
@@ -318,13 +488,21 @@ func (r *localRun) record(id string) StepRecord {
 	return rec
 }
 
-// records lists the steps in blueprint order.
+// records lists the steps in their order (see add). A loop's exit step is
+// not listed: it runs nothing.
 func (r *localRun) records() []StepRecord {
-	out := []StepRecord{}
-	for _, id := range r.w.order {
-		if _, ok := r.steps[id]; ok {
-			out = append(out, r.record(id))
+	keys := make([]string, 0, len(r.steps))
+	for k, st := range r.steps {
+		if !st.exit {
+			keys = append(keys, k)
 		}
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		return slices.Compare(r.steps[a].order[:], r.steps[b].order[:])
+	})
+	out := make([]StepRecord, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, r.record(k))
 	}
 	return out
 }

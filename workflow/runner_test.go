@@ -36,6 +36,15 @@ func stepOf(t *testing.T, res *RunResult, id string) StepRecord {
 	return StepRecord{}
 }
 
+func hasStep(res *RunResult, id string) bool {
+	for _, s := range res.Steps {
+		if s.NodeID == id {
+			return true
+		}
+	}
+	return false
+}
+
 // builtin reports whether a step ran a built-in node (not counted by
 // testNodes).
 func builtin(res *RunResult, id string) bool {

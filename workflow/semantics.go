@@ -20,6 +20,9 @@ const (
 	StepRecovered StepState = "recovered" // failed, and its fallback's result stands in
 	StepSkipped   StepState = "skipped"   // on a dead path: every incoming edge untaken
 	StepFailed    StepState = "failed"    // attempts exhausted without a fallback, or its routing failed
+	// Waiting for the child run the node started (a subflow); the node is
+	// called again, as the same attempt, once the child has finished.
+	StepAwaitingChild StepState = "awaiting_child"
 )
 
 // Resolved reports whether the node's outgoing edges are decided.
@@ -41,6 +44,11 @@ type StepStatus struct {
 	// Taken lists the targets of the node's taken outgoing edges; stored
 	// with the result, never re-evaluated.
 	Taken []string
+	// Dynamic and Gather are the dynamic nodes the step's result created
+	// and the node that gathers them (Routing.Dynamic, Routing.Gather),
+	// stored with its result.
+	Dynamic []DynamicNode
+	Gather  string
 }
 
 // TookEdgeTo reports whether target is among the taken edges.
@@ -54,36 +62,81 @@ func (s StepStatus) TookEdgeTo(target string) bool {
 }
 
 // States gives the semantics read access to a run's steps.
+//
+// Steps are named by step key (see Step): for a node outside loops, its
+// id. A runtime that runs dynamic nodes implements DynamicStates too.
 type States interface {
-	// Status returns the node's step; ok is false when it has none yet.
-	Status(node string) (st StepStatus, ok bool)
-	// Delivery returns the value the taken edge source → target carries.
+	// Status returns the step's status; ok is false when it has none yet.
+	Status(step string) (st StepStatus, ok bool)
+	// Delivery returns the value the taken edge from step source to the
+	// node target carries.
 	Delivery(source, target string) any
 }
 
 // Routing is the stored decision of which outgoing edges a result took and
-// what each carries.
+// what each carries, with the dynamic nodes the result created.
 type Routing struct {
-	Taken      []string       // targets, in edge order
+	Taken      []string       // target node ids, in edge order
 	Deliveries map[string]any // target → value (transform applied)
+	// Dynamic are the result's dynamic nodes, checked, with Source and
+	// Gather set; Gather is the node that receives their outputs. A
+	// runtime stores both with the step, in the same commit.
+	Dynamic []DynamicNode
+	Gather  string
 }
 
-// Route applies Flowcraft's rule to a node's result: the edges whose action
-// equals the result's action and whose condition holds; if no edge carries
-// that action, the action-less edges whose condition holds. Each taken edge
-// carries the source's output, or its transform of it.
+// Route applies Flowcraft's rule to the result of the step key (for a
+// node outside loops, its id): the edges whose action equals the result's
+// action and whose condition holds; if no edge carries that action, the
+// action-less edges whose condition holds. Out of a loop-controller, the
+// edges with a condition are tried first, whatever their action. Each
+// taken edge carries the source's output, or its transform of it.
 //
 // env supplies context, params and outputs; Route fills in result, input
 // and the node's own entry in outputs.
-func (w *Workflow) Route(nodeID string, res NodeResult, env Env) (Routing, error) {
-	edges := w.out[nodeID]
-	r := Routing{Deliveries: map[string]any{}}
-	if len(edges) == 0 {
-		return r, nil
+func (w *Workflow) Route(key string, res NodeResult, env Env) (Routing, error) {
+	s, ok := w.Step(key)
+	switch {
+	case ok:
+		return w.RouteStep(s, res, env)
+	case w.nodes[key] != nil:
+		return Routing{}, fmt.Errorf("node %q is in a loop: route its steps by key (%s)", key, w.StepKey(key, 1))
+	case len(res.DynamicNodes) > 0 || res.Gather != "":
+		return Routing{}, fmt.Errorf("route %q: no such step", key)
 	}
+	return Routing{Deliveries: map[string]any{}}, nil
+}
+
+// RouteStep is Route for a step (see Step and DynamicStep): a dynamic
+// node's result goes to the node that gathers it.
+func (w *Workflow) RouteStep(s Step, res NodeResult, env Env) (Routing, error) {
+	r := Routing{Deliveries: map[string]any{}}
 	// Expressions see the output as it will be stored (JSON), whatever Go
 	// type the node returned.
 	res.Output = normalize(res.Output)
+	if s.Dynamic != nil {
+		if len(res.DynamicNodes) > 0 || res.Gather != "" {
+			return Routing{}, fmt.Errorf("dynamic node %q: a dynamic node cannot create dynamic nodes", s.Key)
+		}
+		if g := s.Dynamic.Gather; g != "" {
+			r.Taken, r.Deliveries[g] = []string{g}, res.Output
+		}
+		return r, nil
+	}
+	var err error
+	if r.Dynamic, r.Gather, err = w.acceptDynamic(s, res); err != nil {
+		return Routing{}, fmt.Errorf("node %s: %w", s.Key, err)
+	}
+	for _, d := range r.Dynamic {
+		if d.Inputs == nil {
+			r.Deliveries[d.ID] = res.Output
+		}
+	}
+	nodeID := s.Node.ID
+	edges := w.out[nodeID]
+	if len(edges) == 0 {
+		return r, nil
+	}
 	env.Result = &res
 	env.Input = res.Output
 	// The node's own output is stored with its routing; its expressions
@@ -94,37 +147,63 @@ func (w *Workflow) Route(nodeID string, res NodeResult, env Env) (Routing, error
 	}
 	outputs[nodeID] = res.Output
 	env.Outputs = outputs
-	if n := w.nodes[nodeID]; n != nil && env.Params == nil {
-		env.Params = n.Params
+	if env.Params == nil {
+		env.Params = s.Node.Params
 	}
-	matching := edges[:0:0]
-	if res.Action != "" {
-		for _, e := range edges {
-			if e.Action == res.Action {
-				matching = append(matching, e)
-			}
+	vars := env.vars() // one environment for every edge's expressions
+	holds := func(e *compiledEdge) (bool, error) {
+		if e.Condition == nil {
+			return true, nil
 		}
-	}
-	if len(matching) == 0 {
-		for _, e := range edges {
-			if e.Action == "" {
-				matching = append(matching, e)
-			}
+		ok, err := e.Condition.evalBoolVars(vars)
+		if err != nil {
+			return false, fmt.Errorf("edge %s → %s: condition %q: %w", e.Source, e.Target, e.Condition.Source, err)
 		}
+		return ok, nil
 	}
-	for _, e := range matching {
-		if e.Condition != nil {
-			ok, err := e.Condition.EvalBool(env)
-			if err != nil {
-				return Routing{}, fmt.Errorf("edge %s → %s: condition %q: %w", e.Source, e.Target, e.Condition.Source, err)
-			}
-			if !ok {
+	pick := func(candidates func(*compiledEdge) bool) ([]*compiledEdge, error) {
+		var out []*compiledEdge
+		for _, e := range edges {
+			if !candidates(e) {
 				continue
 			}
+			ok, err := holds(e)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out = append(out, e)
+			}
 		}
+		return out, nil
+	}
+	loop := w.loops[nodeID]
+	if !s.InLoop {
+		loop = nil
+	}
+	var taken []*compiledEdge
+	if loop != nil {
+		// Flowcraft tries a controller's conditional edges first: any that
+		// holds is taken, whatever the action.
+		if taken, err = pick(func(e *compiledEdge) bool { return e.Condition != nil }); err != nil {
+			return Routing{}, err
+		}
+	}
+	if len(taken) == 0 {
+		action := ""
+		for _, e := range edges {
+			if res.Action != "" && e.Action == res.Action {
+				action = res.Action // some edge carries the action
+			}
+		}
+		if taken, err = pick(func(e *compiledEdge) bool { return e.Action == action }); err != nil {
+			return Routing{}, err
+		}
+	}
+	for _, e := range taken {
 		value := res.Output
 		if e.Transform != nil {
-			v, err := e.Transform.Eval(env)
+			v, err := e.Transform.evalVars(vars)
 			if err != nil {
 				return Routing{}, fmt.Errorf("edge %s → %s: transform %q: %w", e.Source, e.Target, e.Transform.Source, err)
 			}
@@ -133,130 +212,43 @@ func (w *Workflow) Route(nodeID string, res NodeResult, env Env) (Routing, error
 		r.Taken = append(r.Taken, e.Target)
 		r.Deliveries[e.Target] = normalize(value)
 	}
+	if loop != nil {
+		return r, w.checkIterations(loop, s, r)
+	}
 	return r, nil
 }
 
-// ReadyNode is a node made ready, with the input its incoming edges give it.
-type ReadyNode struct {
-	ID    string
-	Input any
+// checkIterations fails the routing of controller step s when it would
+// start an iteration beyond the loop's maxIterations.
+func (w *Workflow) checkIterations(l *loop, s Step, r Routing) error {
+	for _, t := range r.Taken {
+		if t == l.start && s.Iteration+1 > l.maxIterations {
+			return fmt.Errorf("loop-controller %q: maxIterations %d reached (it would start iteration %d)", l.controller, l.maxIterations, s.Iteration+1)
+		}
+	}
+	return nil
 }
 
-// Transition is what follows from some nodes becoming resolved.
-type Transition struct {
-	Ready   []ReadyNode // nodes to start, each exactly once
-	Skipped []string    // nodes on dead paths, in the order they were decided
+// ResolveInput computes the input of the step key (for a node outside
+// loops, its id) the Flowcraft way; see CompiledNode.ResolveInput.
+func (w *Workflow) ResolveInput(key string, edgeInput any, ctx map[string]any, outputs map[string]any) any {
+	s, ok := w.Step(key)
+	if !ok {
+		return edgeInput
+	}
+	return s.Node.ResolveInput(edgeInput, ctx, outputs)
 }
 
-// Advance decides, after the nodes in resolved had their routing stored
-// (states must already show them resolved), which downstream nodes become
-// ready and which are skipped. Skips propagate: a node whose incoming
-// edges are all untaken is skipped, which may resolve its successors.
-//
-// A join with strategy "all" is ready when every incoming edge is resolved
-// and at least one is taken; "any" is ready at its first taken arrival. A
-// node that already has a step is never made ready again, which is what
-// makes each node start exactly once.
-//
-// A fallback node whose node resolved without it (succeeded or skipped) will
-// never run: it is skipped too, so that a join behind the fallback's own
-// outgoing edges still fires. Runtimes store every node in Skipped.
-func (w *Workflow) Advance(resolved []string, states States) Transition {
-	var tr Transition
-	decided := map[string]bool{}
-	skipped := map[string]bool{}
-	status := func(id string) (StepStatus, bool) {
-		if skipped[id] {
-			return StepStatus{State: StepSkipped}, true
-		}
-		return states.Status(id)
-	}
-	queue := []string{}
-	var skip func(id string)
-	// skipFallbackOf skips the fallback of id, which resolved without it.
-	skipFallbackOf := func(id string) {
-		n := w.nodes[id]
-		if n == nil || n.Fallback == "" || decided[n.Fallback] {
-			return
-		}
-		if _, exists := states.Status(n.Fallback); exists {
-			return
-		}
-		skip(n.Fallback)
-	}
-	skip = func(id string) {
-		decided[id] = true
-		skipped[id] = true
-		tr.Skipped = append(tr.Skipped, id)
-		queue = append(queue, w.Successors(id)...)
-		skipFallbackOf(id)
-	}
-	for _, id := range resolved {
-		if st, ok := states.Status(id); ok && (st.State == StepSucceeded || st.State == StepSkipped) {
-			skipFallbackOf(id)
-		}
-		queue = append(queue, w.Successors(id)...)
-	}
-	for len(queue) > 0 {
-		t := queue[0]
-		queue = queue[1:]
-		if decided[t] {
-			continue
-		}
-		if _, exists := states.Status(t); exists {
-			continue
-		}
-		in := w.in[t]
-		var takenFrom []string
-		unresolved := 0
-		for _, e := range in {
-			st, ok := status(e.Source)
-			if !ok || !st.State.Resolved() {
-				unresolved++
-				continue
-			}
-			if st.TookEdgeTo(t) {
-				takenFrom = append(takenFrom, e.Source)
-			}
-		}
-		n := w.nodes[t]
-		switch {
-		case n.JoinStrategy == JoinAny && len(takenFrom) > 0,
-			unresolved == 0 && len(takenFrom) > 0:
-			decided[t] = true
-			tr.Ready = append(tr.Ready, ReadyNode{ID: t, Input: w.edgeInput(t, takenFrom, states)})
-		case unresolved == 0:
-			skip(t)
-		}
-	}
-	return tr
-}
-
-// edgeInput is what a node's incoming edges give it: the single delivery
-// for a node with one incoming edge or an "any" join (its first arrival),
-// or a map of source id → delivery over the taken edges of an "all" join.
-func (w *Workflow) edgeInput(target string, takenFrom []string, states States) any {
-	if len(w.in[target]) == 1 || w.nodes[target].JoinStrategy == JoinAny {
-		return states.Delivery(takenFrom[0], target)
-	}
-	m := make(map[string]any, len(takenFrom))
-	for _, s := range takenFrom {
-		m[s] = states.Delivery(s, target)
-	}
-	return m
-}
-
-// ResolveInput computes a node's input the Flowcraft way. A node with
+// ResolveInput computes the node's input the Flowcraft way. A node with
 // `inputs` reads them: a key starting with "_" is a context key; any other
 // key is the output of the node with that id when it has one
-// (_outputs.<key>), else the context key. A node without `inputs` gets
-// edgeInput (what its incoming edges delivered; for a start node, the run's
-// initial input).
+// (_outputs.<key>), else the context key (a dotted key is a key, not a
+// path). A node without `inputs` gets edgeInput (what its incoming edges
+// delivered; for a start node, the run's initial input).
 //
 // ctx holds the run's context keys; outputs holds the outputs of the nodes
 // the node's OutputRefs name.
-func (w *Workflow) ResolveInput(nodeID string, edgeInput any, ctx map[string]any, outputs map[string]any) any {
-	n := w.nodes[nodeID]
+func (n *CompiledNode) ResolveInput(edgeInput any, ctx map[string]any, outputs map[string]any) any {
 	if n == nil || n.Inputs == nil {
 		return edgeInput
 	}

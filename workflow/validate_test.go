@@ -65,7 +65,7 @@ func TestValidationProblems(t *testing.T) {
 		{"duplicate node ids", doc(nodes("a", "b", "a"), `[]`),
 			[]problem{{"nodes[2].id", `duplicate node id "a"`}}},
 		{"unknown uses", doc(`[{"id":"a","uses":"charge"}]`, `[]`),
-			[]problem{{"nodes[0].uses", `unknown node type "charge" (registered: noop, sleep, transform)`}}},
+			[]problem{{"nodes[0].uses", `unknown node type "charge" (registered: SubflowNode, WebhookNode, batch-gather, batch-scatter, loop-controller, noop, sleep, subflow, transform, wait, webhook)`}}},
 		{"edge source names a missing node", doc(nodes("a"), `[{"source":"x","target":"a"}]`),
 			[]problem{{"edges[0].source", `no node with id "x"`}}},
 		{"edge target names a missing node", doc(nodes("a"), `[{"source":"a","target":"y"}]`),
@@ -80,8 +80,8 @@ func TestValidationProblems(t *testing.T) {
 			[]problem{{"edges", "cycle: a → a"}}},
 		{"condition with a syntax error", doc(nodes("a", "b"), `[{"source":"a","target":"b","condition":"result.output >"}]`),
 			[]problem{{"edges[0].condition", "does not compile"}}},
-		{"condition with an unknown name", doc(nodes("a", "b"), `[{"source":"a","target":"b","condition":"amount > 1"}]`),
-			[]problem{{"edges[0].condition", "does not compile: unknown name amount"}}},
+		{"condition comparing literals of different types", doc(nodes("a", "b"), `[{"source":"a","target":"b","condition":"'a' > 1"}]`),
+			[]problem{{"edges[0].condition", "does not compile"}}},
 		{"transform that does not compile", doc(nodes("a", "b"), `[{"source":"a","target":"b","transform":"input.("}]`),
 			[]problem{{"edges[0].transform", "does not compile"}}},
 		{"bad joinStrategy", doc(`[{"id":"a","uses":"noop","config":{"joinStrategy":"first"}}]`, `[]`),
@@ -110,10 +110,10 @@ func TestValidationProblems(t *testing.T) {
 			[]problem{{"nodes[0].params", "duration: required"}}},
 		{"sleep with a bad duration", doc(`[{"id":"s","uses":"sleep","params":{"duration":"soon"}}]`, `[]`),
 			[]problem{{"nodes[0].params", `duration "soon"`}}},
-		{"sleep too short", doc(`[{"id":"s","uses":"sleep","params":{"duration":"0s"}}]`, `[]`),
-			[]problem{{"nodes[0].params", "must be between 1ms and 168h0m0s"}}},
-		{"sleep too long", doc(`[{"id":"s","uses":"sleep","params":{"duration":"169h"}}]`, `[]`),
-			[]problem{{"nodes[0].params", "must be between"}}},
+		{"sleep negative", doc(`[{"id":"s","uses":"sleep","params":{"duration":"-1s"}}]`, `[]`),
+			[]problem{{"nodes[0].params", "must be between 0 and a year"}}},
+		{"sleep too long", doc(`[{"id":"s","uses":"sleep","params":{"duration":"366d"}}]`, `[]`),
+			[]problem{{"nodes[0].params", "must be at most a year"}}},
 		{"fallback names a missing node", doc(`[{"id":"a","uses":"noop","config":{"fallback":"ghost"}}]`, `[]`),
 			[]problem{{"nodes[0].config.fallback", `no node with id "ghost"`}}},
 		{"fallback is the node itself", doc(`[{"id":"a","uses":"noop","config":{"fallback":"a"}}]`, `[]`),
@@ -223,7 +223,7 @@ func TestRegistryParamValidator(t *testing.T) {
 	if want := (problem{"nodes[1].params", "currency: required"}); !hasProblem(probs, want) || len(probs) != 1 {
 		t.Errorf("problems %v, want only %v", probs, want)
 	}
-	if got, want := reg.Names(), []string{"charge", "noop", "sleep", "transform"}; !equal(got, want) {
+	if got, want := reg.Names(), []string{"SubflowNode", "WebhookNode", "batch-gather", "batch-scatter", "charge", "loop-controller", "noop", "sleep", "subflow", "transform", "wait", "webhook"}; !equal(got, want) {
 		t.Errorf("Names = %v, want %v", got, want)
 	}
 }
@@ -239,6 +239,8 @@ func TestDecodeStrict(t *testing.T) {
 		{"unknown top-level field", `{"id":"d","nodes":[],"edgez":[]}`, "edgez", "unknown field"},
 		{"unknown node field", `{"id":"d","nodes":[{"id":"a","uses":"noop","input":"x"}]}`, "nodes[0].input", "unknown field"},
 		{"unknown config field", `{"id":"d","nodes":[{"id":"a","uses":"noop"},{"id":"b","uses":"noop","config":{"maxRety":3}}]}`, "nodes[1].config.maxRety", "unknown field"},
+		{"misspelled config", `{"id":"d","nodes":[{"id":"a","uses":"noop","_sourceLocation":{"line":1},"confg":{}}]}`, "nodes[0].confg", "unknown field"},
+		{"source location not an object", `{"id":"d","nodes":[],"edges":[{"source":"a","target":"b","_sourceLocation":"a.ts:3"}]}`, "edges[0]._sourceLocation", "expected an object, got a string"},
 		{"unknown edge field", `{"id":"d","nodes":[],"edges":[{"source":"a","target":"b","when":"x"}]}`, "edges[0].when", "unknown field"},
 		{"field names are case sensitive", `{"ID":"d","nodes":[]}`, "ID", "unknown field"},
 		{"id not a string", `{"id":7,"nodes":[]}`, "id", "expected a string, got a number"},
@@ -318,6 +320,12 @@ func TestDecodeAccepts(t *testing.T) {
 					{Source: "charge", Target: "notify", Condition: "result.output.amount > 100", Transform: "input.amount"}}}},
 		{"nulls are absent values", `{"id":"n","metadata":null,"nodes":[{"id":"a","uses":"noop","params":null,"inputs":null,"config":{"maxRetries":null,"fallback":null}}],"edges":null}`,
 			&Blueprint{ID: "n", Nodes: []Node{{ID: "a", Uses: "noop", Config: &NodeConfig{}}}}},
+		{"Flowcraft compiler's source locations and metadata", `{"id":"s","metadata":{"cycleEntryPoints":["a"],"anything":{"x":1}},
+			"nodes":[{"id":"a","uses":"noop","_sourceLocation":{"file":"flows/greet.ts","line":4,"column":3}}],
+			"edges":[{"source":"a","target":"a","_sourceLocation":{"file":"flows/greet.ts","line":6,"column":3}}]}`,
+			&Blueprint{ID: "s", Metadata: map[string]any{"cycleEntryPoints": []any{"a"}, "anything": map[string]any{"x": 1.0}},
+				Nodes: []Node{{ID: "a", Uses: "noop", SourceLocation: map[string]any{"file": "flows/greet.ts", "line": 4.0, "column": 3.0}}},
+				Edges: []Edge{{Source: "a", Target: "a", SourceLocation: map[string]any{"file": "flows/greet.ts", "line": 6.0, "column": 3.0}}}}},
 		{"params and metadata hold any JSON", `{"id":"p","metadata":{"tags":["x"],"v":3},"nodes":[{"id":"a","uses":"noop","params":{"n":1,"deep":{"list":[true,null,"s"]}}}]}`,
 			&Blueprint{ID: "p", Metadata: map[string]any{"tags": []any{"x"}, "v": 3.0},
 				Nodes: []Node{{ID: "a", Uses: "noop", Params: map[string]any{"n": 1.0, "deep": map[string]any{"list": []any{true, nil, "s"}}}}}}},

@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -37,6 +38,9 @@ type Workflow struct {
 	in, out  map[string][]*compiledEdge
 	starts   []string
 	backedBy map[string]string // fallback node → the node it stands in for
+	loops    map[string]*loop  // loop-controller → its loop
+	loopOf   map[string]*loop  // node in a loop's scope → the loop
+	reg      *Registry         // for dynamic nodes; nil when compiled without
 }
 
 // CompiledNode is a node with its defaults applied.
@@ -113,6 +117,7 @@ func Compile(bp *Blueprint, reg *Registry) (*Workflow, error) {
 		in:        map[string][]*compiledEdge{},
 		out:       map[string][]*compiledEdge{},
 		backedBy:  map[string]string{},
+		reg:       reg,
 	}
 	var probs []Problem
 	add := func(path, format string, args ...any) {
@@ -260,9 +265,8 @@ func Compile(bp *Blueprint, reg *Registry) (*Workflow, error) {
 			w.backedBy[n.Fallback] = id
 		}
 	}
-	for _, c := range w.cycles() {
-		add("edges", "cycle: %s", strings.Join(c, " → "))
-	}
+	w.analyzeLoops(add)
+	w.checkBuiltins(reg, add)
 	for _, c := range w.fallbackCycles() {
 		add("nodes", "fallback cycle: %s", strings.Join(c, " → "))
 	}
@@ -295,9 +299,10 @@ func oneLine(err error) string {
 	return s
 }
 
-// cycles returns each elementary cycle found by a depth-first search, named
-// by its nodes with the first repeated at the end.
-func (w *Workflow) cycles() [][]string {
+// cycles returns each elementary cycle found by a depth-first search over
+// the edges follow accepts, named by its nodes with the first repeated at
+// the end.
+func (w *Workflow) cycles(follow func(*compiledEdge) bool) [][]string {
 	const (
 		white = iota
 		grey
@@ -311,6 +316,9 @@ func (w *Workflow) cycles() [][]string {
 		color[id] = grey
 		stack = append(stack, id)
 		for _, e := range w.out[id] {
+			if !follow(e) {
+				continue
+			}
 			switch color[e.Target] {
 			case white:
 				visit(e.Target)
@@ -390,6 +398,9 @@ func (w *Workflow) cyclesThroughFallbacks() []string {
 		stack = append(stack, id)
 		links := make([]link, 0, len(w.out[id])+1)
 		for _, e := range w.out[id] {
+			if w.nodes[id].Uses == NodeLoopController {
+				break // a cycle through a loop-controller is a loop
+			}
 			links = append(links, link{to: e.Target})
 		}
 		if fb := w.nodes[id].Fallback; fb != "" {
@@ -450,24 +461,20 @@ func (w *Workflow) cyclesThroughFallbacks() []string {
 func (w *Workflow) outputRefs(id string) ([]string, bool) {
 	n := w.nodes[id]
 	refs := map[string]bool{}
-	all := false
-	addKey := func(key string) {
-		switch {
-		case strings.HasPrefix(key, outputsPrefix):
-			refs[strings.TrimPrefix(key, outputsPrefix)] = true
-		case strings.HasPrefix(key, "_"):
-		case w.nodes[key] != nil:
-			refs[key] = true
-		}
+	for _, r := range w.inputRefs(n.Inputs) {
+		refs[r] = true
 	}
-	if n.Inputs != nil {
-		if n.Inputs.Map != nil {
-			for _, k := range n.Inputs.Map {
-				addKey(k)
-			}
-		} else {
-			addKey(n.Inputs.Key)
+	all := false
+	addExpr := func(x *expression) {
+		for _, r := range x.Refs {
+			refs[r] = true
 		}
+		for _, name := range x.Names {
+			if w.nodes[name] != nil {
+				refs[name] = true // a bare node id is that node's output
+			}
+		}
+		all = all || x.AllOutputs
 	}
 	// A fallback's result is also routed along the edges of the nodes it
 	// stands in for, so their expressions' references count too.
@@ -480,22 +487,20 @@ func (w *Workflow) outputRefs(id string) ([]string, bool) {
 	for _, src := range routed {
 		for _, e := range w.out[src] {
 			for _, x := range []*expression{e.Condition, e.Transform} {
-				if x == nil {
-					continue
+				if x != nil {
+					addExpr(x)
 				}
-				for _, r := range x.Refs {
-					refs[r] = true
-				}
-				all = all || x.AllOutputs
 			}
 		}
 	}
-	if x := n.nodeExpressions(); x != nil {
-		for _, e := range x {
-			for _, r := range e.Refs {
-				refs[r] = true
-			}
-			all = all || e.AllOutputs
+	for _, x := range n.nodeExpressions() {
+		addExpr(x)
+	}
+	for _, key := range n.contextReads() {
+		if w.nodes[key] != nil {
+			refs[key] = true
+		} else if r, ok := strings.CutPrefix(key, outputsPrefix); ok {
+			refs[r] = true
 		}
 	}
 	out := make([]string, 0, len(refs))
@@ -504,6 +509,33 @@ func (w *Workflow) outputRefs(id string) ([]string, bool) {
 	}
 	sort.Strings(out)
 	return out, all
+}
+
+// inputRefs are the node ids whose outputs inputs may read: keys that
+// name a node (a node's output, when it has one) or _outputs.<id>.
+func (w *Workflow) inputRefs(in *Inputs) []string {
+	if in == nil {
+		return nil
+	}
+	var out []string
+	addKey := func(key string) {
+		switch {
+		case strings.HasPrefix(key, outputsPrefix):
+			out = append(out, strings.TrimPrefix(key, outputsPrefix))
+		case strings.HasPrefix(key, "_"):
+		case w.nodes[key] != nil:
+			out = append(out, key)
+		}
+	}
+	if in.Map != nil {
+		for _, k := range in.Map {
+			addKey(k)
+		}
+	} else {
+		addKey(in.Key)
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // Node returns the compiled node with the given id.

@@ -23,7 +23,7 @@ type apiFlags struct {
 // addAPIFlags adds the API's flags; dev shares the function's --blueprints.
 func addAPIFlags(fs *pflag.FlagSet, a *apiFlags, withBlueprints bool) {
 	fs.StringVar(&a.address, "api-address", envOr("API_ADDRESS", api.DefaultAddress), "address the HTTP API serves /api/v1/, /health/* and /metrics on; one that is not loopback needs STEPFLOW_API_TOKEN (env API_ADDRESS)")
-	fs.StringVar(&a.publicURL, "public-url", os.Getenv("STEPFLOW_PUBLIC_URL"), "base URL the API's clients reach it at, for the Location of started runs (and webhook URLs, coming with pausing); default a path (env STEPFLOW_PUBLIC_URL)")
+	fs.StringVar(&a.publicURL, "public-url", os.Getenv("STEPFLOW_PUBLIC_URL"), "base URL the API's clients reach it at, for the Location of started runs (default a path) and, in dev, the webhook URLs (the function's --public-url) (env STEPFLOW_PUBLIC_URL)")
 	fs.IntVar(&a.maxBody, "api-max-body-bytes", api.DefaultMaxBodyBytes, "largest request body the API reads; larger ones get 413 (env API_MAX_BODY_BYTES)")
 	if withBlueprints {
 		fs.StringVar(&a.blueprints, "blueprints", os.Getenv("BLUEPRINTS_DIR"), "blueprints (*.json) that POST /api/v1/runs may name by blueprintId, before the snapshots stored by earlier runs (env BLUEPRINTS_DIR)")
@@ -61,11 +61,12 @@ func newAPICmd() *cobra.Command {
 	var af apiFlags
 	cmd := &cobra.Command{
 		Use:   "api",
-		Short: "Serve the HTTP API: list, read, start and cancel runs; list and replay dead letters",
+		Short: "Serve the HTTP API: list, read, start, cancel and resume runs; webhooks; list and replay dead letters",
 		Long: `Api serves stepflow's HTTP API (docs/api.md): JSON under /api/v1/ for runs
-(list, read, start with an inline blueprint or a blueprint id, cancel) and dead
-letters (list, replay), with /health/liveness, /health/readiness (PostgreSQL and
-RabbitMQ answer) and /metrics. It works through the same client as "stepflow
+(list, read, start with an inline blueprint or a blueprint id, cancel, resume)
+and dead letters (list, replay), the webhook URLs webhook nodes output
+(POST /webhooks/<run>/<node>/<token>; docs/pausing.md), /health/liveness,
+/health/readiness (PostgreSQL and RabbitMQ answer) and /metrics. It works through the same client as "stepflow
 start", "status", "cancel" and "dlq", and checks a run's node types against the
 ones the step function of this binary serves.
 

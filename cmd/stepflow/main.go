@@ -21,6 +21,7 @@ import (
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/function"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/telemetry"
 	"github.com/stepflow/stepflow/schema"
 )
@@ -104,7 +105,7 @@ export OpenTelemetry traces; one run is one trace.`,
 	root.AddCommand(
 		newValidateCmd(), newRunCmd(), newGraphCmd(), newMigrateCmd(),
 		newFunctionCmd(), newBridgeCmd(), newReconcilerCmd(), newReconcileCmd(), newDevCmd(),
-		newStartCmd(), newStatusCmd(), newCancelCmd(), newDLQCmd(), newAPICmd(),
+		newStartCmd(), newStatusCmd(), newCancelCmd(), newResumeCmd(), newDLQCmd(), newAPICmd(),
 	)
 	return root
 }
@@ -177,6 +178,7 @@ func envOr(key, def string) string {
 // conn holds the connection settings most commands share.
 type conn struct {
 	postgresURL, redisURL, amqpURL, queue, redisPrefix string
+	queueType                                          string
 	tables                                             schema.Tables
 }
 
@@ -205,10 +207,14 @@ func addConnFlags(fs *pflag.FlagSet, c *conn, want ...string) {
 	if has("amqp") {
 		fs.StringVar(&c.amqpURL, "rabbitmq-url", envOr("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ URL (env RABBITMQ_URL)")
 		fs.StringVar(&c.queue, "queue", envOr("STEPFLOW_QUEUE", bridge.DefaultQueue), "job queue name (env STEPFLOW_QUEUE)")
+		fs.StringVar(&c.queueType, "queue-type", envOr("STEPFLOW_QUEUE_TYPE", string(jobqueue.QueueClassic)), "type of the job, delay and dead-letter queues declared: classic or quorum (replicated, for a RabbitMQ cluster); the same for every component (env STEPFLOW_QUEUE_TYPE)")
 	}
 }
 
 func (c *conn) validate() error {
+	if _, err := jobqueue.ParseQueueType(c.queueType); err != nil {
+		return exitCode(2, fmt.Errorf("--queue-type: %w", err))
+	}
 	if c.tables != (schema.Tables{}) {
 		if err := c.tables.Validate(); err != nil {
 			return exitCode(2, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,6 +107,58 @@ func TestReconcilerRefusesABadSchedule(t *testing.T) {
 			var ee *exitError
 			if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), `--schedule "soon"`) {
 				t.Fatalf("err = %v, want exit 2 naming --schedule", err)
+			}
+		})
+	}
+}
+
+// run --local runs the built-ins in process; a subflow finds its child in
+// --blueprints, and validate names a child that is missing there.
+func TestLocalBuiltins(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int    // 0: success
+		wantOut  string // in stdout
+		wantErr  string // in stderr or the error
+	}{
+		{name: "batch", args: []string{"run", "--local", "../../examples/batch.json", "--input", "@../../examples/batch.input.json"},
+			wantOut: `"total": 153.87`},
+		{name: "loop", args: []string{"run", "--local", "../../examples/loop.json"}, wantOut: `"stepKey": "tick#3"`},
+		{name: "subflow with its children", args: []string{"run", "--local", "../../examples/subflow.json", "--input", "@../../examples/subflow.input.json", "--blueprints", "../../examples/subflows"},
+			wantOut: `"due": 153.87`},
+		{name: "subflow without its children", args: []string{"run", "--local", "../../examples/subflow.json"},
+			wantCode: 2, wantErr: `no blueprint "pricing" among those given (none) (give the folder of its children with --blueprints DIR)`},
+		{name: "validate finds the child", args: []string{"validate", "../../examples/subflow.json", "--blueprints", "../../examples/subflows"},
+			wantOut: "examples/subflow.json: ok"},
+		{name: "validate names a missing child", args: []string{"validate", "../../examples/subflow.json", "--blueprints", "../../examples"},
+			wantCode: 1, wantErr: `nodes[0].params.blueprintId: no blueprint "pricing" among those given`},
+		{name: "a --blueprints that is no folder", args: []string{"validate", "../../examples/subflow.json", "--blueprints", "../../examples/loop.json"},
+			wantCode: 2, wantErr: "is not a folder"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRoot()
+			var out, errOut bytes.Buffer
+			r.SetOut(&out)
+			r.SetErr(&errOut)
+			r.SetArgs(tt.args)
+			err := r.Execute()
+			code := 0
+			var ee *exitError
+			if errors.As(err, &ee) {
+				code = ee.code
+			} else if err != nil {
+				t.Fatalf("Execute: %v", err)
+			}
+			if code != tt.wantCode {
+				t.Fatalf("exit code %d (err %v), want %d; stderr %s", code, err, tt.wantCode, errOut.String())
+			}
+			if !strings.Contains(out.String(), tt.wantOut) {
+				t.Errorf("stdout lacks %q:\n%s", tt.wantOut, out.String())
+			}
+			if msg := errOut.String() + fmt.Sprint(err); !strings.Contains(msg, tt.wantErr) {
+				t.Errorf("stderr/error lacks %q: %s", tt.wantErr, msg)
 			}
 		})
 	}

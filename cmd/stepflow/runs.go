@@ -18,7 +18,7 @@ import (
 func newClient(ctx context.Context, c conn) (*client.Client, error) {
 	// Registry: a run is refused at start for a node type the step
 	// function of this binary does not serve, not dead-lettered later.
-	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, Tables: c.tables, Registry: registry()})
+	cl, err := client.New(ctx, client.Config{PostgresURL: c.postgresURL, AMQPURL: c.amqpURL, Queue: c.queue, QueueType: c.queueType, Tables: c.tables, Registry: registry()})
 	if err != nil {
 		return nil, err
 	}
@@ -42,9 +42,11 @@ func newStartCmd() *cobra.Command {
 		Long: `Start records a run of the blueprint in PostgreSQL (pinning the blueprint's
 version to the run) and publishes its start jobs to RabbitMQ. It prints the run
 id. A blueprint with a node type the step function of this binary does not
-serve (stepflow validate lists them) is refused before anything is recorded. With --wait it waits for the run to finish and prints the same JSON object
-as "stepflow run --local". Exit 0: started / completed; 1: failed or
-cancelled; 2: bad usage or timed out waiting.`,
+serve (stepflow validate lists them) is refused before anything is recorded.
+With --wait it waits until the run completes, fails, is cancelled or awaits (a
+wait node with nothing else left to run: "stepflow resume" goes on) and prints
+the same JSON object as "stepflow run --local". Exit 0: started / completed /
+awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := c.validate(); err != nil {
@@ -77,31 +79,12 @@ cancelled; 2: bad usage or timed out waiting.`,
 				return nil
 			}
 			fmt.Fprintln(os.Stderr, "run", id, "started; waiting")
-			wctx := ctx
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				wctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
-			res, err := cl.Wait(wctx, id)
-			if errors.Is(err, client.ErrTimeout) {
-				return exitCode(2, fmt.Errorf("run %s still running after %s (see: stepflow status %s)", id, timeout, id))
-			}
-			if err != nil {
-				return exitCode(1, err)
-			}
-			if err := printJSON(res); err != nil {
-				return err
-			}
-			if res.Status != workflow.RunCompleted {
-				return exitCode(1, nil)
-			}
-			return nil
+			return waitAndPrint(ctx, cl, id, timeout)
 		},
 	}
 	cmd.Flags().StringVar(&input, "input", "", "initial context: a JSON object, or @FILE")
 	cmd.Flags().StringVar(&runID, "run-id", "", "run id (default: a new UUID)")
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the run to finish and print its result")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the run completes, fails, is cancelled or awaits, and print its result")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 2); 0 waits forever")
 	addConnFlags(cmd.Flags(), &c, "postgres", "amqp")
 	return cmd
@@ -156,6 +139,11 @@ func printStatus(res *workflow.RunResult) {
 	tw.Flush()
 	for _, e := range res.Errors {
 		fmt.Printf("error: %s: %s\n", e.NodeID, e.Message)
+	}
+	for _, s := range res.Steps {
+		if s.State == workflow.StepAwaiting {
+			fmt.Printf("awaiting: %s (stepflow resume %s --node %s --output JSON)\n", s.NodeID, res.RunID, s.NodeID)
+		}
 	}
 	if res.Output != nil {
 		b, _ := json.MarshalIndent(res.Output, "", "  ")

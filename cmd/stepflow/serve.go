@@ -10,20 +10,19 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/redisconn"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
@@ -40,9 +39,13 @@ func newRegistry() *prometheus.Registry {
 type functionFlags struct {
 	listen, blueprints string
 	stepTimeout        time.Duration
+	publicURL          string // the webhooks' base; dev shares the API's --public-url
 }
 
-func addFunctionFlags(fs *pflag.FlagSet, f *functionFlags) {
+func addFunctionFlags(fs *pflag.FlagSet, f *functionFlags, withPublicURL bool) {
+	if withPublicURL {
+		fs.StringVar(&f.publicURL, "public-url", envOr("STEPFLOW_PUBLIC_URL", function.DefaultPublicURL), "base URL the API server (which serves /webhooks/) is reached at: webhook nodes output their URLs under it (env STEPFLOW_PUBLIC_URL)")
+	}
 	fs.StringVar(&f.listen, "listen-address", envOr("LISTEN_ADDRESS", "127.0.0.1:8080"), "address the function serves CloudEvents, /health/* and /metrics on (env LISTEN_ADDRESS)")
 	fs.StringVar(&f.blueprints, "blueprints", os.Getenv("BLUEPRINTS_DIR"), "register every *.json blueprint of this folder, for runs started by other clients (env BLUEPRINTS_DIR)")
 	fs.DurationVar(&f.stepTimeout, "step-timeout", function.DefaultStepTimeout, "time limit of a node without its own timeout (env STEP_TIMEOUT)")
@@ -73,7 +76,7 @@ func-go: see docs/knative.md.)`,
 		},
 	}
 	addConnFlags(cmd.Flags(), &c, "postgres", "redis")
-	addFunctionFlags(cmd.Flags(), &ff)
+	addFunctionFlags(cmd.Flags(), &ff, true)
 	return cmd
 }
 
@@ -83,6 +86,7 @@ func serveFunction(ctx context.Context, c conn, ff functionFlags) error {
 	env := c.functionEnv()
 	env["BLUEPRINTS_DIR"] = ff.blueprints
 	env["STEP_TIMEOUT"] = ff.stepTimeout.String()
+	env["STEPFLOW_PUBLIC_URL"] = ff.publicURL
 	cfg, err := function.ConfigFromMap(env)
 	if err != nil {
 		return exitCode(2, err)
@@ -141,6 +145,7 @@ func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, htt
 	fs.DurationVar(&b.cfg.BackoffBase, "backoff-base", bridge.DefaultBackoffBase, "first transport retry delay, doubled each attempt (env BRIDGE_BACKOFF_BASE)")
 	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", bridge.DefaultBackoffMax, "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
 	fs.DurationVar(&b.cfg.ShutdownGrace, "shutdown-grace", bridge.DefaultShutdownGrace, "how long in-flight deliveries may finish on SIGTERM before they are requeued (env BRIDGE_SHUTDOWN_GRACE)")
+	fs.IntVar(&b.cfg.PauseAfter, "pause-after", bridge.DefaultPauseAfter, "calls to the function failing without an HTTP answer (refused, reset, timed out) this many times in a row make the bridge stop consuming, hand back what it holds and report not ready until the function's readiness answers (env BRIDGE_PAUSE_AFTER)")
 	fs.IntVar(&b.cfg.PublishCopies, "publish-copies", 1, "publish every reply job this many times: fault injection only, stepflow absorbs duplicates (env BRIDGE_PUBLISH_COPIES)")
 	fs.StringVar(&b.httpAddress, httpFlag, envOr("BRIDGE_HTTP_ADDRESS", "127.0.0.1:9091"), "address of /health/* and /metrics (env BRIDGE_HTTP_ADDRESS)")
 }
@@ -173,7 +178,7 @@ requeues the rest.`,
 func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
 	reg := newRegistry()
 	cfg := bf.cfg
-	cfg.AMQPURL, cfg.Queue, cfg.Logger, cfg.Registerer = c.amqpURL, c.queue, slog.Default(), reg
+	cfg.AMQPURL, cfg.Queue, cfg.QueueType, cfg.Logger, cfg.Registerer = c.amqpURL, c.queue, c.queueType, slog.Default(), reg
 	if err := cfg.Validate(); err != nil {
 		return exitCode(2, err)
 	}
@@ -186,7 +191,7 @@ func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
 		return exitCode(2, err)
 	}
 	defer stopHTTP()
-	slog.Info("bridge starting", "queue", cfg.Queue, "function", cfg.FunctionURL, "rabbitmq", redact(cfg.AMQPURL), "http", bf.httpAddress)
+	slog.Info("bridge starting", "queue", cfg.Queue, "queue_type", cfg.QueueType, "function", cfg.FunctionURL, "rabbitmq", redact(cfg.AMQPURL), "http", bf.httpAddress)
 	return b.Run(ctx)
 }
 
@@ -259,19 +264,18 @@ func newReconciler(ctx context.Context, c conn, rf reconcilerFlags) (*reconciler
 	if err != nil {
 		return nil, nil, err
 	}
-	pub := jobqueue.NewPublisher(c.amqpURL, c.queue)
+	pub := jobqueue.NewTopologyPublisher(c.amqpURL, jobqueue.Topology{Queue: c.queue, Type: jobqueue.QueueType(c.queueType)})
 	closeAll := func() { pub.Close(); pool.Close() }
 	st, err := store.New(pool, c.tables)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
-	ropts, err := redis.ParseURL(c.redisURL)
+	rdb, err := redisconn.Open(c.redisURL)
 	if err != nil {
 		closeAll()
 		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewClient(ropts)
 	var blueprints map[string]*workflow.Workflow
 	if rf.blueprints != "" {
 		if blueprints, err = loadBlueprintDir(rf.blueprints); err != nil {
@@ -395,6 +399,11 @@ func newDevCmd() *cobra.Command {
 			}
 			rf.blueprints = ff.blueprints
 			af.blueprints = ff.blueprints
+			// Webhook URLs are the API's: under its --public-url, else
+			// its address.
+			if ff.publicURL = af.publicURL; ff.publicURL == "" {
+				ff.publicURL = "http://" + loopbackHost(af.address)
+			}
 			ao, err := af.options()
 			if err != nil {
 				return err
@@ -404,11 +413,7 @@ func newDevCmd() *cobra.Command {
 			if _, err := migrate(ctx, c); err != nil {
 				return exitCode(1, err)
 			}
-			host := ff.listen
-			if strings.HasPrefix(host, ":") {
-				host = "127.0.0.1" + host
-			}
-			bf.cfg.FunctionURL = "http://" + host + "/"
+			bf.cfg.FunctionURL = "http://" + loopbackHost(ff.listen) + "/"
 			errs := make(chan error, 4)
 			go func() { errs <- serveFunction(ctx, c, ff) }()
 			go func() { errs <- runBridge(ctx, c, bf) }()
@@ -425,34 +430,37 @@ func newDevCmd() *cobra.Command {
 		},
 	}
 	addConnFlags(cmd.Flags(), &c, "postgres", "redis", "amqp")
-	addFunctionFlags(cmd.Flags(), &ff)
+	// --public-url is the API's; the function gets it in RunE.
+	addFunctionFlags(cmd.Flags(), &ff, false)
 	addBridgeFlags(cmd.Flags(), &bf, false, "bridge-http-address", "bridge-batch-size") // --batch-size is the reconciler's
 	addReconcilerFlags(cmd.Flags(), &rf, true, "reconciler-http-address")
 	addAPIFlags(cmd.Flags(), &af, false) // --blueprints is the function's
 	return cmd
 }
 
+// loopbackHost is a listen address as this machine reaches it: ":8080"
+// is 127.0.0.1:8080.
+func loopbackHost(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "127.0.0.1" + addr
+	}
+	return addr
+}
+
 // loadBlueprintDir compiles every *.json blueprint of dir (example inputs,
 // *.input.json, excepted).
 func loadBlueprintDir(dir string) (map[string]*workflow.Workflow, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	bps, err := readBlueprintDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]*workflow.Workflow{}
-	for _, p := range paths {
-		if strings.HasSuffix(p, ".input.json") {
-			continue
-		}
-		bp, err := readBlueprint(p)
+	for id, bp := range bps {
+		w, err := workflow.Compile(bp, nil)
 		if err != nil {
 			return nil, err
 		}
-		w, err := workflow.Compile(bp, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		out[bp.ID] = w
+		out[id] = w
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no *.json blueprint")

@@ -366,9 +366,10 @@ func TestParamChecks(t *testing.T) {
 func TestRegistry(t *testing.T) {
 	t.Parallel()
 	want := []string{
-		ChargePayment, DetectLanguage, ExtractText, Fail, Flaky, ManualReview, workflow.NodeNoop,
-		NotifyCustomer, ReserveStock, SetContext, ShipOrder, workflow.NodeSleep, Slow, Summarize,
-		workflow.NodeTransform, TranslateStub, ValidateOrder,
+		workflow.NodeSubflowClass, workflow.NodeWebhookClass, workflow.NodeBatchGather, workflow.NodeBatchScatter,
+		ChargePayment, Decrement, DetectLanguage, ExtractText, Fail, Flaky, workflow.NodeLoopController, ManualReview, workflow.NodeNoop,
+		NotifyCustomer, PriceLine, ReserveStock, SetContext, ShipOrder, workflow.NodeSleep, Slow, workflow.NodeSubflow, Summarize,
+		workflow.NodeTransform, TranslateStub, ValidateOrder, workflow.NodeWait, workflow.NodeWebhook,
 	}
 	if got := Registry().Names(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Names() = %q\nwant      %q", got, want)
@@ -417,7 +418,7 @@ func loadExample(t *testing.T, name string) *workflow.Workflow {
 func TestExampleBlueprintsCompile(t *testing.T) {
 	t.Parallel()
 	blueprints, inputs := exampleFiles(t)
-	want := []string{"chain10", "documents", "fallback", "fanout", "order", "retry", "sleep"}
+	want := []string{"approval", "batch", "chain10", "documents", "fallback", "fanout", "loop", "order", "payment", "retry", "sleep", "subflow"}
 	var got []string
 	for _, p := range blueprints {
 		got = append(got, strings.TrimSuffix(filepath.Base(p), ".json"))

@@ -20,6 +20,9 @@ const (
 	DetectLanguage = "detect-language"
 	Summarize      = "summarize"
 	TranslateStub  = "translate-stub"
+
+	PriceLine = "price-line"
+	Decrement = "decrement"
 )
 
 // Registry returns a registry with the built-in nodes and every example
@@ -50,4 +53,7 @@ func Register(r *workflow.Registry) {
 	r.Register(DetectLanguage, detectLanguage)
 	r.RegisterValidated(Summarize, summarize, checkSummarizeParams)
 	r.RegisterValidated(TranslateStub, translateStub, checkTranslateStubParams)
+
+	r.Register(PriceLine, priceLine)
+	r.RegisterValidated(Decrement, decrement, checkDecrementParams)
 }

@@ -20,7 +20,8 @@ type trace struct {
 	Actions  map[string]string // node id → action, when not empty
 	Attempts map[string]int    // node id → attempts made
 	Skipped  []string
-	Order    []string // nodes in the order they finished
+	Order    []string // steps in the order they finished (a loop's by step key)
+	Context  map[string]any
 }
 
 // runExample runs a compiled example with the local runner (workflow.Run,
@@ -28,17 +29,25 @@ type trace struct {
 // node did, so the tests can assert outputs for an example input.
 func runExample(t *testing.T, w *workflow.Workflow, runID string, input any) trace {
 	t.Helper()
+	return runExampleWith(t, w, workflow.RunOptions{RunID: runID}, input)
+}
+
+// runExampleWith is runExample with the run's options (a subflow's
+// blueprints).
+func runExampleWith(t *testing.T, w *workflow.Workflow, opts workflow.RunOptions, input any) trace {
+	t.Helper()
+	runID := opts.RunID
 	in, _ := workflow.Normalize(input).(map[string]any)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := w.Run(ctx, in, workflow.RunOptions{RunID: runID})
+	res, err := w.Run(ctx, in, opts)
 	if err != nil {
 		t.Fatalf("run %s: %v", runID, err)
 	}
 	if res.Status != workflow.RunCompleted {
 		t.Fatalf("run %s: %s %v", runID, res.Status, res.Errors)
 	}
-	tr := trace{Outputs: map[string]any{}, Actions: map[string]string{}, Attempts: map[string]int{}}
+	tr := trace{Outputs: map[string]any{}, Actions: map[string]string{}, Attempts: map[string]int{}, Context: res.Context}
 	for k, v := range res.Context {
 		if id, ok := strings.CutPrefix(k, "_outputs."); ok {
 			tr.Outputs[id] = v
@@ -58,7 +67,11 @@ func runExample(t *testing.T, w *workflow.Workflow, runID string, input any) tra
 		case workflow.StepSkipped:
 			tr.Skipped = append(tr.Skipped, st.NodeID)
 		case workflow.StepSucceeded, workflow.StepRecovered:
-			tr.Order = append(tr.Order, st.NodeID)
+			key := st.NodeID
+			if st.StepKey != "" {
+				key = st.StepKey
+			}
+			tr.Order = append(tr.Order, key)
 		}
 	}
 	return tr

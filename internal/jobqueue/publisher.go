@@ -14,25 +14,32 @@ import (
 // reconciler publish through one; the bridge publishes on its own session's
 // channel. It is safe for concurrent use.
 type Publisher struct {
-	url   string
-	queue string
+	url      string
+	topology Topology
 
 	mu   sync.Mutex
 	conn *amqp.Connection
 	ch   *amqp.Channel
 }
 
-// NewPublisher returns a publisher to queue on the broker at url; it
-// connects lazily.
+// NewPublisher returns a publisher to queue, a classic topology, on the
+// broker at url; it connects lazily.
 func NewPublisher(url, queue string) *Publisher {
-	if queue == "" {
-		queue = DefaultQueue
+	return NewTopologyPublisher(url, Topology{Queue: queue})
+}
+
+// NewTopologyPublisher returns a publisher to t's queue (DefaultQueue when
+// t names none) on the broker at url, which declares t on connecting; it
+// connects lazily.
+func NewTopologyPublisher(url string, t Topology) *Publisher {
+	if t.Queue == "" {
+		t.Queue = DefaultQueue
 	}
-	return &Publisher{url: url, queue: queue}
+	return &Publisher{url: url, topology: t}
 }
 
 // Queue is the queue the publisher enqueues on.
-func (p *Publisher) Queue() string { return p.queue }
+func (p *Publisher) Queue() string { return p.topology.Queue }
 
 // Publish sends job, due after delay, and waits for the broker's confirm. A
 // failed publish drops the channel, so the next call opens a fresh one.
@@ -41,7 +48,7 @@ func (p *Publisher) Publish(ctx context.Context, job Job, delay time.Duration) e
 	if err != nil {
 		return err
 	}
-	if err := Publish(ctx, ch, p.queue, job, delay); err != nil {
+	if err := Publish(ctx, ch, p.topology.Queue, job, delay); err != nil {
 		p.reset(ch)
 		return err
 	}
@@ -72,7 +79,7 @@ func (p *Publisher) Channel() (*amqp.Channel, error) {
 		_ = ch.Close()
 		return nil, fmt.Errorf("confirm mode: %w", err)
 	}
-	if err := DeclareTopology(ch, p.queue); err != nil {
+	if err := p.topology.Declare(ch); err != nil {
 		_ = ch.Close()
 		return nil, err
 	}

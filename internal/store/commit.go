@@ -38,6 +38,9 @@ type Outcome struct {
 	// Recovered: nodes this (fallback) step stands in for, with their
 	// routing of this step's result.
 	Recovered map[string]workflow.Routing
+	// WebhookHash, with a webhook step's success: the SHA-256 of its
+	// endpoint's token, stored with the result (see ResumeWebhook).
+	WebhookHash []byte
 }
 
 // Committed is what a commit decided.
@@ -180,6 +183,8 @@ type runGroup struct {
 	pending int
 	locked  bool
 	states  *txStates
+
+	awaiting int // steps awaiting a resume (see workflow.AwaitStatus)
 }
 
 func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
@@ -221,20 +226,20 @@ func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
 	// stands in for, and read what Advance will ask about.
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	lockSQL, lockArg := `SELECT run_id, status, pending FROM `+s.tables.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, any(runIDs)
+	lockSQL, lockArg := `SELECT run_id, status, pending, awaiting FROM `+s.tables.Statuses+` WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE`, any(runIDs)
 	if len(runIDs) == 1 {
-		lockSQL, lockArg = `SELECT run_id, status, pending FROM `+s.tables.Statuses+` WHERE run_id = $1 FOR UPDATE`, runIDs[0]
+		lockSQL, lockArg = `SELECT run_id, status, pending, awaiting FROM `+s.tables.Statuses+` WHERE run_id = $1 FOR UPDATE`, runIDs[0]
 	}
 	b.Queue(lockSQL, lockArg).Query(func(rows pgx.Rows) error {
 		defer rows.Close()
 		for rows.Next() {
 			var id, status string
-			var n int
-			if err := rows.Scan(&id, &status, &n); err != nil {
+			var n, awaiting int
+			if err := rows.Scan(&id, &status, &n, &awaiting); err != nil {
 				return err
 			}
 			if g := byRun[id]; g != nil {
-				g.status, g.pending, g.locked = status, n, true
+				g.status, g.pending, g.awaiting, g.locked = status, n, awaiting, true
 			}
 		}
 		return rows.Err()
@@ -356,6 +361,9 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 			b.Queue(`UPDATE `+s.tables.Contexts+` SET context_data = (context_data - $2::text[]) || $3::jsonb WHERE run_id = $1`,
 				o.RunID, nonNil(o.ContextDeleted), p.contextSet)
 		}
+		if o.WebhookHash != nil && o.State == workflow.StepSucceeded {
+			b.Queue(s.webhookHashSQL(), o.RunID, o.NodeID, o.WebhookHash)
+		}
 		steps[i] = workflow.AppliedStep{NodeID: o.NodeID, State: o.State, Taken: o.Routing.Taken, Error: o.Error, Fallback: o.Fallback, FallbackInput: o.FallbackInput}
 		for _, backed := range p.recovered {
 			if p.recoveredApplied[backed] {
@@ -367,6 +375,9 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	if g.states.err != nil {
 		return g.states.err
 	}
+	// What is left may only await (wait nodes): the run is awaiting.
+	awaiting := workflow.AwaitingAfter(g.awaiting, steps)
+	d.Status = workflow.AwaitStatus(d.Status, d.Pending, awaiting)
 	for _, p := range g.ps {
 		p.c.Res.RunStatus = d.Status
 	}
@@ -414,9 +425,10 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 			return err
 		})
 	}
-	if d.Status == workflow.RunRunning {
+	if d.Status == workflow.RunRunning || d.Status == workflow.RunAwaiting {
 		// Touching updated_at is what tells the reconciler the run moves.
-		b.Queue(`UPDATE `+s.tables.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, g.runID, d.Pending)
+		b.Queue(`UPDATE `+s.tables.Statuses+` SET status = $4, pending = $2, awaiting = $3, updated_at = now() WHERE run_id = $1`,
+			g.runID, d.Pending, awaiting, string(d.Status))
 		return nil
 	}
 	b.Queue(s.completeSQL(), g.runID)
@@ -441,13 +453,15 @@ func (s *Store) readySQL() string {
 	return `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`
 }
 
-// completeSQL completes run $1: its final context (user keys and
-// _outputs.<id>) goes to the context row and, as Flowcraft's adapter does,
+// completeSQL completes run $1: its final context (user keys, and each
+// output at _outputs.<id> and, as Flowcraft writes it, at the bare <id>)
+// goes to the context row and, as Flowcraft's adapter does,
 // to status_data.
 func (s *Store) completeSQL() string {
 	return `WITH outs AS (
-			SELECT coalesce(jsonb_object_agg('_outputs.' || node_id, coalesce(output, 'null'::jsonb)), '{}'::jsonb) AS o
-			FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
+			SELECT coalesce(jsonb_object_agg(k.key, coalesce(output, 'null'::jsonb)), '{}'::jsonb) AS o
+			FROM ` + s.tables.Steps + `, LATERAL (VALUES ('_outputs.' || node_id), (node_id)) AS k(key)
+			WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
 		ctx AS (
 			UPDATE ` + s.tables.Contexts + ` c SET context_data = c.context_data || outs.o FROM outs WHERE c.run_id = $1 RETURNING c.context_data)
 		UPDATE ` + s.tables.Statuses + ` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,

@@ -22,7 +22,7 @@ import (
 // false when the step needs the general path.
 func (s *Store) commitAlone(ctx context.Context, p *pending) (done bool, err error) {
 	o, w := &p.c.O, p.c.W
-	if o.State != workflow.StepSucceeded || len(p.recovered) > 0 {
+	if o.State != workflow.StepSucceeded || len(p.recovered) > 0 || o.WebhookHash != nil {
 		return false, nil
 	}
 	known := &soleStates{w: w, me: o.NodeID, status: workflow.StepStatus{State: o.State, Taken: o.Routing.Taken}, deliveries: o.Routing.Deliveries}

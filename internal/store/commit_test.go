@@ -555,6 +555,9 @@ func TestCommitChain(t *testing.T) {
 			"_outputs.a": map[string]any{"n": 1},
 			"_outputs.b": map[string]any{"m": "three"},
 			"_outputs.c": "done",
+			"a":          map[string]any{"n": 1},
+			"b":          map[string]any{"m": "three"},
+			"c":          "done",
 		})
 		if !reflect.DeepEqual(any(r.StatusData), final) {
 			t.Errorf("%s: status_data %#v, want %#v", what, r.StatusData, final)
@@ -970,7 +973,7 @@ func TestCommitSkipsUntakenBranch(t *testing.T) {
 	f.commit(w, f.outcome(w, "alone", "yes", "Y"))
 	res := f.commit(w, f.outcome(w, "alone", "end", "E"))
 	wantResult(t, "end", res, true, workflow.RunCompleted, nil, nil)
-	final := asJSON(map[string]any{"_outputs.a": map[string]any{"ok": true}, "_outputs.yes": "Y", "_outputs.end": "E"})
+	final := asJSON(map[string]any{"_outputs.a": map[string]any{"ok": true}, "_outputs.yes": "Y", "_outputs.end": "E", "a": map[string]any{"ok": true}, "yes": "Y", "end": "E"})
 	if r := f.run("alone"); !reflect.DeepEqual(any(r.StatusData), final) || r.Pending != 0 {
 		t.Errorf("final run: %+v, want status_data %#v", r, final)
 	}
@@ -1061,7 +1064,7 @@ func TestCommitAloneFallsBackWhenNothingPending(t *testing.T) {
 		wantResult(t, run, res, true, workflow.RunCompleted, nil, nil)
 		r := f.run(run)
 		wantRun(t, run, r, workflow.RunCompleted, 0)
-		final := asJSON(map[string]any{"keep": "k", "k": "v", "_outputs.a": map[string]any{"n": 1}, "_outputs.b": "pre"})
+		final := asJSON(map[string]any{"keep": "k", "k": "v", "_outputs.a": map[string]any{"n": 1}, "_outputs.b": "pre", "a": map[string]any{"n": 1}, "b": "pre"})
 		if !reflect.DeepEqual(any(r.StatusData), final) {
 			t.Errorf("%s: status_data %#v, want %#v", run, r.StatusData, final)
 		}

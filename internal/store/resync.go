@@ -49,6 +49,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 			return err
 		}
 		var steps []workflow.StoredStep
+		awaiting := 0
 		for rows.Next() {
 			var id, state, stepErr string
 			var taken []string
@@ -59,6 +60,9 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 			}
 			d, _ := decodeJSON(deliveries).(map[string]any)
 			st := workflow.StepState(state)
+			if st == workflow.StepAwaiting {
+				awaiting++
+			}
 			states.rows[id] = &stateRow{status: workflow.StepStatus{State: st, Taken: taken}, deliveries: d}
 			steps = append(steps, workflow.StoredStep{NodeID: id, State: st, Error: stepErr})
 		}
@@ -96,10 +100,12 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 				return err
 			}
 		}
-		res.Status, res.Pending = d.Status, d.Pending
-		switch d.Status {
-		case workflow.RunRunning:
-			_, err = tx.Exec(ctx, `UPDATE `+s.tables.Statuses+` SET pending = $2, updated_at = now() WHERE run_id = $1`, runID, d.Pending)
+		// What is left may only await (wait nodes): the run is awaiting.
+		res.Status, res.Pending = workflow.AwaitStatus(d.Status, d.Pending, awaiting), d.Pending
+		switch res.Status {
+		case workflow.RunRunning, workflow.RunAwaiting:
+			_, err = tx.Exec(ctx, `UPDATE `+s.tables.Statuses+` SET status = $3, pending = $2, awaiting = $4, updated_at = now() WHERE run_id = $1`,
+				runID, d.Pending, string(res.Status), awaiting)
 		case workflow.RunFailed:
 			_, err = tx.Exec(ctx, s.failSQL(),
 				runID, d.Error, d.FailedNode)

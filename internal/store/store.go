@@ -227,10 +227,11 @@ func (s *Store) PinBlueprint(ctx context.Context, runID string, w *workflow.Work
 	})
 }
 
-// Cancel marks a running run cancelled; no further step of it starts.
+// Cancel marks a running (or awaiting) run cancelled; no further step of
+// it starts, and it cannot be resumed.
 func (s *Store) Cancel(ctx context.Context, runID string) (workflow.RunStatus, error) {
 	var st string
-	err := s.pool.QueryRow(ctx, `WITH u AS (UPDATE `+s.tables.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status = 'running' RETURNING status)
+	err := s.pool.QueryRow(ctx, `WITH u AS (UPDATE `+s.tables.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status IN ('running', 'awaiting') RETURNING status)
 		SELECT status FROM u UNION ALL SELECT status FROM `+s.tables.Statuses+` WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, runID).Scan(&st)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("run %s: %w", runID, ErrRunNotFound)

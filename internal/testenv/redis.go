@@ -3,10 +3,13 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/stepflow/stepflow/internal/redisconn"
 )
 
 // Redis connects to RedisURL and closes the client when the test ends. The
@@ -27,19 +30,56 @@ func Redis(t testing.TB) *redis.Client {
 	return rdb
 }
 
-// RedisKeys lists the keys of rdb's database that start with prefix.
-func RedisKeys(ctx context.Context, rdb *redis.Client, prefix string) ([]string, error) {
-	var keys []string
-	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
+// RedisAt connects to the Redis or Redis Cluster that url names (as
+// stepflow reads REDIS_URL) and closes the client when the test ends. The
+// test fails at once when it does not answer.
+func RedisAt(t testing.TB, url string) redis.UniversalClient {
+	t.Helper()
+	rdb, err := redisconn.Open(url)
+	if err != nil {
+		t.Fatalf("Redis URL %s: %v", url, err)
 	}
-	return keys, iter.Err()
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("Redis at %s does not answer: %v", url, err)
+	}
+	return rdb
+}
+
+// RedisKeys lists the keys of rdb's database that start with prefix (of
+// every master, for a cluster).
+func RedisKeys(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]string, error) {
+	scan := func(ctx context.Context, c *redis.Client) ([]string, error) {
+		var keys []string
+		iter := c.Scan(ctx, 0, prefix+"*", 500).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		return keys, iter.Err()
+	}
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return scan(ctx, c)
+	case *redis.ClusterClient:
+		var mu sync.Mutex
+		var keys []string
+		err := c.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			ks, err := scan(ctx, node)
+			mu.Lock()
+			keys = append(keys, ks...)
+			mu.Unlock()
+			return err
+		})
+		return keys, err
+	}
+	return nil, fmt.Errorf("RedisKeys: cannot scan a %T", rdb)
 }
 
 // DeleteRedisKeys deletes every key of rdb's database that starts with
 // prefix, failing the test (not at once) when it cannot. For t.Cleanup.
-func DeleteRedisKeys(t testing.TB, rdb *redis.Client, prefix string) {
+func DeleteRedisKeys(t testing.TB, rdb redis.UniversalClient, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := RemoveRedisKeys(ctx, rdb, prefix); err != nil {
@@ -49,13 +89,21 @@ func DeleteRedisKeys(t testing.TB, rdb *redis.Client, prefix string) {
 
 // RemoveRedisKeys is DeleteRedisKeys for what has no testing.TB (an
 // example).
-func RemoveRedisKeys(ctx context.Context, rdb *redis.Client, prefix string) error {
+func RemoveRedisKeys(ctx context.Context, rdb redis.UniversalClient, prefix string) error {
 	keys, err := RedisKeys(ctx, rdb, prefix)
 	if err != nil {
 		return fmt.Errorf("scan Redis keys %s*: %w", prefix, err)
 	}
 	if len(keys) > 0 {
-		if err := rdb.Del(ctx, keys...).Err(); err != nil {
+		// One DEL per key: a cluster refuses one over keys of several
+		// slots, and its pipeline sends each to its node.
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Del(ctx, k)
+			}
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("delete Redis keys %s*: %w", prefix, err)
 		}
 	}

@@ -5,9 +5,10 @@
 // AssertJSON, Eventually and Poll (waiting for a condition without a bare
 // sleep), PublishConfirmed, TakeMessage, QueueDepth and HTTPGet.
 //
-// It is imported by tests only. It imports no package of stepflow but schema,
-// so that any package's tests, internal ones included, can use it; queue
-// names come from the caller (jobqueue.TopologyQueues) for the same reason.
+// It is imported by tests only. It imports no package of stepflow but schema
+// and internal/redisconn (which import none), so that any package's tests,
+// internal ones included, can use it; queue names come from the caller
+// (jobqueue.TopologyQueues) for the same reason.
 package testenv
 
 import (

@@ -30,6 +30,7 @@ import (
 	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/redisconn"
 	"github.com/stepflow/stepflow/internal/store"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/reconciler"
@@ -55,17 +56,29 @@ type Options struct {
 	Bridge func(*bridge.Config)
 	// Logger receives the services' logs (nil: discarded).
 	Logger *slog.Logger
+	// RedisURL is the Redis (or Redis Cluster) the function and the
+	// reconciler use (default testenv.RedisURL()).
+	RedisURL string
+	// QueueType is the type of the stack's queues: "classic" (default) or
+	// "quorum"; a client of the stack uses the same.
+	QueueType string
+	// PublicURL is the base of the webhook URLs the function's webhook
+	// nodes output (function.Config.PublicURL; "": its default).
+	PublicURL string
 }
 
 // Stack is the running services and where they keep their state. A
-// client.Config of PostgresURL, AMQPURL, Queue and Tables talks to it.
+// client.Config of PostgresURL, AMQPURL, Queue, QueueType and Tables talks
+// to it.
 type Stack struct {
 	PostgresURL string
 	RedisURL    string
 	AMQPURL     string
 	Tables      schema.Tables
 	Queue       string
+	QueueType   string
 	RedisPrefix string
+	FunctionURL string // where the bridge POSTs CloudEvents
 
 	closers []func() error // run last-registered first by Close
 }
@@ -76,11 +89,15 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	id := testenv.RandomHex(4)
 	s := &Stack{
 		PostgresURL: testenv.PostgresURL(),
-		RedisURL:    testenv.RedisURL(),
+		RedisURL:    o.RedisURL,
 		AMQPURL:     testenv.RabbitMQURL(),
 		Tables:      testenv.PrefixedTables("t_" + id + "_"),
 		Queue:       "inprocess-" + id,
+		QueueType:   o.QueueType,
 		RedisPrefix: "inprocess:" + id + ":",
+	}
+	if s.RedisURL == "" {
+		s.RedisURL = testenv.RedisURL()
 	}
 	defer func() {
 		if err != nil {
@@ -106,6 +123,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.FunctionURL = url
 	if err := s.runBridge(ctx, o, url); err != nil {
 		return nil, err
 	}
@@ -175,12 +193,11 @@ func (s *Stack) migrate(ctx context.Context) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-func (s *Stack) redis(ctx context.Context) (*redis.Client, error) {
-	opts, err := redis.ParseURL(s.RedisURL)
+func (s *Stack) redis(ctx context.Context) (redis.UniversalClient, error) {
+	rdb, err := redisconn.Open(s.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewClient(opts)
 	s.onClose(rdb.Close)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("ping Redis at %s: %w", s.RedisURL, err)
@@ -205,7 +222,11 @@ func (s *Stack) declareQueues() error {
 		return fmt.Errorf("open a channel on RabbitMQ: %w", err)
 	}
 	defer ch.Close()
-	return jobqueue.DeclareTopology(ch, s.Queue)
+	return s.topology().Declare(ch)
+}
+
+func (s *Stack) topology() jobqueue.Topology {
+	return jobqueue.Topology{Queue: s.Queue, Type: jobqueue.QueueType(s.QueueType)}
 }
 
 // serveFunction starts the step function and serves it as `stepflow
@@ -219,6 +240,7 @@ func (s *Stack) serveFunction(ctx context.Context, o Options) (string, error) {
 		RedisPrefix: s.RedisPrefix,
 		StepTimeout: 10 * time.Second,
 		PGMaxConns:  4,
+		PublicURL:   o.PublicURL,
 	}); err != nil {
 		return "", fmt.Errorf("start the step function: %w", err)
 	}
@@ -250,6 +272,7 @@ func (s *Stack) runBridge(ctx context.Context, o Options, functionURL string) er
 	cfg := bridge.Config{
 		AMQPURL:        s.AMQPURL,
 		Queue:          s.Queue,
+		QueueType:      s.QueueType,
 		FunctionURL:    functionURL,
 		RequestTimeout: 10 * time.Second,
 		BackoffBase:    20 * time.Millisecond,
@@ -298,8 +321,8 @@ func (s *Stack) runBridge(ctx context.Context, o Options, functionURL string) er
 
 // runReconciler wires a reconciler as `stepflow reconciler` does (with a
 // publisher of its own) and passes it every ReconcileEvery.
-func (s *Stack) runReconciler(ctx context.Context, o Options, pool *pgxpool.Pool, rdb *redis.Client) error {
-	pub := jobqueue.NewPublisher(s.AMQPURL, s.Queue)
+func (s *Stack) runReconciler(ctx context.Context, o Options, pool *pgxpool.Pool, rdb redis.UniversalClient) error {
+	pub := jobqueue.NewTopologyPublisher(s.AMQPURL, s.topology())
 	s.onClose(func() error { pub.Close(); return nil })
 	st, err := store.New(pool, s.Tables)
 	if err != nil {

@@ -1,0 +1,103 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/stepflow/stepflow/internal/jobqueue"
+	"github.com/stepflow/stepflow/internal/store"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+// Resumed is what a resume did.
+type Resumed struct {
+	RunID string `json:"runId"`
+	// Node is the step resumed (for a webhook, its wait step).
+	Node string `json:"node"`
+	// Status is the run's status afterwards: running, awaiting (what
+	// follows awaits too) or completed (the wait node was the last).
+	Status workflow.RunStatus `json:"status"`
+	// Ready are the steps the resume made ready, whose jobs it published.
+	Ready []string `json:"ready,omitempty"`
+}
+
+// Resume resumes a run at an awaiting step (a wait node's, named by
+// r.Node): r.Output becomes the step's output and r.Action routes its
+// edges like any node's action. In one transaction it records that
+// result, makes ready what it leads to and sets the run running; then it
+// publishes the ready steps' jobs.
+//
+// Exactly once: of two resumes of one step (or racing ones), one wins and
+// the other gets ErrNotAwaiting, changing nothing. A run that does not
+// exist gets ErrRunNotFound; a node the run's blueprint has not, or an
+// output its edges cannot route, ErrInvalid. Should a job not reach
+// RabbitMQ after the commit, the resume stands (the run is running with
+// the job's step ready) and the error says so: the reconciler republishes
+// the job once the run counts as stalled.
+func (c *Client) Resume(ctx context.Context, runID string, r workflow.Resume) (*Resumed, error) {
+	if r.Node == "" {
+		return nil, invalid(errors.New("resume: node is required (the awaiting wait node)"))
+	}
+	return c.resume(ctx, store.ResumeRequest{RunID: runID, Resume: r})
+}
+
+// ResumeWebhook resumes a run as a request to the endpoint of its webhook
+// step does (POST /webhooks/<run>/<step>/<token>): with output (the
+// request's JSON body) and action at the wait node that follows the
+// webhook. The token must be the endpoint's, and the endpoint unused
+// (ErrWebhookNotFound, ErrWebhookUsed otherwise); when the wait node does
+// not await yet, ErrNotAwaiting (the sender may try again). It then
+// resumes as Resume does, and uses the endpoint up in the same
+// transaction.
+func (c *Client) ResumeWebhook(ctx context.Context, runID, step, token string, output any, action string) (*Resumed, error) {
+	res, err := c.resume(ctx, store.ResumeRequest{RunID: runID, Webhook: step, Token: token, Resume: workflow.Resume{Output: output, Action: action}})
+	if errors.Is(err, ErrRunNotFound) {
+		// A webhook's URL does not tell which of its parts is wrong.
+		return nil, &sentinelError{err: fmt.Errorf("run %s, webhook %s: %w", runID, step, store.ErrWebhookNotFound), is: ErrWebhookNotFound}
+	}
+	return res, err
+}
+
+func (c *Client) resume(ctx context.Context, req store.ResumeRequest) (*Resumed, error) {
+	run, err := c.store.GetRun(ctx, req.RunID)
+	if err != nil {
+		return nil, ownError(err)
+	}
+	if run.Digest == "" {
+		return nil, &sentinelError{err: fmt.Errorf("run %s has not run a step yet: it does not await a resume", req.RunID), is: ErrNotAwaiting}
+	}
+	w, err := c.workflow(ctx, run.Digest)
+	if err != nil {
+		return nil, err
+	}
+	done, err := c.store.Resume(ctx, w, req)
+	if err != nil {
+		return nil, ownError(err)
+	}
+	res := &Resumed{RunID: req.RunID, Node: done.Node, Status: done.RunStatus, Ready: done.Ready}
+	for _, id := range done.Ready {
+		job := jobqueue.Job{RunID: req.RunID, BlueprintID: run.BlueprintID, NodeID: id, Attempt: 1}
+		if err := c.pub.Publish(ctx, job, 0); err != nil {
+			return res, fmt.Errorf("run %s is resumed at %s but the job of %s was not published (the reconciler will republish it): %w", req.RunID, done.Node, id, err)
+		}
+	}
+	return res, nil
+}
+
+// workflow compiles the blueprint snapshot digest, once per client.
+func (c *Client) workflow(ctx context.Context, digest string) (*workflow.Workflow, error) {
+	if w, ok := c.compiled.Load(digest); ok {
+		return w.(*workflow.Workflow), nil
+	}
+	bp, err := c.store.LoadBlueprint(ctx, digest)
+	if err != nil {
+		return nil, ownError(err)
+	}
+	w, err := workflow.Compile(bp, nil)
+	if err != nil {
+		return nil, fmt.Errorf("blueprint %s (%s): %w", bp.ID, digest, err)
+	}
+	c.compiled.Store(digest, w)
+	return w, nil
+}

@@ -1,0 +1,131 @@
+package client_test
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/testenv/inprocess"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+// approval: start → review (wait) → approve | reject, by the resume's
+// action.
+const approval = `{"id": "approval", "nodes": [
+  {"id": "start", "uses": "noop"},
+  {"id": "review", "uses": "wait"},
+  {"id": "approve", "uses": "transform", "params": {"expression": "'approved by ' + input.by"}},
+  {"id": "reject", "uses": "transform", "params": {"expression": "'rejected by ' + input.by"}}
+], "edges": [
+  {"source": "start", "target": "review"},
+  {"source": "review", "target": "approve", "action": "approve"},
+  {"source": "review", "target": "reject", "action": "reject"}
+]}`
+
+func TestWaitReturnsWhenTheRunAwaitsThenResume(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, inprocess.Options{})
+	id := tb.start(decode(t, approval), map[string]any{"doc": "a.pdf"}, client.StartOptions{})
+	res := tb.wait(id)
+	if res.Status != workflow.RunAwaiting || res.Output != nil {
+		t.Fatalf("Wait: %s, output %v; want awaiting", res.Status, res.Output)
+	}
+	var states []string
+	for _, s := range res.Steps {
+		states = append(states, s.NodeID+":"+string(s.State))
+	}
+	if want := []string{"start:succeeded", "review:awaiting"}; !reflect.DeepEqual(states, want) {
+		t.Errorf("steps %v, want %v", states, want)
+	}
+	list, err := tb.client.Runs(tb.ctx, client.RunFilter{Status: workflow.RunAwaiting})
+	if err != nil || len(list.Runs) != 1 || list.Runs[0].RunID != id {
+		t.Errorf("Runs(status awaiting) = %+v, %v; want the run", list, err)
+	}
+
+	r, err := tb.client.Resume(tb.ctx, id, workflow.Resume{Node: "review", Output: map[string]any{"by": "ada"}, Action: "reject"})
+	if err != nil || r.Node != "review" || r.Status != workflow.RunRunning || !reflect.DeepEqual(r.Ready, []string{"reject"}) {
+		t.Fatalf("Resume: %+v, %v", r, err)
+	}
+	if done := tb.wait(id); done.Status != workflow.RunCompleted || done.Output != "rejected by ada" {
+		t.Errorf("after the resume: %s, output %v", done.Status, done.Output)
+	}
+	_, err = tb.client.Resume(tb.ctx, id, workflow.Resume{Node: "review", Action: "approve"})
+	if !errors.Is(err, client.ErrNotAwaiting) || !strings.Contains(err.Error(), "is completed") {
+		t.Errorf("resume of a completed run: %v", err)
+	}
+}
+
+func TestResumeRefusals(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, inprocess.Options{})
+	id := tb.start(decode(t, approval), nil, client.StartOptions{})
+	tb.wait(id)
+	tests := []struct {
+		run string
+		r   workflow.Resume
+		is  error
+		msg string
+	}{
+		{"nope", workflow.Resume{Node: "review"}, client.ErrRunNotFound, "run nope"},
+		{id, workflow.Resume{}, client.ErrInvalid, "node is required"},
+		{id, workflow.Resume{Node: "ghost"}, client.ErrInvalid, `has no node "ghost" (its wait nodes: review)`},
+		{id, workflow.Resume{Node: "approve"}, client.ErrNotAwaiting, "not a wait node"},
+	}
+	for _, tt := range tests {
+		if _, err := tb.client.Resume(tb.ctx, tt.run, tt.r); !errors.Is(err, tt.is) || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("Resume(%s, %+v): %v; want %v with %q", tt.run, tt.r, err, tt.is, tt.msg)
+		}
+	}
+	if res := tb.wait(id); res.Status != workflow.RunAwaiting {
+		t.Errorf("after refusals: %s", res.Status)
+	}
+}
+
+// Many clients resume one step at once: exactly one wins, and the node
+// after it runs once.
+func TestRacingResumesOneWins(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, inprocess.Options{})
+	id := tb.start(decode(t, approval), nil, client.StartOptions{})
+	tb.wait(id)
+	const n = 32
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won, refused := 0, 0
+	for i := range n {
+		wg.Go(func() {
+			action := []string{"approve", "reject"}[i%2]
+			_, err := tb.client.Resume(tb.ctx, id, workflow.Resume{Node: "review", Output: map[string]any{"by": action}, Action: action})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, client.ErrNotAwaiting):
+				refused++
+			default:
+				t.Errorf("resume %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if won != 1 || refused != n-1 {
+		t.Fatalf("%d won, %d refused; want 1 and %d", won, refused, n-1)
+	}
+	res := tb.wait(id)
+	ran := 0
+	for _, s := range res.Steps {
+		if (s.NodeID == "approve" || s.NodeID == "reject") && s.State == workflow.StepSucceeded {
+			ran++
+			if s.Attempts != 1 {
+				t.Errorf("%s ran %d attempts", s.NodeID, s.Attempts)
+			}
+		}
+	}
+	if res.Status != workflow.RunCompleted || ran != 1 {
+		t.Errorf("status %s, %d of approve/reject ran; want completed, one", res.Status, ran)
+	}
+}
