@@ -335,11 +335,10 @@ func TestBrowserReplaysADeadLetter(t *testing.T) {
 	}
 }
 
-// The resume form sends {"node", "output", "action"} to the API. Until
-// pausing serves POST /api/v1/runs/{id}/resume, the API answers 404 and
-// the page says so; the test watches the request pass, whatever the
-// answer.
-func TestBrowserResumeFormSendsTheResume(t *testing.T) {
+// The resume form sends {"node", "output", "action"} to the API (the test
+// watches the request pass), and the page follows the run resumed to its
+// end.
+func TestBrowserResumesAnAwaitingRun(t *testing.T) {
 	t.Parallel()
 	sent := make(chan map[string]any, 1)
 	tb := setup(t, setupOptions{wrap: func(next http.Handler) http.Handler {
@@ -354,29 +353,31 @@ func TestBrowserResumeFormSendsTheResume(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}})
-	const approval = `{"id": "approval", "nodes": [
-	  {"id": "ask", "uses": "sleep", "params": {"duration": "1h"}},
-	  {"id": "ship", "uses": "noop"}, {"id": "refund", "uses": "noop"}
-	], "edges": [{"source": "ask", "target": "ship", "action": "approve"}, {"source": "ask", "target": "refund", "action": "reject"}]}`
-	tb.start(approval, map[string]any{"orderId": "A-1001"}, "approval-1")
-	tb.sleeping("approval-1")
-	awaitIn(t, tb, "approval-1", "ask")
+	tb.startAwaiting("approval-1")
 	ctx := tab(t)
 	run(t, ctx, "the awaiting run",
 		chromedp.Navigate(tb.url+"/runs/approval-1"),
 		chromedp.WaitVisible(css(`form.resume-form textarea[name=output]`)),
-		chromedp.SendKeys(css(`form.resume-form textarea[name=output]`), `{"approved": true, "by": "ada"}`),
+		chromedp.SendKeys(css(`form.resume-form textarea[name=output]`), `{"reviewer": "grace"}`),
 		chromedp.SetValue(css(`form.resume-form select[name=action]`), "approve"),
 	)
 	screenshot(t, ctx, "awaiting.png")
-	run(t, ctx, "resume", chromedp.Click(css(`form.resume-form button[type=submit]`)), chromedp.WaitVisible(css(`.flash`)))
-	select {
-	case body := <-sent:
-		out, _ := body["output"].(map[string]any)
-		if body["node"] != "ask" || body["action"] != "approve" || out["approved"] != true || out["by"] != "ada" {
-			t.Errorf("the form sent %v, want node ask, action approve and the output typed", body)
-		}
-	case <-ctx.Done():
-		t.Fatal("the form sent nothing")
+	run(t, ctx, "resume",
+		chromedp.Click(css(`form.resume-form button[type=submit]`)),
+		chromedp.WaitVisible(css(`.run-head .status.st-completed`)),
+		chromedp.WaitVisible(css(`svg.graph a.node[data-node="publish"][data-state="succeeded"]`)),
+		chromedp.WaitVisible(css(`svg.graph a.node[data-node="return-to-author"][data-state="skipped"]`)),
+		chromedp.WaitNotPresent(css(`form.resume-form`)),
+	)
+	if flash := value(t, ctx, "the message", chromedp.Text(css(`.flash`))); flash != "Resumed." {
+		t.Errorf("after the resume the page says %q", flash)
+	}
+	body := <-sent
+	if out, _ := body["output"].(map[string]any); body["node"] != "approve" || body["action"] != "approve" || out["reviewer"] != "grace" {
+		t.Errorf("the form sent %v, want node approve, action approve and the output typed", body)
+	}
+	res := tb.wait("approval-1")
+	if out, _ := res.Output.(map[string]any); res.Status != workflow.RunCompleted || out["approvedBy"] != "grace" {
+		t.Errorf("approval-1 after the resume: %s %v, want completed, approved by grace", res.Status, res.Output)
 	}
 }

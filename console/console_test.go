@@ -174,35 +174,41 @@ func TestEverythingIsEscaped(t *testing.T) {
 	p.has(t, "the runs list", `href="/runs/%22%3E%3Cscript%3Ealert%28%27run%27%29%3C%2Fscript%3E%2F..%2Fx"`)
 }
 
-// The resume form is rendered for a run whose status is awaiting. Until
-// pausing records that status, the test sets it in its own tables: the
-// steps a pausing run would have (an awaiting step whose node routes by
-// action) and nothing else.
+// An awaiting run (examples/approval.json at its wait node) gets the
+// resume form, with the actions of the wait node's edges.
 func TestAwaitingRunOffersTheResumeForm(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, setupOptions{})
-	const approval = `{"id": "approval", "nodes": [
-	  {"id": "ask", "uses": "sleep", "params": {"duration": "1h"}},
-	  {"id": "ship", "uses": "noop"}, {"id": "refund", "uses": "noop"}
-	], "edges": [{"source": "ask", "target": "ship", "action": "approve"}, {"source": "ask", "target": "refund", "action": "reject"}]}`
-	tb.start(approval, nil, "waiting")
-	tb.sleeping("waiting")
-	p := tb.get("/runs/waiting")
-	p.lacks(t, "a running run", `class="resume"`)
+	tb.start(nap, nil, "napping")
+	tb.sleeping("napping")
+	tb.get("/runs/napping").lacks(t, "a sleeping run", `class="resume"`)
 
-	awaitIn(t, tb, "waiting", "ask")
-	p = tb.get("/runs/waiting")
+	tb.startAwaiting("approval-1")
+	p := tb.get("/runs/approval-1")
 	p.has(t, "an awaiting run",
 		`<span class="status st-awaiting">awaiting</span>`,
-		`<form class="resume-form" data-resume="/api/v1/runs/waiting/resume">`,
-		`<input type="hidden" name="node" value="ask">`,
+		`<form class="resume-form" data-resume="/api/v1/runs/approval-1/resume">`,
+		`<input type="hidden" name="node" value="approve">`,
 		`<textarea name="output"`,
 		`<option value="">(none: the default edges)</option>`, `<option value="approve">approve</option>`, `<option value="reject">reject</option>`,
-		`data-node="ask" data-state="awaiting"`, `data-running="true"`, "Cancel run")
+		`data-node="approve" data-state="awaiting"`, `data-running="true"`, "Cancel run")
 	// The form stands outside the part the page polls, so a poll never
 	// wipes what is being typed.
 	if strings.Index(p.body, `class="resume-form"`) > strings.Index(p.body, `<div class="live"`) {
 		t.Error("the resume form is inside the live part")
+	}
+	tb.get("/?status=awaiting").has(t, "the awaiting runs", `data-run="approval-1"`, `<option value="awaiting" selected>`)
+}
+
+// startAwaiting starts examples/approval.json and waits until it awaits
+// at its wait node.
+func (tb *testBundle) startAwaiting(runID string) {
+	tb.t.Helper()
+	input := map[string]any{}
+	mustJSON(tb.t, readFile(tb.t, "../examples/approval.input.json"), &input)
+	tb.start(readFile(tb.t, "../examples/approval.json"), input, runID)
+	if res := tb.wait(runID); res.Status != workflow.RunAwaiting {
+		tb.t.Fatalf("%s: %s, want awaiting at its wait node", runID, res.Status)
 	}
 }
 
@@ -213,21 +219,6 @@ func (tb *testBundle) sleeping(runID string) {
 		d, err := tb.client.Inspect(tb.ctx, runID)
 		return err == nil && len(d.Steps) == 1 && d.Steps[0].State == workflow.StepSleeping
 	})
-}
-
-// awaitIn sets a run and one of its steps awaiting, as pausing will.
-func awaitIn(t *testing.T, tb *testBundle, runID, node string) {
-	t.Helper()
-	pool := testenv.Pool(t, 1)
-	q := tb.stack.Tables.Quoted()
-	for _, sql := range []string{
-		`UPDATE ` + q.Steps + ` SET state = 'awaiting', wake_at = NULL WHERE run_id = $1 AND node_id = $2`,
-		`UPDATE ` + q.Statuses + ` SET status = 'awaiting' WHERE run_id = $1 AND $2 <> ''`,
-	} {
-		if tag, err := pool.Exec(tb.ctx, sql, runID, node); err != nil || tag.RowsAffected() != 1 {
-			t.Fatalf("%s: %v (%v rows)", sql, err, tag.RowsAffected())
-		}
-	}
 }
 
 func TestDeadLettersPage(t *testing.T) {

@@ -12,11 +12,6 @@ import (
 	"github.com/stepflow/stepflow/workflow"
 )
 
-// statusAwaiting is the status of a run that waits for a resume (a wait
-// node, a webhook, a child run). Pausing brings it to workflow; the pages
-// are ready for it.
-const statusAwaiting = workflow.RunStatus("awaiting")
-
 // live reports whether a run of this status may still change by itself or
 // by a resume: its page keeps polling.
 func live(s workflow.RunStatus) bool { return !s.Final() }
@@ -38,7 +33,6 @@ func (c *Console) funcs() template.FuncMap {
 		"short":    short,
 		"statusOf": func(s workflow.RunStatus) string { return statusClass(s) },
 		"live":     live,
-		"awaiting": func(s workflow.RunStatus) bool { return s == statusAwaiting },
 	}
 }
 
@@ -46,7 +40,7 @@ func (c *Console) funcs() template.FuncMap {
 // unknown one (a newer server's) is drawn plain rather than guessed at.
 func statusClass(s workflow.RunStatus) string {
 	switch s {
-	case workflow.RunRunning, workflow.RunCompleted, workflow.RunFailed, workflow.RunCancelled, statusAwaiting:
+	case workflow.RunRunning, workflow.RunAwaiting, workflow.RunCompleted, workflow.RunFailed, workflow.RunCancelled:
 		return string(s)
 	}
 	return "unknown"

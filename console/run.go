@@ -70,7 +70,7 @@ func (c *Console) runPage(d *client.RunDetail, deadLetters int) *runPage {
 		b, _ := json.Marshal(map[string]string{"runId": id})
 		p.ReplayBody = string(b)
 	}
-	if d.Run.Status == statusAwaiting {
+	if d.Run.Status == workflow.RunAwaiting {
 		p.Resume = resumeForms(d.Blueprint, st)
 	}
 	return p
@@ -82,7 +82,7 @@ func resumeForms(bp *workflow.Blueprint, st *steps) []resumeForm {
 	var out []resumeForm
 	for _, g := range st.Groups {
 		for _, s := range g.Steps {
-			if s.State != stepAwaiting {
+			if s.State != workflow.StepAwaiting {
 				continue
 			}
 			out = append(out, resumeForm{Node: s.NodeID, Actions: actionsOf(bp, g.Node)})

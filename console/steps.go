@@ -24,10 +24,6 @@ const (
 	stateSkipped   = "skipped"
 )
 
-// stepAwaiting is the state of a step that waits for a resume; it comes
-// with pausing.
-const stepAwaiting = workflow.StepState("awaiting")
-
 // displayState is how a stored step state is drawn.
 func displayState(s workflow.StepState) string {
 	switch s {
@@ -35,7 +31,7 @@ func displayState(s workflow.StepState) string {
 		return stateReady
 	case workflow.StepRetrying, workflow.StepAwaitingFallback:
 		return stateRunning
-	case workflow.StepSleeping, stepAwaiting:
+	case workflow.StepSleeping, workflow.StepAwaiting, workflow.StepAwaitingChild:
 		return stateAwaiting
 	case workflow.StepSucceeded, workflow.StepRecovered:
 		return stateSucceeded

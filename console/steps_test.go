@@ -56,7 +56,7 @@ func shapes(t *testing.T) (*workflow.Blueprint, []client.StepDetail) {
 		}
 		steps = append(steps, step(fmt.Sprintf("double_b1_%d", i), st, 1))
 	}
-	steps = append(steps, step("items_gather_scatter_next", workflow.StepReady, 0), step("approve", stepAwaiting, 1))
+	steps = append(steps, step("items_gather_scatter_next", workflow.StepReady, 0), step("approve", workflow.StepAwaiting, 1))
 	return bp, steps
 }
 
@@ -107,7 +107,7 @@ func TestDisplayStates(t *testing.T) {
 	t.Parallel()
 	for stored, drawn := range map[workflow.StepState]string{
 		workflow.StepReady: stateReady, workflow.StepRetrying: stateRunning, workflow.StepAwaitingFallback: stateRunning,
-		workflow.StepSleeping: stateAwaiting, stepAwaiting: stateAwaiting,
+		workflow.StepSleeping: stateAwaiting, workflow.StepAwaiting: stateAwaiting,
 		workflow.StepSucceeded: stateSucceeded, workflow.StepRecovered: stateSucceeded,
 		workflow.StepFailed: stateFailed, workflow.StepSkipped: stateSkipped, "a-new-state": stateReady,
 	} {
@@ -135,7 +135,7 @@ func TestRunPageSummarisesIterationsAndWorkers(t *testing.T) {
 	bp, steps := shapes(t)
 	bp.Edges = append(bp.Edges, workflow.Edge{Source: "approve", Target: "start", Action: "again"})
 	d := &client.RunDetail{
-		Run:       client.RunSummary{RunID: "shaped", BlueprintID: "shapes", Status: statusAwaiting, CreatedAt: time.Now()},
+		Run:       client.RunSummary{RunID: "shaped", BlueprintID: "shapes", Status: workflow.RunAwaiting, CreatedAt: time.Now()},
 		Blueprint: bp, Steps: steps, Context: map[string]any{},
 		Parent:   &client.RunLink{RunID: "the-parent", Step: "sub"},
 		Children: []client.RunLink{{RunID: "child-1", Step: "items_scatter", Status: workflow.RunCompleted}},
