@@ -128,11 +128,13 @@ func TestReminderExample(t *testing.T) {
 	  {"source": "reminder-delay", "target": "send-reminder"}
 	]}`)
 	runID := tb.start(bp, nil)
-	testenv.Eventually(t, 10*time.Second, "initial-approval to await", func() bool {
-		s := tb.steps(runID)["initial-approval"]
-		return s != nil && s.State == workflow.StepAwaiting
+	// grace may still be ready when initial-approval awaits: wait for both.
+	testenv.Eventually(t, 10*time.Second, "initial-approval to await and grace to sleep", func() bool {
+		steps := tb.steps(runID)
+		a, g := steps["initial-approval"], steps["grace"]
+		return a != nil && a.State == workflow.StepAwaiting && g != nil && g.State == workflow.StepSleeping
 	})
-	if r, _ := tb.store.GetRun(context.Background(), runID); r.Status != workflow.RunRunning || tb.steps(runID)["grace"].State != workflow.StepSleeping {
+	if r, _ := tb.store.GetRun(context.Background(), runID); r.Status != workflow.RunRunning {
 		t.Fatalf("with grace sleeping the run is %s, want running", r.Status)
 	}
 	res := tb.wait(runID, 20*time.Second) // returns once it awaits
