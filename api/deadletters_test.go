@@ -2,9 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
-	"net/http"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/stepflow/stepflow/api"
@@ -14,29 +12,15 @@ import (
 )
 
 // refusal is the reason the test's function gives the jobs it refuses.
-const refusal = "refused once by the test"
+const refusal = inprocess.Refusal
 
-// refuser is fault injection between the bridge and the function: the
-// first request of each marked run is answered 400, which the bridge
-// dead-letters at once; later requests reach the function.
-type refuser struct{ runs sync.Map } // run id → struct{}
-
-func (r *refuser) wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		// One job per request (BatchSize 1): its run is the ce-subject.
-		if _, ok := r.runs.LoadAndDelete(req.Header.Get("ce-subject")); ok {
-			http.Error(w, refusal, http.StatusBadRequest)
-			return
-		}
-		next.ServeHTTP(w, req)
-	})
-}
+type refuser = inprocess.Refuser
 
 // startRefused starts a run whose start job is dead-lettered, and waits
 // until the reconciler has recorded it and failed the run.
 func (tb *testBundle) startRefused(r *refuser, runID string) {
 	tb.t.Helper()
-	r.runs.Store(runID, struct{}{})
+	r.RefuseOnce(runID)
 	tb.start(greet, map[string]any{"name": runID}, runID)
 	if res := tb.waitForRun(runID); res.Status != workflow.RunFailed {
 		tb.t.Fatalf("run %s after its start job was refused: %s, want failed", runID, res.Status)
@@ -122,7 +106,7 @@ func TestDeadLetters(t *testing.T) {
 }
 
 func stackRefusing(r *refuser) (o inprocess.Options) {
-	o.Handler = r.wrap
+	o.Handler = r.Wrap
 	o.Bridge = func(c *bridge.Config) { c.BatchSize = 1 }
 	return o
 }

@@ -17,17 +17,7 @@ import (
 	"github.com/stepflow/stepflow/workflow"
 )
 
-// approval: start → review (wait) → approve | reject, by action.
-const approval = `{"id": "approval", "nodes": [
-  {"id": "start", "uses": "noop"},
-  {"id": "review", "uses": "wait"},
-  {"id": "approve", "uses": "transform", "params": {"expression": "'approved by ' + input.by"}},
-  {"id": "reject", "uses": "transform", "params": {"expression": "'rejected by ' + input.by"}}
-], "edges": [
-  {"source": "start", "target": "review"},
-  {"source": "review", "target": "approve", "action": "approve"},
-  {"source": "review", "target": "reject", "action": "reject"}
-]}`
+const approval = inprocess.ApprovalBlueprint
 
 // payment: a webhook, the wait its request resumes, then charge or
 // decline by the request's action.

@@ -2,12 +2,10 @@ package client_test
 
 import (
 	"encoding/json"
-	"net/http"
 	"reflect"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,31 +19,15 @@ import (
 )
 
 // refusal is the reason the test's function gives the jobs it refuses.
-const refusal = "refused once by the test"
+const refusal = inprocess.Refusal
 
-// refuser is fault injection between the bridge and the function: the
-// first request of each marked run is answered 400, which the bridge
-// dead-letters at once; later requests reach the function.
-type refuser struct{ runs sync.Map } // run id → struct{}
-
-func (r *refuser) refuseOnce(runID string) { r.runs.Store(runID, struct{}{}) }
-
-func (r *refuser) wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		// One job per request (BatchSize 1): its run is the ce-subject.
-		if _, ok := r.runs.LoadAndDelete(req.Header.Get("ce-subject")); ok {
-			http.Error(w, refusal, http.StatusBadRequest)
-			return
-		}
-		next.ServeHTTP(w, req)
-	})
-}
+type refuser = inprocess.Refuser
 
 func setupRefusing(t *testing.T) (*testBundle, *refuser) {
 	t.Helper()
 	r := &refuser{}
 	tb := setup(t, inprocess.Options{
-		Handler: r.wrap,
+		Handler: r.Wrap,
 		Bridge:  func(c *bridge.Config) { c.BatchSize = 1 },
 	})
 	return tb, r
@@ -55,7 +37,7 @@ func setupRefusing(t *testing.T) (*testBundle, *refuser) {
 // until the reconciler has recorded it and failed the run.
 func (tb *testBundle) startRefused(r *refuser, runID string) {
 	tb.t.Helper()
-	r.refuseOnce(runID)
+	r.RefuseOnce(runID)
 	tb.start(decode(tb.t, greet), map[string]any{"name": runID}, client.StartOptions{RunID: runID})
 	res := tb.wait(runID)
 	if res.Status != workflow.RunFailed || len(res.Errors) != 1 || !strings.Contains(res.Errors[0].Message, refusal) || res.Errors[0].NodeID != "hello" {

@@ -12,18 +12,7 @@ import (
 	"github.com/stepflow/stepflow/workflow"
 )
 
-// approval: start → review (wait) → approve | reject, by the resume's
-// action.
-const approval = `{"id": "approval", "nodes": [
-  {"id": "start", "uses": "noop"},
-  {"id": "review", "uses": "wait"},
-  {"id": "approve", "uses": "transform", "params": {"expression": "'approved by ' + input.by"}},
-  {"id": "reject", "uses": "transform", "params": {"expression": "'rejected by ' + input.by"}}
-], "edges": [
-  {"source": "start", "target": "review"},
-  {"source": "review", "target": "approve", "action": "approve"},
-  {"source": "review", "target": "reject", "action": "reject"}
-]}`
+const approval = inprocess.ApprovalBlueprint
 
 func TestWaitReturnsWhenTheRunAwaitsThenResume(t *testing.T) {
 	t.Parallel()

@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -296,25 +295,12 @@ func TestAssetsAndWhatIsNotAPage(t *testing.T) {
 }
 
 // refusal is the reason the test's function gives the jobs it refuses.
-const refusal = "refused once by the test"
+const refusal = inprocess.Refusal
 
-// refuser is fault injection between the bridge and the function: the
-// first request of each marked run is answered 400, which the bridge
-// dead-letters at once; later requests reach the function.
-type refuser struct{ runs sync.Map } // run id → struct{}
-
-func (r *refuser) wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if _, ok := r.runs.LoadAndDelete(req.Header.Get("ce-subject")); ok {
-			http.Error(w, refusal, http.StatusBadRequest)
-			return
-		}
-		next.ServeHTTP(w, req)
-	})
-}
+type refuser = inprocess.Refuser
 
 func stackRefusing(r *refuser) (o inprocess.Options) {
-	o.Handler = r.wrap
+	o.Handler = r.Wrap
 	o.Bridge = func(c *bridge.Config) { c.BatchSize = 1 }
 	return o
 }
@@ -323,7 +309,7 @@ func stackRefusing(r *refuser) (o inprocess.Options) {
 // until the reconciler has recorded it and failed the run.
 func (tb *testBundle) startRefused(r *refuser, runID string) {
 	tb.t.Helper()
-	r.runs.Store(runID, struct{}{})
+	r.RefuseOnce(runID)
 	tb.start(greet, map[string]any{"name": runID}, runID)
 	if res := tb.wait(runID); res.Status != workflow.RunFailed {
 		tb.t.Fatalf("run %s after its start job was refused: %s, want failed", runID, res.Status)
