@@ -203,8 +203,6 @@ func TestLoopFallbackRunsInItsIteration(t *testing.T) {
 	}
 }
 
-var _ = fmt.Sprint
-
 func TestBatchExampleGathersInItemOrder(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
@@ -217,4 +215,193 @@ func TestBatchExampleGathersInItemOrder(t *testing.T) {
 	runID := "batch-" + testenv.RandomHex(6)
 	tb.deliverAll(nil, tb.createRunWithID(runID, bp, input)...)
 	tb.assertLikeLocal(bp, runID, input)
+}
+
+// batchBlueprint scatters input.items over probe workers, chunk at a
+// time (0: all at once), into gather, which end follows.
+func batchBlueprint(t *testing.T, chunk int) *workflow.Blueprint {
+	t.Helper()
+	chunkParam := ""
+	if chunk > 0 {
+		chunkParam = fmt.Sprintf(`, "chunkSize": %d`, chunk)
+	}
+	return decodeBlueprint(t, `{"id": "probe-batch", "nodes": [
+		{"id": "scatter", "uses": "batch-scatter", "inputs": "items", "params": {"workerUsesKey": "probe", "gatherNodeId": "gather"`+chunkParam+`}},
+		{"id": "gather", "uses": "batch-gather", "params": {"outputKey": "results"}},
+		{"id": "end", "uses": "transform", "inputs": "results", "params": {"expression": "len(input)"}}],
+		"edges": [{"source": "scatter", "target": "gather"}, {"source": "gather", "target": "end"}]}`)
+}
+
+func items(n int) map[string]any {
+	xs := make([]any, n)
+	for i := range xs {
+		xs[i] = i
+	}
+	return map[string]any{"items": xs}
+}
+
+// assertGathered checks that the run's gather got every worker's output
+// in item order, and that each worker ran once.
+func (tb *testBundle) assertGathered(runID string, n int) {
+	tb.t.Helper()
+	r := tb.run(runID)
+	results, _ := r.StatusData["results"].([]any)
+	if len(results) != n {
+		tb.t.Fatalf("results has %d entries, want %d: %v", len(results), n, r.StatusData["results"])
+	}
+	batch := workflow.BatchID(runID, "scatter")
+	for i, res := range results {
+		m, _ := res.(map[string]any)
+		worker := fmt.Sprintf("probe_%s_%d", batch, i)
+		if m["node"] != worker || m["input"] != float64(i) {
+			tb.t.Errorf("results[%d] = %v, want the output of %s for item %d", i, res, worker, i)
+		}
+		if c := tb.probes.count(worker); c != 1 {
+			tb.t.Errorf("worker %s ran %d times, want once", worker, c)
+		}
+	}
+}
+
+func TestBatchOf50GathersInItemOrder(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := batchBlueprint(t, 0)
+	runID := "b50-" + testenv.RandomHex(6)
+	input := items(50)
+	starts := tb.createRunWithID(runID, bp, input)
+	workers := tb.mustHandle(starts[0])
+	if len(workers) != 50 {
+		t.Fatalf("the scatter's reply has %d jobs, want its 50 workers", len(workers))
+	}
+	// Delivered in reverse: the gather still waits for every worker and
+	// gets their outputs in item order.
+	var rest []wire.Job
+	for i := len(workers) - 1; i >= 0; i-- {
+		next := tb.mustHandle(workers[i].Job)
+		if i > 0 && len(next) > 0 {
+			t.Fatalf("worker %d of 50 made %v ready before the last worker finished", 50-i, targets(next))
+		}
+		for _, nj := range next {
+			rest = append(rest, nj.Job)
+		}
+	}
+	if len(rest) != 1 || rest[0].NodeID != "gather" {
+		t.Fatalf("the last worker made %v ready, want gather", rest)
+	}
+	tb.deliverAll(nil, rest...)
+	tb.assertGathered(runID, 50)
+	tb.assertLikeLocal(bp, runID, input)
+	var counted []int32
+	if err := tb.pool.QueryRow(tb.ctx, `SELECT dynamic_resolved FROM `+tb.tables.Steps+` WHERE run_id = $1 AND node_id = 'scatter'`, runID).Scan(&counted); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(counted, []int32{50}) {
+		t.Errorf("the scatter counts %v resolved workers, want [50]", counted)
+	}
+}
+
+func TestBatchChunksRunAWaveAtATime(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := batchBlueprint(t, 4)
+	runID := "chunk-" + testenv.RandomHex(6)
+	input := items(10)
+	starts := tb.createRunWithID(runID, bp, input)
+	wave := tb.mustHandle(starts[0])
+	var sizes []int
+	for len(wave) > 0 && wave[0].NodeID != "gather" {
+		sizes = append(sizes, len(wave))
+		var next []wire.NextJob
+		for i, j := range wave {
+			got := tb.mustHandle(j.Job)
+			if i < len(wave)-1 && len(got) > 0 {
+				t.Fatalf("a worker before its wave's last made %v ready", targets(got))
+			}
+			next = append(next, got...)
+		}
+		wave = next
+	}
+	if !slices.Equal(sizes, []int{4, 4, 2}) {
+		t.Errorf("waves of %v workers, want [4 4 2]", sizes)
+	}
+	tb.deliverAll(nil, wave[0].Job)
+	tb.assertGathered(runID, 10)
+	tb.assertLikeLocal(bp, runID, input)
+}
+
+func TestBatchRedeliveredScatterCreatesNoSecondSet(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := batchBlueprint(t, 0)
+	runID := "redeliver-" + testenv.RandomHex(6)
+	input := items(5)
+	starts := tb.createRunWithID(runID, bp, input)
+	first := tb.mustHandle(starts[0])
+	again := tb.mustHandle(starts[0]) // the same job, delivered again
+	if got, want := targets(again), targets(first); !slices.Equal(got, want) || len(first) != 5 {
+		t.Fatalf("the redelivered scatter re-emitted %v, want the same 5 workers %v", got, want)
+	}
+	countRows := func() int {
+		var n int
+		if err := tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM `+tb.tables.Steps+` WHERE run_id = $1`, runID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := countRows(); n != 6 {
+		t.Fatalf("%d step rows after the redelivered scatter, want the scatter and its 5 workers", n)
+	}
+	if p := tb.run(runID).Pending; p != 5 {
+		t.Errorf("pending %d, want 5", p)
+	}
+	// A redelivered worker runs once; its redelivery re-emits nothing
+	// while the gather is not ready.
+	if next := tb.mustHandle(first[0].Job); len(next) != 0 {
+		t.Fatalf("worker 0 made %v ready", targets(next))
+	}
+	if next := tb.mustHandle(first[0].Job); len(next) != 0 {
+		t.Fatalf("worker 0 redelivered made %v ready", targets(next))
+	}
+	var jobs []wire.Job
+	for _, j := range first {
+		jobs = append(jobs, j.Job)
+	}
+	tb.deliverAll(nil, jobs...)
+	tb.assertGathered(runID, 5)
+	tb.assertLikeLocal(bp, runID, input)
+	if n := countRows(); n != 8 {
+		t.Errorf("%d step rows, want 8 (scatter, 5 workers, gather, end)", n)
+	}
+}
+
+func TestBatchOfNoItemsGathersAnEmptyList(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := batchBlueprint(t, 0)
+	runID := "empty-" + testenv.RandomHex(6)
+	input := items(0)
+	tb.deliverAll(nil, tb.createRunWithID(runID, bp, input)...)
+	tb.assertLikeLocal(bp, runID, input)
+	testenv.AssertJSON(t, "results", tb.run(runID).StatusData["results"], []any{})
+}
+
+func TestGoNodeCreatesDynamicNodes(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.reg.Register("split", func(_ context.Context, in workflow.NodeInput) (workflow.NodeResult, error) {
+		var ds []workflow.DynamicNode
+		for i, part := range []string{"a", "b", "c"} {
+			ds = append(ds, workflow.DynamicNode{ID: fmt.Sprintf("part_%s_%d", workflow.BatchID(in.RunID, in.Key()), i), Uses: "transform",
+				Params: map[string]any{"expression": fmt.Sprintf("%q + %q", part, "!")}})
+		}
+		return workflow.NodeResult{Output: "split", DynamicNodes: ds, Gather: "join"}, nil
+	})
+	tb.f = tb.newFunction()
+	tb.startFunction(tb.f, 0)
+	bp := decodeBlueprint(t, `{"id": "split", "nodes": [{"id": "split", "uses": "split"}, {"id": "join", "uses": "transform", "params": {"expression": "input"}}],
+		"edges": [{"source": "split", "target": "join"}]}`)
+	runID := "split-" + testenv.RandomHex(6)
+	tb.deliverAll(nil, tb.createRunWithID(runID, bp, nil)...)
+	tb.assertLikeLocal(bp, runID, nil)
+	testenv.AssertJSON(t, "join's output", tb.run(runID).StatusData["join"], []any{"a!", "b!", "c!"})
 }
