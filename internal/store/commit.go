@@ -326,7 +326,7 @@ func (s *Store) queueFinish(b *pgx.Batch, p *pending) {
 		// same statement (see DynamicCounts).
 		args = append(args, d.Source, d.Wave+1)
 		b.Queue(`WITH me AS (`+finish+`),
-			counted AS (UPDATE `+s.tables.Steps+` SET dynamic_resolved[$18::int] = coalesce(dynamic_resolved[$18::int], 0) + 1
+			tally AS (UPDATE `+s.tables.Steps+` SET dynamic_resolved[$18::int] = coalesce(dynamic_resolved[$18::int], 0) + 1
 				WHERE run_id = $1 AND node_id = $17 AND EXISTS (SELECT 1 FROM me))
 			SELECT EXISTS (SELECT 1 FROM me)`, args...).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&p.applied)
