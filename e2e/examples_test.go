@@ -181,3 +181,38 @@ func TestLoopExample(t *testing.T) {
 		t.Errorf("tick's steps %v, want tick#1 … tick#3", keys)
 	}
 }
+
+// A batch of 60 lines through the bridge, whose requests carry many
+// workers of the run at once (group commits of one batch's workers):
+// every worker runs once and the gather has the lines in order.
+func TestBatchOf60(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := exampleBlueprint(t, "batch")
+	for i := range bp.Nodes {
+		if bp.Nodes[i].ID == "lines_scatter" {
+			delete(bp.Nodes[i].Params, "chunkSize")
+		}
+	}
+	var lines []any
+	for i := range 60 {
+		lines = append(lines, map[string]any{"sku": fmt.Sprintf("S-%02d", i), "qty": 1, "price": float64(i)})
+	}
+	input := map[string]any{"items": lines}
+	runID := tb.start(bp, input)
+	res := tb.wait(runID, 60*time.Second)
+	assertLikeLocal(t, bp, input, res)
+	got, _ := res.Context["lines"].([]any)
+	if len(got) != 60 {
+		t.Fatalf("lines has %d entries, want 60", len(got))
+	}
+	batch := workflow.BatchID(runID, "lines_scatter")
+	for i, l := range got {
+		if m, _ := l.(map[string]any); m["sku"] != fmt.Sprintf("S-%02d", i) {
+			t.Errorf("lines[%d] = %v, want S-%02d", i, l, i)
+		}
+		if n := tb.nodes.count(runID, fmt.Sprintf("price-line_%s_%d", batch, i)); n != 1 {
+			t.Errorf("worker %d ran %d times, want once", i, n)
+		}
+	}
+}

@@ -30,12 +30,11 @@
 // attempt means (CompiledNode.Outcome), which edges a result takes and
 // which dynamic nodes it creates (Route, RouteStep), which steps become
 // ready or skipped and which loops end (Advance over the States of a run,
-// which find dynamic nodes through DynamicStates and may count them through
-// DynamicCounts;
-// DecideRun for a commit; AwaitStatus when what is left only awaits;
-// ResumeStep for a resume; WebhookWait for a webhook's request), what input
-// a step gets (ResolveInput), and what
-// a finished run outputs (FinalOutput). StepState names the states a step is
+// which find dynamic nodes through DynamicStates and may count them
+// through DynamicCounts; DecideRun for a commit; AwaitStatus when what is
+// left only awaits; ResumeStep for a resume; WebhookWait for a webhook's
+// request), what input a step gets (ResolveInput), and what a finished run
+// outputs (FinalOutput). StepState names the states a step is
 // stored in. Invoke and MapContext call a node as the local runner does;
 // OutputKey, InputKey and Normalize are the run context's conventions.
 //
