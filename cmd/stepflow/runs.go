@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -128,7 +129,7 @@ func newStatusCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(res)
 			}
-			printStatus(res)
+			printStatus(cmd.OutOrStdout(), res)
 			return nil
 		},
 	}
@@ -137,12 +138,12 @@ func newStatusCmd() *cobra.Command {
 	return cmd
 }
 
-func printStatus(res *workflow.RunResult) {
-	fmt.Printf("run %s  blueprint %s  status %s  %.1f ms\n", res.RunID, res.BlueprintID, res.Status, res.DurationMs)
+func printStatus(w io.Writer, res *workflow.RunResult) {
+	fmt.Fprintf(w, "run %s  blueprint %s  status %s  %.1f ms\n", res.RunID, res.BlueprintID, res.Status, res.DurationMs)
 	if p := res.Parent; p != nil {
-		fmt.Printf("parent: run %s  blueprint %s  step %s  status %s\n", p.RunID, p.BlueprintID, p.Step, p.Status)
+		fmt.Fprintf(w, "parent: run %s  blueprint %s  step %s  status %s\n", p.RunID, p.BlueprintID, p.Step, p.Status)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tTYPE\tSTATE\tATTEMPTS\tDURATION\tERROR")
 	for _, s := range res.Steps {
 		d := "-"
@@ -153,8 +154,8 @@ func printStatus(res *workflow.RunResult) {
 	}
 	tw.Flush()
 	if len(res.Children) > 0 {
-		fmt.Println("child runs:")
-		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(w, "child runs:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  RUN\tBLUEPRINT\tSTEP\tSTATUS")
 		for _, c := range res.Children {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.RunID, c.BlueprintID, c.Step, c.Status)
@@ -162,16 +163,16 @@ func printStatus(res *workflow.RunResult) {
 		tw.Flush()
 	}
 	for _, e := range res.Errors {
-		fmt.Printf("error: %s: %s\n", e.NodeID, e.Message)
+		fmt.Fprintf(w, "error: %s: %s\n", e.NodeID, e.Message)
 	}
 	for _, s := range res.Steps {
 		if s.State == workflow.StepAwaiting {
-			fmt.Printf("awaiting: %s (stepflow resume %s --node %s --output JSON)\n", s.NodeID, res.RunID, s.NodeID)
+			fmt.Fprintf(w, "awaiting: %s (stepflow resume %s --node %s --output JSON)\n", s.NodeID, res.RunID, s.NodeID)
 		}
 	}
 	if res.Output != nil {
 		b, _ := json.MarshalIndent(res.Output, "", "  ")
-		fmt.Printf("output: %s\n", b)
+		fmt.Fprintf(w, "output: %s\n", b)
 	}
 }
 
@@ -179,7 +180,7 @@ func newCancelCmd() *cobra.Command {
 	var c conn
 	cmd := &cobra.Command{
 		Use:   "cancel RUN",
-		Short: "Cancel a run: no further step of it starts",
+		Short: "Cancel a run and the child runs of its subflows: no further step of them starts",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := c.validate(); err != nil {
@@ -197,7 +198,7 @@ func newCancelCmd() *cobra.Command {
 			if st != workflow.RunCancelled {
 				return exitCode(1, fmt.Errorf("run %s is already %s", args[0], st))
 			}
-			fmt.Printf("run %s cancelled\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "run %s cancelled\n", args[0])
 			return nil
 		},
 	}
