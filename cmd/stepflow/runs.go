@@ -45,8 +45,8 @@ version to the run) and publishes its start jobs to RabbitMQ. It prints the run
 id. A blueprint with a node type the step function of this binary does not
 serve (stepflow validate lists them) is refused before anything is recorded.
 With --blueprints, the folder the step function finds child blueprints in
-(its BLUEPRINTS_DIR), a subflow naming a blueprint that is not there is refused
-too. With --wait it waits until the run completes, fails, is cancelled or awaits (a
+(its BLUEPRINTS_DIR), a subflow naming a blueprint found neither there nor
+among the stored ones is refused too. With --wait it waits until the run completes, fails, is cancelled or awaits (a
 wait node with nothing else left to run: "stepflow resume" goes on) and prints
 the same JSON object as "stepflow run --local". Exit 0: started / completed /
 awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
@@ -63,13 +63,10 @@ awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 			if _, err := workflow.Compile(bp, registry()); err != nil {
 				return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
 			}
+			var children map[string]*workflow.Blueprint
 			if blueprintsDir != "" {
-				children, err := readBlueprintDir(blueprintsDir)
-				if err != nil {
+				if children, err = readBlueprintDir(blueprintsDir); err != nil {
 					return exitCode(2, fmt.Errorf("--blueprints: %w", err))
-				}
-				if err := workflow.ValidateSubflows(bp, children); err != nil {
-					return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
 				}
 			}
 			in, err := parseInput(input)
@@ -82,6 +79,16 @@ awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 				return exitCode(1, err)
 			}
 			defer cl.Close()
+			if children != nil {
+				// Where the step function finds children: its folder and
+				// the stored blueprints.
+				if err := cl.CheckSubflows(ctx, bp, children); err != nil {
+					if errors.Is(err, client.ErrInvalid) {
+						return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
+					}
+					return exitCode(1, err)
+				}
+			}
 			id, err := cl.Start(ctx, bp, in, client.StartOptions{RunID: runID})
 			if err != nil {
 				return exitCode(1, err)
@@ -96,7 +103,7 @@ awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 	}
 	cmd.Flags().StringVar(&input, "input", "", "initial context: a JSON object, or @FILE")
 	cmd.Flags().StringVar(&runID, "run-id", "", "run id (default: a new UUID)")
-	cmd.Flags().StringVar(&blueprintsDir, "blueprints", "", "folder of the blueprints its subflows run (*.json; the step function's BLUEPRINTS_DIR): refuse a subflow naming one that is not there")
+	cmd.Flags().StringVar(&blueprintsDir, "blueprints", "", "folder of the blueprints its subflows run (*.json; the step function's BLUEPRINTS_DIR): refuse a subflow naming one found neither there nor stored")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the run completes, fails, is cancelled or awaits, and print its result")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 2); 0 waits forever")
 	addConnFlags(cmd.Flags(), &c, "postgres", "amqp")

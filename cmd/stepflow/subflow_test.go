@@ -60,6 +60,11 @@ func TestSubflowStatusAndCancel(t *testing.T) {
 		}
 		return code, out.String() + " " + errText(err)
 	}
+	// A child found neither in --blueprints nor stored is refused, named.
+	missing := write("missing.json", `{"id": "lost", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "nowhere"}}]}`)
+	if code, msg := run("start", missing, "--blueprints", children); code != 2 || !strings.Contains(msg, `nodes[0].params.blueprintId: no blueprint "nowhere" among those given (napper)`) {
+		t.Errorf("start of a blueprint whose child is missing: exit %d %s; want 2, naming it", code, msg)
+	}
 	if code, msg := run("start", parent, "--blueprints", children, "--run-id", "p-1"); code != 0 {
 		t.Fatalf("start: exit %d %s", code, msg)
 	}
@@ -73,6 +78,16 @@ func TestSubflowStatusAndCancel(t *testing.T) {
 		res, err := c.Result(context.Background(), childID)
 		return err == nil && len(res.Steps) == 1 && res.Steps[0].State == workflow.StepSleeping
 	})
+
+	// Stored by the child's run, napper is found where --blueprints lacks it.
+	others := filepath.Join(dir, "others")
+	if err := os.Mkdir(others, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write("others/unrelated.json", `{"id": "unrelated", "nodes": [{"id": "x", "uses": "noop"}]}`)
+	if code, msg := run("start", parent, "--blueprints", others, "--run-id", "p-2"); code != 0 {
+		t.Errorf("start with a child only stored: exit %d %s; want it started", code, msg)
+	}
 
 	code, out := run("status", "p-1")
 	if code != 0 || !strings.Contains(out, "status running") || !strings.Contains(out, "child runs:") ||
