@@ -5,9 +5,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
-	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -235,32 +235,43 @@ func TestSubflowCancelCascadesOnTheStack(t *testing.T) {
 
 // A child that pauses at a wait node keeps its parent waiting (running,
 // holding nothing); resuming the child run finishes it, and its end
-// continues the parent.
+// continues the parent: through the commit of the child's last step, or
+// through the resume itself when the wait node is the child's last step.
 func TestSubflowChildAwaitsAResume(t *testing.T) {
 	t.Parallel()
-	child := blueprint(t, `{"id": "approval-child", "nodes": [{"id": "ask", "uses": "wait"}, {"id": "done", "uses": "transform", "inputs": "ask", "params": {"expression": "input.ok"}}],
-	  "edges": [{"source": "ask", "target": "done"}]}`)
-	tb := setup(t, withBlueprints(child))
-	parent := blueprint(t, `{"id": "approval-parent", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "approval-child"}},
-	  {"id": "after", "uses": "transform", "inputs": "sub", "params": {"expression": "{'approved': input}"}}],
-	  "edges": [{"source": "sub", "target": "after"}]}`)
-	runID := tb.start(parent, nil)
-	childID := workflow.ChildRunID(runID, "sub", 1)
-	testenv.Eventually(t, 20*time.Second, "the child run to start", func() bool {
-		_, err := tb.client.Result(tb.ctx, childID)
-		return err == nil
-	})
-	if res := tb.wait(childID, 20*time.Second); res.Status != workflow.RunAwaiting {
-		t.Fatalf("child is %s; want awaiting", res.Status)
-	}
-	if r, err := tb.client.Result(tb.ctx, runID); err != nil || r.Status != workflow.RunRunning {
-		t.Fatalf("parent: %+v, %v; want running while its child awaits", r, err)
-	}
-	if _, err := tb.client.Resume(tb.ctx, childID, workflow.Resume{Node: "ask", Output: map[string]any{"ok": "yes"}}); err != nil {
-		t.Fatal(err)
-	}
-	res := tb.wait(runID, 20*time.Second)
-	if res.Status != workflow.RunCompleted || !reflect.DeepEqual(res.Output, map[string]any{"approved": "yes"}) {
-		t.Errorf("parent: %s with output %v; want completed with the child's output", res.Status, res.Output)
+	for _, tc := range []struct{ name, child, want string }{
+		{"a step after the wait", `{"id": "approval-child", "nodes": [{"id": "ask", "uses": "wait"}, {"id": "done", "uses": "transform", "inputs": "ask", "params": {"expression": "input.ok"}}],
+		  "edges": [{"source": "ask", "target": "done"}]}`, `{"approved": "yes"}`},
+		{"the wait last", `{"id": "approval-child", "nodes": [{"id": "ask", "uses": "wait"}]}`, `{"approved": {"ok": "yes"}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tb := setup(t, withBlueprints(blueprint(t, tc.child)))
+			parent := blueprint(t, `{"id": "approval-parent", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "approval-child"}},
+			  {"id": "after", "uses": "transform", "inputs": "sub", "params": {"expression": "{'approved': input}"}}],
+			  "edges": [{"source": "sub", "target": "after"}]}`)
+			runID := tb.start(parent, nil)
+			childID := workflow.ChildRunID(runID, "sub", 1)
+			testenv.Eventually(t, 20*time.Second, "the child run to start", func() bool {
+				_, err := tb.client.Result(tb.ctx, childID)
+				return err == nil
+			})
+			if res := tb.wait(childID, 20*time.Second); res.Status != workflow.RunAwaiting {
+				t.Fatalf("child is %s; want awaiting", res.Status)
+			}
+			if r, err := tb.client.Result(tb.ctx, runID); err != nil || r.Status != workflow.RunRunning {
+				t.Fatalf("parent: %+v, %v; want running while its child awaits", r, err)
+			}
+			if _, err := tb.client.Resume(tb.ctx, childID, workflow.Resume{Node: "ask", Output: map[string]any{"ok": "yes"}}); err != nil {
+				t.Fatal(err)
+			}
+			// No reconciler runs here: the parent goes on only if the
+			// child's end published its continuation.
+			res := tb.wait(runID, 20*time.Second)
+			if res.Status != workflow.RunCompleted {
+				t.Fatalf("parent: %s (%+v); want completed", res.Status, res.Errors)
+			}
+			testenv.AssertJSON(t, "parent's output", res.Output, json.RawMessage(tc.want))
+		})
 	}
 }
