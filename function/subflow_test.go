@@ -153,3 +153,33 @@ func TestSubflowChildBlueprintLookup(t *testing.T) {
 	tb.deliverAll(nil, starts...)
 	tb.assertCompleted(runID, map[string]any{"sub": 42.0})
 }
+
+// A blueprint that runs itself stops 64 runs deep, as in process: the
+// innermost subflow step fails, and each run above fails with its child.
+func TestSubflowDepthIsBounded(t *testing.T) {
+	t.Parallel()
+	selfish := decodeBlueprint(t, `{"id": "selfish", "nodes": [{"id": "again", "uses": "subflow", "params": {"blueprintId": "selfish"}}]}`)
+	tb := setup(t)
+	runID, starts := tb.createRun(selfish, nil)
+	tb.deliverAll(nil, starts...)
+	r := tb.run(runID)
+	if r.Status != workflow.RunFailed || !strings.Contains(r.Error, `subflow "selfish": runs nested more than 64 deep`) {
+		t.Fatalf("run %s: %.300q; want failed, saying how deep", r.Status, r.Error)
+	}
+	var runs int
+	if err := tb.pool.QueryRow(tb.ctx, `SELECT count(*) FROM `+tb.tables.Quoted().Statuses).Scan(&runs); err != nil {
+		t.Fatal(err)
+	}
+	if runs != 65 {
+		t.Errorf("%d runs; want 65 (the run and 64 nested children)", runs)
+	}
+	local, err := workflow.Run(tb.ctx, selfish, tb.reg, nil, workflow.RunOptions{RunID: runID})
+	if err != nil || local.Status != workflow.RunFailed || len(local.Errors) == 0 || local.Errors[0].Message != r.Error {
+		t.Errorf("in process: %s, %v; want the same failure as on the stack", local.Status, err)
+		if len(local.Errors) > 0 {
+			t.Logf("in process ...%s\non the stack ...%s", tail(local.Errors[0].Message), tail(r.Error))
+		}
+	}
+}
+
+func tail(s string) string { return s[max(0, len(s)-200):] }
