@@ -216,3 +216,33 @@ func TestBatchOf60(t *testing.T) {
 		}
 	}
 }
+
+// The subflow example on the stack: its child, examples/subflows/pricing,
+// is a run of its own (a batch of price-line workers), and the parent ends
+// as the local runner ends it.
+func TestSubflowExample(t *testing.T) {
+	t.Parallel()
+	child := exampleBlueprint(t, "subflows/pricing")
+	tb := setup(t, withBlueprints(child))
+	bp := exampleBlueprint(t, "subflow")
+	input := exampleInput(t, "subflow")
+	runID := tb.start(bp, input)
+	res := tb.wait(runID, 30*time.Second)
+	want, err := workflow.Run(t.Context(), bp, nodes.Registry(), input, workflow.RunOptions{
+		RunID: runID, Blueprints: map[string]*workflow.Blueprint{child.ID: child}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != workflow.RunCompleted || want.Status != workflow.RunCompleted {
+		t.Fatalf("status %s (errors %v), the local run's %s; want both completed", res.Status, res.Errors, want.Status)
+	}
+	testenv.AssertJSON(t, "output", res.Output, want.Output)
+	testenv.AssertJSON(t, "context", res.Context, want.Context)
+	if len(res.Children) != 1 || res.Children[0].BlueprintID != "pricing" || res.Children[0].Status != workflow.RunCompleted {
+		t.Fatalf("children %+v, want one completed pricing run", res.Children)
+	}
+	cres := tb.wait(res.Children[0].RunID, 5*time.Second)
+	if cres.Parent == nil || cres.Parent.RunID != runID {
+		t.Errorf("child's parent %+v, want %s", cres.Parent, runID)
+	}
+}
