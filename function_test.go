@@ -502,6 +502,44 @@ func TestRootIsAnInstancedHTTPFunction(t *testing.T) {
 	}
 }
 
+// funcScaffoldingPins are the requirements of the Go scaffolding of func
+// v0.50.1 (templates/go/scaffolding/*/go.mod, the same in all four), the
+// func version scripts/func-check.sh builds. func build --builder=host
+// copies into that go.mod only our requirements it does not list, and
+// builds with -mod=readonly: if our dependencies need a higher version of
+// one of these, go stops with "updates to go.mod needed" (docs/knative.md,
+// "func build and go.mod"). Our go.mod lists each at the pin itself, so the
+// function func builds links exactly our versions.
+var funcScaffoldingPins = map[string]string{
+	"knative.dev/func-go":           "v0.22.0",
+	"golang.org/x/sys":              "v0.47.0",
+	"github.com/rs/zerolog":         "v1.35.1",
+	"github.com/mattn/go-colorable": "v0.1.15",
+	"github.com/mattn/go-isatty":    "v0.0.23",
+}
+
+func TestGoModFitsFuncScaffolding(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := regexp.MustCompile(`(?m)^\s*(?:require\s+)?(\S+) (v\S+)(?: // indirect)?$`)
+	listed := map[string]string{}
+	for _, m := range req.FindAllStringSubmatch(string(data), -1) {
+		listed[m[1]] = m[2]
+	}
+	for path, pin := range funcScaffoldingPins {
+		switch v := listed[path]; v {
+		case pin:
+		case "":
+			t.Errorf("go.mod does not list %s; func's scaffolding pins it at %s", path, pin)
+		default:
+			t.Errorf("go.mod lists %s %s; func v0.50.1's scaffolding pins %s, and func build --builder=host fails unless our module graph selects exactly that (docs/knative.md)", path, v, pin)
+		}
+	}
+}
+
 func mustRequest(r *http.Request, err error) *http.Request {
 	if err != nil {
 		panic(err) // a malformed literal URL

@@ -129,7 +129,7 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst any, emp
 // none).
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || !isJSON(mt) {
 			return nil, &Error{Code: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type %q: send application/json", ct)}
 		}
 	}

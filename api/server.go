@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -174,6 +176,12 @@ func (s *Server) handle(pattern string, acc access, h func(http.ResponseWriter, 
 				return
 			}
 		}
+		if acc == write && s.o.Token == "" {
+			if err := sameOriginWrite(r); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+		}
 		if err := h(w, r); err != nil {
 			s.fail(w, r, err)
 		}
@@ -194,6 +202,49 @@ func (s *Server) authorize(r *http.Request) error {
 	}
 	return nil
 }
+
+// crossOrigin is net/http's cross-site request check: Sec-Fetch-Site, or
+// where a browser sends none, Origin against Host.
+var crossOrigin = http.NewCrossOriginProtection()
+
+// sameOriginWrite refuses a write, on a server without an API token, that
+// a page of another origin could have made the user's browser send. Such
+// a page may send a "simple" POST without asking the server first (no
+// CORS preflight): bodyless, a form, or text/plain, with the user's access
+// to the loopback address. It cannot send Content-Type: application/json
+// without a preflight, which this server answers with no CORS grant, so
+// the browser never sends the write itself. So a write needs:
+//
+//   - no sign of another origin: Sec-Fetch-Site same-origin or none, or
+//     without it an Origin, if any, that is this server (403 otherwise);
+//   - and a JSON Content-Type, unless Sec-Fetch-Site or Origin shows it
+//     comes from a page of this server (415 otherwise).
+//
+// With a token none of this is needed: a browser does not add the
+// Authorization header to a request of another page by itself.
+func sameOriginWrite(r *http.Request) error {
+	if err := crossOrigin.Check(r); err != nil {
+		site, origin := r.Header.Get("Sec-Fetch-Site"), r.Header.Get("Origin")
+		return &Error{Code: http.StatusForbidden, Msg: fmt.Sprintf("cross-origin write refused (Sec-Fetch-Site %q, Origin %q, Host %q): without STEPFLOW_API_TOKEN this server takes writes from its own pages and from clients that are not browsers only", site, origin, r.Host)}
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && isJSON(mt) {
+		return nil
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site == "same-origin" || (site == "" && r.Header.Get("Origin") != "") {
+		return nil // crossOrigin.Check matched the Origin with Host
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "none"
+	} else {
+		ct = strconv.Quote(ct)
+	}
+	return &Error{Code: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type %s: a write to this server (no STEPFLOW_API_TOKEN) needs Content-Type: application/json, with or without a body, so that no page of another origin can send it (curl: -H 'Content-Type: application/json')", ct)}
+}
+
+// isJSON reports whether the media type mt is JSON: application/json or a
+// +json type.
+func isJSON(mt string) bool { return mt == "application/json" || strings.HasSuffix(mt, "+json") }
 
 // ServeHTTP routes r; a request no route takes gets a JSON 404 or 405.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

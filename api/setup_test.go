@@ -111,7 +111,9 @@ func (r reply) causes() []string {
 	return out
 }
 
-// do sends a request; headers are name, value pairs.
+// do sends a request; headers are name, value pairs. A POST, and a request
+// with a body, carries Content-Type: application/json, as the console and a
+// JSON client send it; a header given with the value "" is left out.
 func (tb *testBundle) do(method, path, body string, headers ...string) reply {
 	tb.t.Helper()
 	var rd io.Reader
@@ -122,10 +124,14 @@ func (tb *testBundle) do(method, path, body string, headers ...string) reply {
 	if err != nil {
 		tb.t.Fatal(err)
 	}
-	if body != "" {
+	if body != "" || method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)

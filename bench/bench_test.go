@@ -117,7 +117,7 @@ func TestCheckFunction(t *testing.T) {
 			t.Errorf("--function %s --func-bin %s: %v, want an error with %q", tt.function, tt.bin, err, tt.wantErr)
 		}
 	}
-	if c := defaultConfig(); c.Function != functionStepflow || (os.Getenv("FUNC_BIN") == "" && !strings.HasSuffix(c.FuncBin, filepath.Join("stepflow", "func-v0.49.2", "func"))) {
+	if c := defaultConfig(); c.Function != functionStepflow || (os.Getenv("FUNC_BIN") == "" && !strings.HasSuffix(c.FuncBin, filepath.Join("stepflow", "func-v0.50.1", "func"))) {
 		t.Errorf("defaults: --function %s --func-bin %s", c.Function, c.FuncBin)
 	}
 }

@@ -95,7 +95,7 @@ func defaultFuncBin() string {
 		home, _ := os.UserHomeDir()
 		cache = filepath.Join(home, ".cache")
 	}
-	return filepath.Join(cache, "stepflow", "func-v0.49.2", "func")
+	return filepath.Join(cache, "stepflow", "func-v0.50.1", "func")
 }
 
 func defaultConfig() *config {

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # func-check: prove the repository root is a working Knative function with the
-# real func CLI (knative.dev/func v0.49.2) and its host builder, and that the
-# function it builds is the step function `stepflow function` serves:
+# real func CLI (knative.dev/func v0.50.1) and its host builder, as a newcomer
+# types them (no GOFLAGS), and that the function it builds is the step function
+# `stepflow function` serves:
 #
 #   1. build the func CLI once into ~/.cache/stepflow/func-<version>/func (outside the repository, which
 #      the host builder copies into the image; from the Go module cache,
-#      downloading knative.dev/func@v0.49.2 through the module proxy if needed);
+#      downloading knative.dev/func@v0.50.1 through the module proxy if needed);
 #   2. func build --builder=host   (OCI image under .func/build, nothing pushed),
-#      and check that func chose the instanced-http scaffolding;
-#   3. func run --builder=host     (background; POSTGRES_URL / REDIS_URL);
+#      with no -mod flag in GOFLAGS, then check that func chose the instanced-http
+#      scaffolding and that the binary it built links exactly our go.mod's versions;
+#   3. func run --builder=host     (background; POSTGRES_URL / REDIS_URL; no -mod flag);
 #   4. wait, bounded, for GET /health/readiness;
 #   5. func invoke -f cloudevent a dev.stepflow.job.v1 CloudEvent (binary mode)
 #      carrying {"runId","blueprintId","nodeId","attempt":1} built from RUN_ID,
@@ -31,7 +33,8 @@
 #   FUNC_ADDRESS                    host:port for func run (default: func picks
 #                                   127.0.0.1:8080, or a free port if 8080 is taken)
 #   FUNC_BIN                        func CLI to use/build (default ~/.cache/stepflow/func-<version>/func)
-#   FUNC_VERSION                    func version to build (default v0.49.2)
+#   FUNC_VERSION                    func version to build (default v0.50.1, the one go.mod
+#                                   is pinned for: docs/knative.md)
 #   FUNC_CHECK_SKIP_BUILD=1         skip step 2 (func run scaffolds and compiles by itself)
 #   FUNC_CHECK_SKIP_BENCH=1         skip the quick benchmark of step 6
 #   READY_TIMEOUT                   seconds to wait for the running function (default 300:
@@ -40,7 +43,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
-FUNC_VERSION=${FUNC_VERSION:-v0.49.2}
+FUNC_VERSION=${FUNC_VERSION:-v0.50.1}
 FUNC_BIN=${FUNC_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/stepflow/func-$FUNC_VERSION/func}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
 export POSTGRES_URL=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
@@ -112,31 +115,133 @@ build_func_cli() {
 	cp -r "$src/." "$work/"
 	chmod -R u+w "$work"
 	mkdir -p "$(dirname "$FUNC_BIN")"
+	substitute_unserved_requirements "$work"
 	log "building func $FUNC_VERSION into $FUNC_BIN (a cold build takes about 10-15 minutes on 2 cores)"
-	(cd "$work" && go build -ldflags "-X knative.dev/func/pkg/version.Vers=$FUNC_VERSION" -o "$FUNC_BIN.tmp" ./cmd/func)
+	(cd "$work" && GOFLAGS="$(go env GOFLAGS) -mod=mod" go build -ldflags "-X knative.dev/func/pkg/version.Vers=$FUNC_VERSION" -o "$FUNC_BIN.tmp" ./cmd/func)
 	mv "$FUNC_BIN.tmp" "$FUNC_BIN"
 	rm -rf "$work"
 	log "func CLI built in $(since "$t"): $("$FUNC_BIN" version)"
 }
+# substitute_unserved_requirements DIR: func v0.50.1 requires two modules that a Go
+# module proxy may not serve (proxy.golang.org answered 403 "not available" for both on
+# the machine this was written on): github.com/functions-dev/func-operator v0.2.1,
+# whose API types only func deploy's syncer for the func operator uses, and a
+# pseudo-version of github.com/awslabs/amazon-ecr-credential-helper/ecr-login (AWS ECR
+# credentials, for pushing). When a download fails, the copy of func's source in DIR
+# gets a stand-in through a replace in its go.mod (never in ours): ecr-login v0.13.0,
+# and a module with the func-operator API types func uses. Neither is on the path of
+# func build, func run or func invoke with the host builder.
+substitute_unserved_requirements() {
+	local dir=$1 v
+	local ecr=github.com/awslabs/amazon-ecr-credential-helper/ecr-login op=github.com/functions-dev/func-operator
+	v=$(awk -v m="$ecr" '$1 == m {print $2; exit}' "$dir/go.mod")
+	if [ -n "$v" ] && ! (cd "$dir" && go mod download "$ecr@$v" >/dev/null 2>&1); then
+		log "the module proxy does not serve $ecr@$v: building func with $ecr@v0.13.0"
+		(cd "$dir" && go mod edit -replace "$ecr=$ecr@v0.13.0")
+	fi
+	v=$(awk -v m="$op" '$1 == m {print $2; exit}' "$dir/go.mod")
+	if [ -n "$v" ] && ! (cd "$dir" && go mod download "$op@$v" >/dev/null 2>&1); then
+		log "the module proxy does not serve $op@$v: building func with a stand-in of its api/v1alpha1 (used by func deploy's operator sync only)"
+		mkdir -p "$dir/.func-operator/api/v1alpha1"
+		printf 'module %s\n\ngo 1.25\n' "$op" >"$dir/.func-operator/go.mod"
+		cat >"$dir/.func-operator/api/v1alpha1/types.go" <<'GO'
+// Package v1alpha1 declares the func operator's Function resource as far as
+// func's operator syncer (func deploy) uses it.
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+var (
+	GroupVersion  = schema.GroupVersion{Group: "functions.dev", Version: "v1alpha1"}
+	SchemeBuilder = runtime.NewSchemeBuilder(func(s *runtime.Scheme) error {
+		s.AddKnownTypes(GroupVersion, &Function{}, &FunctionList{})
+		metav1.AddToGroupVersion(s, GroupVersion)
+		return nil
+	})
+	AddToScheme = SchemeBuilder.AddToScheme
+)
+
+type FunctionSpecRepository struct {
+	URL    string `json:"url"`
+	Branch string `json:"branch,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+type FunctionSpecRegistry struct {
+	AuthSecretRef *corev1.LocalObjectReference `json:"authSecretRef,omitempty"`
+}
+
+type FunctionSpec struct {
+	Repository FunctionSpecRepository `json:"repository"`
+	Registry   FunctionSpecRegistry   `json:"registry,omitempty"`
+}
+
+type FunctionStatus struct {
+	Name string `json:"name,omitempty"`
+}
+
+type Function struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              FunctionSpec   `json:"spec,omitempty"`
+	Status            FunctionStatus `json:"status,omitempty"`
+}
+
+type FunctionList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Function `json:"items"`
+}
+
+func (in *Function) DeepCopyObject() runtime.Object {
+	out := *in
+	in.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	if in.Spec.Registry.AuthSecretRef != nil {
+		ref := *in.Spec.Registry.AuthSecretRef
+		out.Spec.Registry.AuthSecretRef = &ref
+	}
+	return &out
+}
+
+func (in *FunctionList) DeepCopyObject() runtime.Object {
+	out := *in
+	in.ListMeta.DeepCopyInto(&out.ListMeta)
+	out.Items = make([]Function, len(in.Items))
+	for i := range in.Items {
+		out.Items[i] = *in.Items[i].DeepCopyObject().(*Function)
+	}
+	return &out
+}
+GO
+		(cd "$dir" && go mod edit -replace "$op=./.func-operator")
+	fi
+}
+
 if [ -x "$FUNC_BIN" ]; then
 	log "using $FUNC_BIN ($("$FUNC_BIN" version))"
 else
 	build_func_cli
 fi
 
-# func build --builder=host runs a bare `go build` in the scaffolding it writes to
-# .func/build, whose go.mod is func's template (templates/go/scaffolding/instanced-http)
-# with our requirements added only where the template lists none. func v0.49.2's
-# template pins knative.dev/func-go v0.21.3 and golang.org/x/sys v0.18.0 (March 2024);
-# Go selects the higher versions our dependencies need (x/sys v0.48.0, required by
-# prometheus, otel, go-redis, x/net), so the template's go.mod is inconsistent and
-# `go build` stops with "updates to go.mod needed". No pin of ours can fix that (x/sys
-# cannot go back two years), and the host builder passes no build settings of
-# func.yaml on: -mod=mod lets go update the throwaway scaffolding's go.mod. See
-# docs/knative.md. func run is not affected: it runs `go mod tidy` first. Keep the
-# user's GOFLAGS (e.g. -buildvcs=false from `go env -w`): an exported GOFLAGS replaces
-# that setting.
-BUILD_GOFLAGS="$(go env GOFLAGS) -mod=mod"
+# func build --builder=host runs a bare `go build` (-mod=readonly) in the scaffolding
+# it writes to .func/build, whose go.mod is func's template with our requirements added
+# only where the template lists none; func run runs `go mod tidy` there first. Our go.mod
+# is pinned so that the template's go.mod needs no update (docs/knative.md, "func build
+# and go.mod"). To prove the plain commands, run them without any -mod flag, keeping the
+# rest of the user's GOFLAGS (e.g. -buildvcs=false from `go env -w`).
+PLAIN_GOFLAGS=
+for flag in $(go env GOFLAGS); do
+	case $flag in
+	-mod=*) log "func build and func run without $flag (the plain commands)" ;;
+	*) PLAIN_GOFLAGS="$PLAIN_GOFLAGS $flag" ;;
+	esac
+done
+export GOFLAGS="${PLAIN_GOFLAGS# }"
 
 # --- 2. func build -------------------------------------------------------------------------
 if [ "${FUNC_CHECK_SKIP_BUILD:-}" = 1 ]; then
@@ -144,9 +249,17 @@ if [ "${FUNC_CHECK_SKIP_BUILD:-}" = 1 ]; then
 else
 	t=$(now_ms)
 	log "func build --builder=host (linux/amd64, linux/arm64, linux/arm/v7; nothing is pushed)"
-	GOFLAGS=$BUILD_GOFLAGS "$FUNC_BIN" build --builder=host --path "$ROOT"
+	"$FUNC_BIN" build --builder=host --path "$ROOT"
 	grep -q 'http.Start(f.New())' .func/build/main.go ||
 		die "func did not scaffold the instanced-http main (.func/build/main.go: $(tr '\n' ' ' <.func/build/main.go))"
+	# The binary func built links the module versions `go build` of this repository
+	# does (a scaffolding pin above ours would show here).
+	# (Our own module shows as the scaffolding's v0.0.0 requirement, replaced by ./f.)
+	built=$(go version -m .func/build/result/f.linux.amd64 | awk '$1 == "dep" && $2 != "github.com/stepflow/stepflow" {print $2, $3}' | sort)
+	ours=$(go list -m -f '{{.Path}} {{.Version}}' all | sort)
+	differ=$(comm -23 <(printf '%s\n' "$built") <(printf '%s\n' "$ours"))
+	[ -z "$differ" ] || die "the function func built links other versions than go.mod's: $differ"
+	log "the built binary links $(printf '%s\n' "$built" | wc -l) modules, each at go.mod's version"
 	log "func build done in $(since "$t"): image $(cat .func/built-image 2>/dev/null || echo '?'), scaffolding instanced-http"
 fi
 
