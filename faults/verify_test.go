@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -442,7 +443,7 @@ func (b *bundle) checkSteps(ctx context.Context, runs []*run, lg *logs) {
 		steps := got[r.id]
 		want := map[string]workflow.StepState{}
 		for _, s := range r.expected.Steps {
-			want[s.NodeID] = s.State
+			want[cmp.Or(s.StepKey, s.NodeID)] = s.State // a loop iteration's or a dynamic node's row is keyed by its step key
 		}
 		if want["c"] == workflow.StepSucceeded {
 			cRuns++
