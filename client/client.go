@@ -146,7 +146,8 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 }
 
 // Cancel stops a run: no further step of it starts. It returns the run's
-// status afterwards (cancelled, or the final status it already had).
+// status afterwards (cancelled, or the final status it already had). The
+// child runs its subflow steps started (and theirs) are cancelled with it.
 func (c *Client) Cancel(ctx context.Context, runID string) (workflow.RunStatus, error) {
 	st, err := c.store.Cancel(ctx, runID)
 	return st, ownError(err)
@@ -256,5 +257,8 @@ func (c *Client) Result(ctx context.Context, runID string) (*workflow.RunResult,
 		end = *run.FinishedAt
 	}
 	res.DurationMs = float64(end.Sub(run.CreatedAt).Microseconds()) / 1000
+	if res.Parent, res.Children, err = c.links(ctx, runID); err != nil { // subflows (children.go)
+		return nil, err
+	}
 	return res, nil
 }

@@ -35,11 +35,7 @@ type RunDetail struct {
 
 // RunLink names a run related to another one, and the step that relates
 // them (the parent's subflow step).
-type RunLink struct {
-	RunID  string             `json:"runId"`
-	Step   string             `json:"step,omitempty"`
-	Status workflow.RunStatus `json:"status,omitempty"`
-}
+type RunLink = workflow.RunLink
 
 // StepDetail is a step with what it was given and what it gave.
 type StepDetail struct {
@@ -113,6 +109,9 @@ func (c *Client) Inspect(ctx context.Context, runID string) (*RunDetail, error) 
 	}
 	if run.Status == workflow.RunFailed {
 		d.FailedNode, _ = run.StatusData["nodeId"].(string)
+	}
+	if d.Parent, d.Children, err = c.links(ctx, runID); err != nil { // subflows (children.go)
+		return nil, err
 	}
 	return d, nil
 }

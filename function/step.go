@@ -229,6 +229,8 @@ type stepRun struct {
 	commit  *store.Commit
 	next    []wire.NextJob
 	outcome string
+
+	child *workflow.RunResult // subflows: the finished child run of a step awaiting it (subflow.go)
 }
 
 func (s *stepRun) key() store.StepKey { return store.StepKey{RunID: s.job.RunID, NodeID: s.job.NodeID} }
@@ -320,6 +322,7 @@ func (f *Function) prepare(ctx context.Context, st *store.Store, s *stepRun, ld 
 		}
 	case job.Attempt <= step.Attempts:
 		s.finish(f.done("stale_attempt"))
+	case step.State == workflow.StepAwaitingChild && !f.childDone(ctx, st, s): // subflows (subflow.go)
 	case step.State == workflow.StepSleeping && step.WakeAt != nil && time.Until(*step.WakeAt) > earlyTolerance:
 		s.finish(f.reply([]wire.NextJob{{Job: job, DelayMs: time.Until(*step.WakeAt).Milliseconds()}}, "early"))
 	default:
@@ -383,7 +386,7 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 	started := time.Now()
 	res, runErr := workflow.Invoke(attemptCtx, node.Func, workflow.NodeInput{
 		RunID: job.RunID, NodeID: node.ID, Attempt: job.Attempt, Input: input,
-		Params: node.Params, Context: nodeCtx, Resumed: resumed,
+		Params: node.Params, Context: nodeCtx, Resumed: resumed, Child: s.child,
 	})
 	if runErr != nil {
 		nodeSpan.RecordError(runErr)
@@ -413,6 +416,7 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 		StartedAt: started, FinishedAt: finished,
 	}
 	verdict := node.Outcome(job.Attempt, runErr)
+	verdict, runErr = f.startChild(ctx, st, s, &o, verdict, runErr) // subflows (subflow.go)
 	o.State = verdict.State
 	switch verdict.State {
 	case workflow.StepSleeping:
@@ -441,6 +445,9 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 	case workflow.StepAwaiting:
 		// Held by no worker and no message until the run is resumed here.
 		s.outcome = "awaiting"
+	case workflow.StepAwaitingChild:
+		// Held by no worker and no message until its child run finishes
+		// (startChild set the child and the attempts).
 	default:
 		o.Result, o.WebhookHash = res, hooks.hash
 		o.ContextSet, o.ContextDeleted = nodeCtx.Changes()
@@ -489,7 +496,7 @@ func (f *Function) answer(s *stepRun) {
 	if c.Res.RunStatus == workflow.RunAwaiting {
 		s.log.Info("run awaiting a resume")
 	}
-	next := s.next
+	next := append(s.next, childJobs(c.Res)...) // subflows (subflow.go)
 	for _, id := range c.Res.Ready {
 		next = append(next, wire.NextJob{Job: wire.Job{RunID: s.job.RunID, BlueprintID: s.job.BlueprintID, NodeID: id, Attempt: 1}})
 	}

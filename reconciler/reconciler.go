@@ -67,6 +67,10 @@ type Stats struct {
 	Republished    int `json:"republishedJobs"`
 	DeadLetters    int `json:"deadLetters"`      // dead letters recorded
 	DeadLetterRuns int `json:"deadLetteredRuns"` // runs failed because their job was dead-lettered
+	// AwaitingChildRuns: running runs with no step finished within the
+	// threshold that only wait for child runs still running (subflows):
+	// not stalled, and left alone.
+	AwaitingChildRuns int `json:"awaitingChildRuns"`
 }
 
 // Reconciler repairs stalled runs.
@@ -112,6 +116,7 @@ func (r *Reconciler) Run(ctx context.Context) (Stats, error) {
 		total.ReconciledRuns += st.ReconciledRuns
 		total.FailedRuns += st.FailedRuns
 		total.Republished += st.Republished
+		total.AwaitingChildRuns += st.AwaitingChildRuns
 		if err != nil {
 			return total, err
 		}
@@ -130,8 +135,25 @@ func (r *Reconciler) batch(ctx context.Context, seen map[string]bool) (Stats, in
 	}
 	for _, run := range runs {
 		seen[run.RunID] = true
+		// Subflows (children.go): continue the steps whose child run
+		// finished; a run that only waits for running children is not
+		// stalled, and is looked at again a threshold later.
+		kids, err := r.children(ctx, run)
+		if err == nil && kids.waiting() {
+			stats.AwaitingChildRuns++
+			if err := s.ReleaseClaim(ctx, run.RunID, true); err != nil {
+				return stats, len(runs), err
+			}
+			continue
+		}
 		stats.StalledRuns++
-		published, touch, err := r.repair(ctx, run)
+		published, touch := kids.continued, kids.continued > 0
+		if err == nil && !kids.onlyChildren {
+			var p int
+			var t bool
+			p, t, err = r.repair(ctx, run)
+			published, touch = published+p, touch || t
+		}
 		if err != nil {
 			stats.FailedRuns++
 			r.o.Logger.Error("cannot reconcile run", "run_id", run.RunID, "err", err)

@@ -36,6 +36,8 @@ var (
 		"finished_at":      {"timestamptz", true, false},
 		"reconciled_at":    {"timestamptz", true, false},
 		"awaiting":         {"int4", false, true}, // 007
+		"parent_run_id":    {"text", true, false}, // 009
+		"parent_step":      {"text", true, false}, // 009
 	}
 	wantSteps = map[string]column{
 		"run_id":      {"text", false, false},

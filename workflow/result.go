@@ -28,6 +28,20 @@ type RunResult struct {
 	Steps       []StepRecord   `json:"steps"`
 	Errors      []StepError    `json:"errors,omitempty"`
 	DurationMs  float64        `json:"durationMs"`
+	// Parent and Children link a subflow's child run and the run whose
+	// step started it, as the distributed engine records them (the local
+	// runner leaves them empty).
+	Parent   *RunLink  `json:"parent,omitempty"`
+	Children []RunLink `json:"children,omitempty"`
+}
+
+// RunLink names a run related to another one (its parent or a child) and
+// the step that relates them: the parent's subflow step.
+type RunLink struct {
+	RunID       string    `json:"runId"`
+	BlueprintID string    `json:"blueprintId,omitempty"`
+	Step        string    `json:"step,omitempty"`
+	Status      RunStatus `json:"status,omitempty"`
 }
 
 // StepRecord is one step of a run: a node's, a loop iteration's (StepKey

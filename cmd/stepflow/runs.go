@@ -33,17 +33,19 @@ func newClient(ctx context.Context, c conn) (*client.Client, error) {
 
 func newStartCmd() *cobra.Command {
 	var c conn
-	var input, runID string
+	var input, runID, blueprintsDir string
 	var wait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "start FILE [--input JSON] [--wait [--timeout D]]",
+		Use:   "start FILE [--input JSON] [--blueprints DIR] [--wait [--timeout D]]",
 		Short: "Start a run on the real stack; print its id, or with --wait its result",
 		Long: `Start records a run of the blueprint in PostgreSQL (pinning the blueprint's
 version to the run) and publishes its start jobs to RabbitMQ. It prints the run
 id. A blueprint with a node type the step function of this binary does not
 serve (stepflow validate lists them) is refused before anything is recorded.
-With --wait it waits until the run completes, fails, is cancelled or awaits (a
+With --blueprints, the folder the step function finds child blueprints in
+(its BLUEPRINTS_DIR), a subflow naming a blueprint that is not there is refused
+too. With --wait it waits until the run completes, fails, is cancelled or awaits (a
 wait node with nothing else left to run: "stepflow resume" goes on) and prints
 the same JSON object as "stepflow run --local". Exit 0: started / completed /
 awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
@@ -59,6 +61,15 @@ awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 			// The node types are those this binary's step function serves.
 			if _, err := workflow.Compile(bp, registry()); err != nil {
 				return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
+			}
+			if blueprintsDir != "" {
+				children, err := readBlueprintDir(blueprintsDir)
+				if err != nil {
+					return exitCode(2, fmt.Errorf("--blueprints: %w", err))
+				}
+				if err := workflow.ValidateSubflows(bp, children); err != nil {
+					return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
+				}
 			}
 			in, err := parseInput(input)
 			if err != nil {
@@ -84,6 +95,7 @@ awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 	}
 	cmd.Flags().StringVar(&input, "input", "", "initial context: a JSON object, or @FILE")
 	cmd.Flags().StringVar(&runID, "run-id", "", "run id (default: a new UUID)")
+	cmd.Flags().StringVar(&blueprintsDir, "blueprints", "", "folder of the blueprints its subflows run (*.json; the step function's BLUEPRINTS_DIR): refuse a subflow naming one that is not there")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the run completes, fails, is cancelled or awaits, and print its result")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 2); 0 waits forever")
 	addConnFlags(cmd.Flags(), &c, "postgres", "amqp")
@@ -127,6 +139,9 @@ func newStatusCmd() *cobra.Command {
 
 func printStatus(res *workflow.RunResult) {
 	fmt.Printf("run %s  blueprint %s  status %s  %.1f ms\n", res.RunID, res.BlueprintID, res.Status, res.DurationMs)
+	if p := res.Parent; p != nil {
+		fmt.Printf("parent: run %s  blueprint %s  step %s  status %s\n", p.RunID, p.BlueprintID, p.Step, p.Status)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tTYPE\tSTATE\tATTEMPTS\tDURATION\tERROR")
 	for _, s := range res.Steps {
@@ -137,6 +152,15 @@ func printStatus(res *workflow.RunResult) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.NodeID, s.Uses, s.State, s.Attempts, d, s.Error)
 	}
 	tw.Flush()
+	if len(res.Children) > 0 {
+		fmt.Println("child runs:")
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  RUN\tBLUEPRINT\tSTEP\tSTATUS")
+		for _, c := range res.Children {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.RunID, c.BlueprintID, c.Step, c.Status)
+		}
+		tw.Flush()
+	}
 	for _, e := range res.Errors {
 		fmt.Printf("error: %s: %s\n", e.NodeID, e.Message)
 	}

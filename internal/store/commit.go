@@ -41,6 +41,9 @@ type Outcome struct {
 	// WebhookHash, with a webhook step's success: the SHA-256 of its
 	// endpoint's token, stored with the result (see ResumeWebhook).
 	WebhookHash []byte
+	// Child, with State awaiting_child: the child run to create with the
+	// step's commit (subflows: children.go).
+	Child *ChildStart
 }
 
 // Committed is what a commit decided.
@@ -52,6 +55,11 @@ type Committed struct {
 	// Finished: this commit gave the run its final status. Of the outcomes
 	// of one run committed together, only one says so.
 	Finished bool
+	// Child: the child run this commit created (its start jobs are to be
+	// published). Continue, with Finished, for a child run: its parent's
+	// step to run again (subflows: children.go).
+	Child    *StartedChild
+	Continue *Continuation
 }
 
 // Commit is one outcome to commit, with the workflow of its run. CommitSteps
@@ -140,6 +148,7 @@ type pending struct {
 	recoveredDeliveries [][]byte
 	applied             bool
 	recoveredApplied    map[string]bool
+	child               *childArgs // subflows: children.go
 }
 
 func prepare(c *Commit) (*pending, error) {
@@ -164,6 +173,9 @@ func prepare(c *Commit) (*pending, error) {
 		p.recovered = append(p.recovered, backed)
 	}
 	slices.Sort(p.recovered)
+	if err := prepareChild(p); err != nil { // subflows: children.go
+		return nil, err
+	}
 	for _, backed := range p.recovered {
 		d, err := jsonArg(o.Recovered[backed].Deliveries)
 		if err != nil {
@@ -291,7 +303,7 @@ func (s *Store) queueFinish(b *pgx.Batch, p *pending) {
 		o.StartedAt, p.finished, o.LoadedAttempts}
 	finish := `UPDATE ` + s.tables.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
 			started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now()
-			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping') AND attempts = $13
+			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping', 'awaiting_child') AND attempts = $13
 			AND EXISTS (SELECT 1 FROM ` + s.tables.Statuses + ` WHERE run_id = $1 AND status = 'running')
 			RETURNING node_id`
 	if len(p.recovered) == 0 {
@@ -385,7 +397,14 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 		b.Queue(s.failSQL(),
 			g.runID, d.Error, d.FailedNode)
 		applied[d.Finisher].c.Res.Finished = true
+		// Subflows (children.go): the run's children stop with it, and a
+		// child's parent step goes on.
+		s.queueCancelDescendants(b, g.runID)
+		s.queueContinue(b, g.runID, applied[d.Finisher].c.Res)
 		return nil
+	}
+	for _, p := range applied {
+		s.queueChild(b, p) // subflows: a step awaiting its child creates it
 	}
 	if len(d.Skipped) > 0 {
 		b.Queue(s.skipSQL(),
@@ -433,6 +452,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	}
 	b.Queue(s.completeSQL(), g.runID)
 	applied[d.Finisher].c.Res.Finished = true
+	s.queueContinue(b, g.runID, applied[d.Finisher].c.Res) // subflows: children.go
 	return nil
 }
 

@@ -53,7 +53,7 @@ func (s *Store) commitAlone(ctx context.Context, p *pending) (done bool, err err
 		me AS (
 			UPDATE ` + s.tables.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
 				started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now()
-			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping') AND attempts = $13 AND EXISTS (SELECT 1 FROM run WHERE status = 'running')
+			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping', 'awaiting_child') AND attempts = $13 AND EXISTS (SELECT 1 FROM run WHERE status = 'running')
 			RETURNING node_id),`)
 	if len(readyIDs) == 1 { // no arrays for a chain's next step (see LoadSteps)
 		sql.WriteString(`

@@ -228,10 +228,12 @@ func (s *Store) PinBlueprint(ctx context.Context, runID string, w *workflow.Work
 }
 
 // Cancel marks a running (or awaiting) run cancelled; no further step of
-// it starts, and it cannot be resumed.
+// it starts, and it cannot be resumed. Its child runs (subflows), and
+// theirs, are cancelled in the same statement.
 func (s *Store) Cancel(ctx context.Context, runID string) (workflow.RunStatus, error) {
 	var st string
-	err := s.pool.QueryRow(ctx, `WITH u AS (UPDATE `+s.tables.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status IN ('running', 'awaiting') RETURNING status)
+	err := s.pool.QueryRow(ctx, `WITH RECURSIVE u AS (UPDATE `+s.tables.Statuses+` SET status = 'cancelled', error = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1 AND status IN ('running', 'awaiting') RETURNING run_id, status),
+		ended AS (SELECT run_id FROM u), `+s.cancelDescendantsSQL()+` -- subflows: children.go
 		SELECT status FROM u UNION ALL SELECT status FROM `+s.tables.Statuses+` WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM u)`, runID).Scan(&st)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("run %s: %w", runID, ErrRunNotFound)
