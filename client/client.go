@@ -195,33 +195,18 @@ func (c *Client) Result(ctx context.Context, runID string) (*workflow.RunResult,
 			w, _ = workflow.Compile(bp, nil)
 		}
 	}
+	// Steps in the local runner's order (blueprint order, a loop iteration
+	// by iteration, batch workers after their creator); a loop's exit
+	// step runs nothing and is not listed.
 	outputs := map[string]any{}
-	byID := map[string]*store.Step{}
-	for _, st := range steps {
-		byID[st.NodeID] = st
+	for _, st := range orderSteps(w, steps) {
+		rec := stepRecord(w, st)
 		if st.State == workflow.StepSucceeded || st.State == workflow.StepRecovered {
-			outputs[st.NodeID] = st.Output
+			outputs[rec.NodeID] = st.Output // the last iteration's stands
 		}
-	}
-	order := make([]string, 0, len(steps))
-	if w != nil {
-		for _, id := range w.NodeIDs() {
-			if byID[id] != nil {
-				order = append(order, id)
-			}
-		}
-	} else {
-		for _, st := range steps {
-			order = append(order, st.NodeID)
-		}
-	}
-	for _, id := range order {
-		st := byID[id]
-		rec := workflow.StepRecord{NodeID: id, State: st.State, Attempts: st.Attempts, Action: st.Action, Error: st.Error, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt}
-		if w != nil {
-			if n, ok := w.Node(id); ok {
-				rec.Uses = n.Uses
-			}
+		rec.StepKey = ""
+		if st.NodeID != rec.NodeID {
+			rec.StepKey = st.NodeID
 		}
 		if st.StartedAt != nil && st.FinishedAt != nil {
 			rec.DurationMs = float64(st.FinishedAt.Sub(*st.StartedAt).Microseconds()) / 1000

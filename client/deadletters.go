@@ -124,7 +124,7 @@ func (c *Client) redrive(ctx context.Context, runID string, dls []store.DeadLett
 	n := 0
 	now := time.Now()
 	for _, p := range pending {
-		job := jobqueue.Job{RunID: runID, BlueprintID: run.BlueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
+		job := jobqueue.NewJob(runID, run.BlueprintID, p.Node, p.NodeID, p.Attempts+1)
 		var delay time.Duration
 		if p.WakeAt != nil {
 			delay = max(0, p.WakeAt.Sub(now))
@@ -138,13 +138,13 @@ func (c *Client) redrive(ctx context.Context, runID string, dls []store.DeadLett
 	for _, dl := range dls {
 		var job jobqueue.Job
 		_ = json.Unmarshal(dl.Body, &job)
-		if sent[job.NodeID] {
+		if sent[job.Key()] {
 			continue
 		}
 		if err := c.pub.Publish(ctx, job, 0); err != nil {
 			return n, fmt.Errorf("replay %s: %w", job.ID(), err)
 		}
-		sent[job.NodeID] = true
+		sent[job.Key()] = true
 		n++
 	}
 	return n, nil

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/stepflow/stepflow/internal/store"
@@ -86,7 +87,7 @@ func (c *Client) Inspect(ctx context.Context, runID string) (*RunDetail, error) 
 		d.Steps = append(d.Steps, stepDetail(w, st))
 		switch st.State {
 		case workflow.StepSucceeded, workflow.StepRecovered:
-			outputs[st.NodeID] = st.Output
+			outputs[stepNode(w, st)] = st.Output // steps are oldest first: a loop's last iteration stands
 		}
 		if st.State.Terminal() {
 			counts.Finished++
@@ -116,18 +117,120 @@ func (c *Client) Inspect(ctx context.Context, runID string) (*RunDetail, error) 
 	return d, nil
 }
 
+// stepDetail is a stored step as Inspect shows it: NodeID is the step
+// key as stored (a loop iteration's "<node>#<n>", a batch worker's id), and
+// StepKey and Iteration are set for a step that is not its node's only one.
 func stepDetail(w *workflow.Workflow, st *store.Step) StepDetail {
 	sd := StepDetail{
-		StepRecord: workflow.StepRecord{NodeID: st.NodeID, State: st.State, Attempts: st.Attempts, Action: st.Action, Error: st.Error, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt},
+		StepRecord: stepRecord(w, st),
 		Input:      st.Input, Output: st.Output, Taken: st.Taken, WakeAt: st.WakeAt, ReadyAt: st.CreatedAt,
 	}
-	if w != nil {
-		if n, ok := w.Node(st.NodeID); ok {
-			sd.Uses = n.Uses
-		}
-	}
+	sd.NodeID = st.NodeID
 	if st.StartedAt != nil && st.FinishedAt != nil {
 		sd.DurationMs = float64(st.FinishedAt.Sub(*st.StartedAt).Microseconds()) / 1000
 	}
 	return sd
+}
+
+// stepRecord is the StepRecord of a stored step: its node, its node type,
+// and for a loop iteration or a dynamic node its step key and iteration.
+func stepRecord(w *workflow.Workflow, st *store.Step) workflow.StepRecord {
+	rec := workflow.StepRecord{NodeID: stepNode(w, st), State: st.State, Attempts: st.Attempts, Action: st.Action, Error: st.Error,
+		StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, Iteration: st.Iteration}
+	if rec.NodeID != st.NodeID {
+		rec.StepKey = st.NodeID
+	}
+	switch {
+	case st.Definition != nil:
+		rec.Uses = st.Definition.Uses
+	case w != nil:
+		if n, ok := w.Node(rec.NodeID); ok {
+			rec.Uses = n.Uses
+		}
+	}
+	return rec
+}
+
+// stepNode is the node a stored step runs.
+func stepNode(w *workflow.Workflow, st *store.Step) string {
+	switch {
+	case st.Node != "":
+		return st.Node
+	case w != nil:
+		return w.StepNode(st.NodeID)
+	}
+	return st.NodeID
+}
+
+// orderSteps lists a run's steps as the local runner lists them: by the
+// blueprint position of their node (a loop's steps from its first node's
+// place, iteration by iteration, its controller's step after the body's),
+// a dynamic node after the step that created it, in creation order. A
+// loop's exit step, which runs nothing, is left out; without a blueprint
+// the steps stay as stored.
+func orderSteps(w *workflow.Workflow, steps []*store.Step) []*store.Step {
+	if w == nil {
+		return steps
+	}
+	index := map[string]int{}
+	ids := w.NodeIDs()
+	for i, id := range ids {
+		index[id] = i
+	}
+	place := map[string]int{} // loop-controller → its loop's first place
+	for _, id := range ids {
+		if c, ok := w.InLoop(id); ok {
+			if p, seen := place[c]; !seen || index[id] < p {
+				place[c] = index[id]
+			}
+		}
+	}
+	byKey := map[string]*store.Step{}
+	for _, st := range steps {
+		byKey[st.NodeID] = st
+	}
+	type ordered struct {
+		st  *store.Step
+		key [4]int
+	}
+	var keyOf func(st *store.Step, depth int) ([4]int, bool)
+	keyOf = func(st *store.Step, depth int) ([4]int, bool) {
+		if d := st.Definition; d != nil {
+			src := byKey[d.Source]
+			if src == nil || depth > 1 {
+				return [4]int{len(ids), 0, 0, 0}, true
+			}
+			k, _ := keyOf(src, depth+1)
+			k[3] = slices.IndexFunc(src.Dynamic, func(x workflow.DynamicNode) bool { return x.ID == st.NodeID })
+			return k, true
+		}
+		s, ok := w.Step(st.NodeID)
+		if !ok {
+			return [4]int{len(ids), 0, 0, 0}, true
+		}
+		i := index[s.Node.ID]
+		if !s.InLoop {
+			if _, looped := w.InLoop(s.Node.ID); looped {
+				return [4]int{}, false // a loop's exit step
+			}
+			return [4]int{i, 0, i, -1}, true
+		}
+		c, _ := w.InLoop(s.Node.ID)
+		if s.Node.ID == c {
+			i = len(ids) // its step #n checks after iteration n's body
+		}
+		return [4]int{place[c], s.Iteration, i, -1}, true
+	}
+	var list []ordered
+	for _, st := range steps {
+		if k, ok := keyOf(st, 0); ok {
+			list = append(list, ordered{st, k})
+		}
+	}
+	slices.SortStableFunc(list, func(a, b ordered) int { return slices.Compare(a.key[:], b.key[:]) })
+	out := make([]*store.Step, len(list))
+	for i, o := range list {
+		out[i] = o.st
+	}
+	return out
 }

@@ -77,7 +77,7 @@ func (c *Client) resume(ctx context.Context, req store.ResumeRequest) (*Resumed,
 	}
 	res := &Resumed{RunID: req.RunID, Node: done.Node, Status: done.RunStatus, Ready: done.Ready}
 	for _, id := range done.Ready {
-		job := jobqueue.Job{RunID: req.RunID, BlueprintID: run.BlueprintID, NodeID: id, Attempt: 1}
+		job := jobqueue.NewJob(req.RunID, run.BlueprintID, w.StepNode(id), id, 1)
 		if err := c.pub.Publish(ctx, job, 0); err != nil {
 			return res, fmt.Errorf("run %s is resumed at %s but the job of %s was not published (the reconciler will republish it): %w", req.RunID, done.Node, id, err)
 		}

@@ -25,16 +25,6 @@ import (
 // run through the local runner only until the engine runs what they need;
 // the test fails for a name here that is no case.
 var notOnStack = map[string]string{
-	"batch-docs-example":       noDynamic,
-	"batch-empty":              noDynamic,
-	"batch-missing-input":      noDynamic,
-	"batch-item-order":         noDynamic,
-	"batch-chunked":            noDynamic,
-	"loop-docs-example":        noLoops,
-	"loop-counter":             noLoops,
-	"loop-multi-node-body":     noLoops,
-	"loop-conditional-exit":    noLoops,
-	"loop-runaway":             noLoops,
 	"subflow-wait-resume":      childAwaits,
 	"subflow-json-wait-resume": childAwaits,
 	"bare-node-key": "the step function gives a node only the outputs its inputs and expressions name (CompiledNode.OutputRefs), as _outputs.<id>, and never the bare key <id>: " +
@@ -42,8 +32,6 @@ var notOnStack = map[string]string{
 }
 
 const (
-	noDynamic   = "the store ignores Routing.Dynamic: the scatter's workers are never created and the gather runs at once on the scatter's output (it fails: got an object, not a batch's results)"
-	noLoops     = "the store has no step keys for loop iterations: the job of <controller>#0 or <body>#1 is refused, 422 has no node, and dead-lettered"
 	childAwaits = "a child run that awaits (at a wait node) leaves its parent running for ever, its subflow step awaiting_child: the local runner fails the subflow node (Status: awaiting), " +
 		"and the parent neither fails nor awaits, so the case's resume of sub has nothing to resume"
 )

@@ -149,7 +149,7 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 	var leased []*stepRun
 	for i, s := range steps {
 		if leases[i] == nil {
-			s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", s.job.RunID, s.job.NodeID))
+			s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", s.job.RunID, s.job.Key()))
 			continue
 		}
 		leased = append(leased, s)
@@ -221,7 +221,7 @@ type stepRun struct {
 	out  *wire.Result // where the job's result goes
 
 	w    *workflow.Workflow
-	node *workflow.CompiledNode
+	step workflow.Step // the job's step: its node, iteration or dynamic definition
 	load *store.StepLoad
 
 	// Set by run: what to commit, and what the answer will carry besides
@@ -233,7 +233,7 @@ type stepRun struct {
 	child *workflow.RunResult // subflows: the finished child run of a step awaiting it (subflow.go)
 }
 
-func (s *stepRun) key() store.StepKey { return store.StepKey{RunID: s.job.RunID, NodeID: s.job.NodeID} }
+func (s *stepRun) key() store.StepKey { return store.StepKey{RunID: s.job.RunID, NodeID: s.job.Key()} }
 
 func (s *stepRun) finish(r wire.Result) { *s.out = r }
 
@@ -261,11 +261,12 @@ func (f *Function) decode(ctx context.Context, e event.Event) (*stepRun, *wire.R
 	}
 	ctx, span := telemetry.Tracer().Start(ctx, "stepflow.function.step", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("stepflow.run_id", job.RunID), attribute.String("stepflow.node_id", job.NodeID),
-			attribute.Int("stepflow.attempt", job.Attempt)))
-	return &stepRun{
-		job: job, ctx: ctx, span: span,
-		log: f.log.With("run_id", job.RunID, "node_id", job.NodeID, "attempt", job.Attempt),
-	}, nil
+			attribute.String("stepflow.step_key", job.Key()), attribute.Int("stepflow.attempt", job.Attempt)))
+	log := f.log.With("run_id", job.RunID, "node_id", job.NodeID, "attempt", job.Attempt)
+	if job.StepKey != "" {
+		log = log.With("step_key", job.StepKey)
+	}
+	return &stepRun{job: job, ctx: ctx, span: span, log: log}, nil
 }
 
 // prepare decides, from what was loaded, whether the job's node runs; when
@@ -289,9 +290,8 @@ func (f *Function) prepare(ctx context.Context, st *store.Store, s *stepRun, ld 
 		}
 		return false
 	}
-	node, ok := w.Node(job.NodeID)
+	step, ok := f.stepOf(s, w, ld)
 	if !ok {
-		s.finish(f.reject(http.StatusUnprocessableEntity, "unknown_node", "blueprint %q (%s) has no node %q", w.Blueprint.ID, w.Digest, job.NodeID))
 		return false
 	}
 	if ld.Run.Digest == "" {
@@ -301,14 +301,13 @@ func (f *Function) prepare(ctx context.Context, st *store.Store, s *stepRun, ld 
 			s.finish(f.unavailable(log, "pin blueprint", err))
 			return false
 		}
-		if ld, err = st.LoadStep(ctx, job.RunID, job.NodeID); err != nil {
+		if ld, err = st.LoadStep(ctx, job.RunID, job.Key()); err != nil {
 			s.finish(f.unavailable(log, "load", err))
 			return false
 		}
 	}
-	s.w, s.node, s.load = w, node, ld
-	step := ld.Step
-	switch {
+	s.w, s.step, s.load = w, step, ld
+	switch step := ld.Step; {
 	case step == nil:
 		// Not made ready (a stray or forged job): nothing to do.
 		log.Warn("job for a node that is not ready; ignored")
@@ -331,6 +330,35 @@ func (f *Function) prepare(ctx context.Context, st *store.Store, s *stepRun, ld 
 	return false
 }
 
+// stepOf names the job's step in w: a blueprint node's step by its key,
+// or a dynamic node by the definition its row holds. A key that is no
+// step of the job's node is refused (422).
+func (f *Function) stepOf(s *stepRun, w *workflow.Workflow, ld *store.StepLoad) (workflow.Step, bool) {
+	job := s.job
+	key := job.Key()
+	if step, ok := w.Step(key); ok {
+		if step.Node.ID != job.NodeID {
+			s.finish(f.reject(http.StatusUnprocessableEntity, "unknown_step", "step %q of blueprint %q is a step of node %q, not of nodeId %q", key, w.Blueprint.ID, step.Node.ID, job.NodeID))
+			return workflow.Step{}, false
+		}
+		return step, true
+	}
+	if ld.Step != nil && ld.Step.Definition != nil && job.StepKey == "" {
+		step, err := w.DynamicStep(*ld.Step.Definition)
+		if err != nil {
+			s.finish(f.reject(http.StatusUnprocessableEntity, "unknown_node", "run %s: %v", job.RunID, err))
+			return workflow.Step{}, false
+		}
+		return step, true
+	}
+	if _, ok := w.Node(job.NodeID); ok {
+		s.finish(f.reject(http.StatusUnprocessableEntity, "unknown_step", "blueprint %q (%s) has no step %q of node %q (a loop's node runs as <node>#<iteration>)", w.Blueprint.ID, w.Digest, key, job.NodeID))
+		return workflow.Step{}, false
+	}
+	s.finish(f.reject(http.StatusUnprocessableEntity, "unknown_node", "blueprint %q (%s) has no node %q", w.Blueprint.ID, w.Digest, job.NodeID))
+	return workflow.Step{}, false
+}
+
 // commitTimeout bounds a batch's commit once its request is gone.
 const commitTimeout = 15 * time.Second
 
@@ -344,10 +372,11 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 			s.commit = nil
 			f.metrics.replies.WithLabelValues("500", "panic").Inc()
 			s.log.Error("step panicked; nothing committed", "panic", p, "stack", string(debug.Stack()))
-			s.finish(wire.Result{Status: http.StatusInternalServerError, Error: fmt.Sprintf("internal error in step %s/%s: %v", s.job.RunID, s.job.NodeID, p)})
+			s.finish(wire.Result{Status: http.StatusInternalServerError, Error: fmt.Sprintf("internal error in step %s/%s: %v", s.job.RunID, s.job.Key(), p)})
 		}
 	}()
-	ctx, job, log, node, w := s.ctx, s.job, s.log, s.node, s.w
+	ctx, job, log, w := s.ctx, s.job, s.log, s.w
+	node, key := s.step.Node, s.step.Key
 	step := s.load.Step
 	limit := cfg.StepTimeout
 	if node.Timeout > 0 {
@@ -365,7 +394,7 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 			return
 		}
 	}
-	input := w.ResolveInput(node.ID, step.Input, s.load.Context, outputs)
+	input := node.ResolveInput(step.Input, s.load.Context, outputs)
 	// The node sees the outputs it names as _outputs.<id>, as in the local
 	// runner; they are not changes, so they are not written back.
 	nodeValues := copyMap(s.load.Context)
@@ -385,7 +414,7 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 	attemptCtx, nodeSpan := telemetry.Tracer().Start(attemptCtx, "stepflow.node "+node.Uses, trace.WithAttributes(attribute.String("stepflow.node_type", node.Uses)))
 	started := time.Now()
 	res, runErr := workflow.Invoke(attemptCtx, node.Func, workflow.NodeInput{
-		RunID: job.RunID, NodeID: node.ID, Attempt: job.Attempt, Input: input,
+		RunID: job.RunID, NodeID: node.ID, StepKey: key, Iteration: s.step.Iteration, Attempt: job.Attempt, Input: input,
 		Params: node.Params, Context: nodeCtx, Resumed: resumed, Child: s.child,
 	})
 	if runErr != nil {
@@ -412,7 +441,7 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 	}
 
 	o := store.Outcome{
-		RunID: job.RunID, NodeID: node.ID, LoadedAttempts: step.Attempts, Attempts: job.Attempt,
+		RunID: job.RunID, NodeID: key, Definition: s.step.Dynamic, LoadedAttempts: step.Attempts, Attempts: job.Attempt,
 		StartedAt: started, FinishedAt: finished,
 	}
 	verdict := node.Outcome(job.Attempt, runErr)
@@ -435,9 +464,11 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 		log.Warn("node attempt failed; retrying", "err", runErr, "delay", verdict.Delay)
 	case workflow.StepAwaitingFallback:
 		o.Error = runErr.Error()
-		o.Fallback, o.FallbackInput = verdict.Fallback, input
+		// The fallback runs in the step's iteration.
+		o.Fallback, _ = w.FallbackStep(key)
+		o.FallbackInput = input
 		s.outcome = "fallback"
-		log.Warn("node failed; running its fallback", "err", runErr, "fallback", verdict.Fallback)
+		log.Warn("node failed; running its fallback", "err", runErr, "fallback", o.Fallback)
 	case workflow.StepFailed:
 		o.Error = runErr.Error()
 		s.outcome = "failed"
@@ -453,9 +484,9 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 		o.ContextSet, o.ContextDeleted = nodeCtx.Changes()
 		env := workflow.Env{Context: nodeCtx.Snapshot(), Outputs: outputs}
 		var err error
-		o.Routing, err = w.Route(node.ID, res, env)
+		o.Routing, err = w.RouteStep(s.step, res, env)
 		if err == nil {
-			o.Recovered, err = f.recovered(w, node.ID, res, env)
+			o.Recovered, err = f.recovered(w, s.step, res, env)
 		}
 		if err != nil {
 			// A condition or transform that cannot be evaluated fails the
@@ -497,25 +528,33 @@ func (f *Function) answer(s *stepRun) {
 		s.log.Info("run awaiting a resume")
 	}
 	next := append(s.next, childJobs(c.Res)...) // subflows (subflow.go)
-	for _, id := range c.Res.Ready {
-		next = append(next, wire.NextJob{Job: wire.Job{RunID: s.job.RunID, BlueprintID: s.job.BlueprintID, NodeID: id, Attempt: 1}})
+	for _, key := range c.Res.Ready {
+		next = append(next, wire.NextJob{Job: wire.NewJob(s.job.RunID, s.job.BlueprintID, s.w.StepNode(key), key, 1)})
 	}
 	s.finish(f.reply(next, s.outcome))
 }
 
-// recovered routes a fallback's result along the edges of the node it
-// stands in for (and of that node's own backer, for fallback chains).
-func (f *Function) recovered(w *workflow.Workflow, nodeID string, res workflow.NodeResult, env workflow.Env) (map[string]workflow.Routing, error) {
+// recovered routes a fallback's result along the edges of the step it
+// stands in for (and of that step's own backer, for fallback chains), in
+// the fallback's iteration. The map is by step key.
+func (f *Function) recovered(w *workflow.Workflow, step workflow.Step, res workflow.NodeResult, env workflow.Env) (map[string]workflow.Routing, error) {
+	if step.Dynamic != nil {
+		return nil, nil // a dynamic node backs nothing
+	}
 	var out map[string]workflow.Routing
-	for backed, ok := w.BackedBy(nodeID); ok; backed, ok = w.BackedBy(backed) {
-		r, err := w.Route(backed, res, env)
+	for backed, ok := w.BackedBy(step.Node.ID); ok; backed, ok = w.BackedBy(backed) {
+		key := backed
+		if step.InLoop {
+			key = w.StepKey(backed, step.Iteration)
+		}
+		r, err := w.Route(key, res, env)
 		if err != nil {
 			return nil, err
 		}
 		if out == nil {
 			out = map[string]workflow.Routing{}
 		}
-		out[backed] = r
+		out[key] = r
 	}
 	return out, nil
 }
@@ -526,15 +565,7 @@ func (f *Function) recovered(w *workflow.Workflow, nodeID string, res workflow.N
 // does not replay the finished part of the graph). Duplicate jobs are
 // harmless: each is absorbed by its step row.
 func (f *Function) reemit(ctx context.Context, st *store.Store, w *workflow.Workflow, job wire.Job, step *store.Step) ([]wire.NextJob, error) {
-	var targets []string
-	switch step.State {
-	case workflow.StepSucceeded, workflow.StepRecovered:
-		targets = step.Taken
-	case workflow.StepAwaitingFallback:
-		if n, ok := w.Node(step.NodeID); ok && n.Fallback != "" {
-			targets = []string{n.Fallback}
-		}
-	}
+	targets := successorSteps(w, step)
 	if len(targets) == 0 {
 		return nil, nil
 	}
@@ -548,9 +579,47 @@ func (f *Function) reemit(ctx context.Context, st *store.Store, w *workflow.Work
 		if p.WakeAt != nil {
 			delay = max(0, time.Until(*p.WakeAt).Milliseconds())
 		}
-		next = append(next, wire.NextJob{Job: wire.Job{RunID: job.RunID, BlueprintID: job.BlueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}, DelayMs: delay})
+		next = append(next, wire.NextJob{Job: wire.NewJob(job.RunID, job.BlueprintID, p.Node, p.NodeID, p.Attempts+1), DelayMs: delay})
 	}
 	return next, nil
+}
+
+// successorSteps are the keys of the steps that a finished step's commit
+// may have made ready: the steps of the targets of its taken edges (in a
+// loop, those of its iteration and the next, or the loop's entries), the
+// dynamic nodes its result created, and the fallback of a step awaiting
+// it. Listing a step that some other commit made ready is harmless: a
+// duplicate job of a pending step is absorbed by its row.
+func successorSteps(w *workflow.Workflow, step *store.Step) []string {
+	switch step.State {
+	case workflow.StepSucceeded, workflow.StepRecovered:
+	case workflow.StepAwaitingFallback:
+		if fb, ok := w.FallbackStep(step.NodeID); ok {
+			return []string{fb}
+		}
+		return nil
+	default:
+		return nil
+	}
+	it := 0
+	if s, ok := w.Step(step.NodeID); ok {
+		it = s.Iteration
+	} else if d := step.Definition; d != nil {
+		if s, ok := w.Step(d.Source); ok {
+			it = s.Iteration // a worker gathers in its creator's iteration
+		}
+	}
+	var out []string
+	for _, t := range step.Taken {
+		out = append(out, t)
+		if _, ok := w.InLoop(t); ok {
+			out = append(out, w.StepKey(t, it), w.StepKey(t, it+1), w.StepKey(t, 0), w.StepKey(t, 1))
+		}
+	}
+	for _, d := range step.Dynamic {
+		out = append(out, d.ID)
+	}
+	return out
 }
 
 var errTransient = errors.New("transient")

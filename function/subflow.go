@@ -119,8 +119,8 @@ func (f *Function) startChild(ctx context.Context, st *store.Store, s *stepRun, 
 	c := verdict.Child
 	cw, err := f.childWorkflow(ctx, st, s.w, c.BlueprintID)
 	if err != nil {
-		err = fmt.Errorf("node %s: subflow: %w", s.node.ID, err)
-		return s.node.Outcome(s.job.Attempt, err), err
+		err = fmt.Errorf("node %s: subflow: %w", s.step.Node.ID, err)
+		return s.step.Node.Outcome(s.job.Attempt, err), err
 	}
 	o.Attempts = s.load.Step.Attempts
 	o.Child = &store.ChildStart{RunID: workflow.ChildRunID(s.job.RunID, s.job.NodeID, s.job.Attempt), W: cw, Context: c.Context, Input: c.Input}

@@ -108,7 +108,7 @@ func deadLetterFrom(d amqp.Delivery) store.DeadLetter {
 	}
 	var job jobqueue.Job
 	if json.Unmarshal(d.Body, &job) == nil {
-		dl.RunID, dl.NodeID, dl.BlueprintID, dl.JobAttempt = clean(job.RunID), clean(job.NodeID), clean(job.BlueprintID), job.Attempt
+		dl.RunID, dl.NodeID, dl.BlueprintID, dl.JobAttempt = clean(job.RunID), clean(job.Key()), clean(job.BlueprintID), job.Attempt
 	}
 	dl.MessageID, dl.Code, dl.Reason, dl.DeadLetterID = clean(dl.MessageID), clean(dl.Code), clean(dl.Reason), clean(dl.DeadLetterID)
 	return dl

@@ -199,12 +199,12 @@ func (r *Reconciler) repair(ctx context.Context, run store.StalledRun) (publishe
 				continue // being run right now
 			}
 		}
-		job := jobqueue.Job{RunID: run.RunID, BlueprintID: run.BlueprintID, NodeID: p.NodeID, Attempt: p.Attempts + 1}
+		job := jobqueue.NewJob(run.RunID, run.BlueprintID, p.Node, p.NodeID, p.Attempts+1)
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			return published, false, fmt.Errorf("republish %s: %w", job.ID(), err)
 		}
 		published++
-		r.o.Logger.Info("republished a missing job", "run_id", run.RunID, "node_id", p.NodeID, "attempt", job.Attempt, "state", p.State)
+		r.o.Logger.Info("republished a missing job", "run_id", run.RunID, "step_key", p.NodeID, "attempt", job.Attempt, "state", p.State)
 	}
 	return published, published > 0, nil
 }
@@ -229,7 +229,7 @@ func (r *Reconciler) resync(ctx context.Context, run store.StalledRun) (int, boo
 	}
 	n := 0
 	for _, id := range res.Ready {
-		job := jobqueue.Job{RunID: run.RunID, BlueprintID: run.BlueprintID, NodeID: id, Attempt: 1}
+		job := jobqueue.NewJob(run.RunID, run.BlueprintID, w.StepNode(id), id, 1)
 		if err := r.o.Publish(ctx, job, 0); err != nil {
 			// The step row is ready: the next pass republishes it.
 			return n, true, fmt.Errorf("republish %s: %w", job.ID(), err)

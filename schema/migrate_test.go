@@ -58,6 +58,13 @@ var (
 		// 007
 		"webhook_hash":    {"bytea", true, false},
 		"webhook_used_at": {"timestamptz", true, false},
+		// 008
+		"node":             {"text", true, false},
+		"iteration":        {"int4", true, false},
+		"dynamic":          {"jsonb", true, false},
+		"gather":           {"text", true, false},
+		"dynamic_resolved": {"_int4", true, false},
+		"definition":       {"jsonb", true, false},
 	}
 	wantBlueprints = map[string]column{
 		"digest":       {"text", false, false},

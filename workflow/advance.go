@@ -52,6 +52,7 @@ type Transition struct {
 func (w *Workflow) Advance(resolved []string, states States) Transition {
 	a := &advance{w: w, states: states, decided: map[string]bool{}, overlay: map[string]StepStatus{}, alias: map[string]string{}}
 	a.dyn, _ = states.(DynamicStates)
+	a.counts, _ = states.(DynamicCounts)
 	for _, key := range resolved {
 		st, ok := states.Status(key)
 		if ok && (st.State == StepSucceeded || st.State == StepSkipped) {
@@ -71,6 +72,7 @@ type advance struct {
 	w       *Workflow
 	states  States
 	dyn     DynamicStates // nil when the runtime runs no dynamic nodes
+	counts  DynamicCounts // nil when it does not count them
 	tr      Transition
 	decided map[string]bool
 	overlay map[string]StepStatus // steps decided in this call: skips, loop exits
@@ -220,7 +222,7 @@ func (a *advance) consider(t string) {
 			continue
 		}
 		if st.Gather == node {
-			if !a.allResolved(st.Dynamic) {
+			if !a.allResolved(er.src, st.Dynamic) {
 				unresolved++
 				continue
 			}
@@ -252,7 +254,15 @@ func (a *advance) consider(t string) {
 	}
 }
 
-func (a *advance) allResolved(ds []DynamicNode) bool {
+func (a *advance) allResolved(source string, ds []DynamicNode) bool {
+	if a.counts != nil {
+		for wave, size := range waveSizes(ds) {
+			if a.counts.ResolvedInWave(source, wave) < size {
+				return false
+			}
+		}
+		return true
+	}
 	for _, d := range ds {
 		if st, ok := a.status(d.ID); !ok || !st.State.Resolved() {
 			return false
@@ -321,15 +331,23 @@ func (a *advance) dynamicResolved(d DynamicNode) {
 		return
 	}
 	waveDone, hasNext := true, false
+	size := 0
 	for _, sib := range cst.Dynamic {
 		switch sib.Wave {
 		case d.Wave:
+			size++
+			if a.counts != nil {
+				continue
+			}
 			if st, ok := a.status(sib.ID); !ok || !st.State.Resolved() {
 				waveDone = false
 			}
 		case d.Wave + 1:
 			hasNext = true
 		}
+	}
+	if a.counts != nil {
+		waveDone = a.counts.ResolvedInWave(d.Source, d.Wave) >= size
 	}
 	if waveDone && hasNext {
 		a.readyDynamic(d.Source, cst.Dynamic, d.Wave+1)
@@ -339,6 +357,18 @@ func (a *advance) dynamicResolved(d DynamicNode) {
 			a.queue = append(a.queue, a.w.stepIn(d.Gather, cs))
 		}
 	}
+}
+
+// waveSizes is the number of dynamic nodes in each wave.
+func waveSizes(ds []DynamicNode) []int {
+	var sizes []int
+	for _, d := range ds {
+		for len(sizes) <= d.Wave {
+			sizes = append(sizes, 0)
+		}
+		sizes[d.Wave]++
+	}
+	return sizes
 }
 
 // readyDynamic makes the dynamic nodes of wave that step source created

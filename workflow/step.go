@@ -40,6 +40,16 @@ func (w *Workflow) Step(key string) (Step, bool) {
 	return Step{}, false
 }
 
+// StepNode is the node a step key runs: a blueprint node's id, or for a
+// dynamic node (a key no blueprint step has) the key itself. A job names
+// both (wire's nodeId and stepKey).
+func (w *Workflow) StepNode(key string) string {
+	if s, ok := w.Step(key); ok {
+		return s.Node.ID
+	}
+	return key
+}
+
 // DynamicStep is the step of a dynamic node that a committed result
 // created (Routing.Dynamic).
 func (w *Workflow) DynamicStep(d DynamicNode) (Step, error) {
@@ -123,6 +133,17 @@ type DynamicConfig struct {
 type DynamicStates interface {
 	States
 	Dynamic(key string) (DynamicNode, bool)
+}
+
+// DynamicCounts may be implemented by a runtime's DynamicStates that
+// counts, for each step whose result created dynamic nodes, how many of
+// each wave have resolved. Advance then asks the count instead of every
+// sibling's status, so that each worker of a batch of N costs its commit
+// a constant number of questions, not N.
+type DynamicCounts interface {
+	// ResolvedInWave is the number of the dynamic nodes of wave that step
+	// source created that have resolved.
+	ResolvedInWave(source string, wave int) int
 }
 
 // compileDynamic makes d runnable: its implementation from the

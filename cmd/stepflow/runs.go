@@ -149,7 +149,11 @@ func printStatus(res *workflow.RunResult) {
 		if s.DurationMs > 0 || s.FinishedAt != nil {
 			d = fmt.Sprintf("%.1f ms", s.DurationMs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.NodeID, s.Uses, s.State, s.Attempts, d, s.Error)
+		step := s.NodeID // a loop's iteration shows as its step key, <node>#<n>
+		if s.StepKey != "" {
+			step = s.StepKey
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", step, s.Uses, s.State, s.Attempts, d, s.Error)
 	}
 	tw.Flush()
 	if len(res.Children) > 0 {

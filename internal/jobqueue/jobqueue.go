@@ -33,6 +33,11 @@ const DefaultQueue = "flowcraft-jobs"
 // the AMQP message id and the CloudEvent id, stable across redeliveries.
 type Job = wire.Job
 
+// NewJob is wire.NewJob: the job of step stepKey of node nodeID.
+func NewJob(runID, blueprintID, nodeID, stepKey string, attempt int) Job {
+	return wire.NewJob(runID, blueprintID, nodeID, stepKey, attempt)
+}
+
 // AMQP headers of a job message.
 const (
 	HeaderDue          = "x-stepflow-due"   // unix ms when a delayed message is due

@@ -16,8 +16,13 @@ import (
 
 // Outcome is the result of one attempt of one step, to be committed.
 type Outcome struct {
-	RunID  string
+	RunID string
+	// NodeID is the step key (see workflow.Step): the node id outside
+	// loops.
 	NodeID string
+	// Definition, for a dynamic node's step, is its definition (as
+	// loaded): its commit counts it among its creator's resolved nodes.
+	Definition *workflow.DynamicNode
 	// LoadedAttempts is the step's attempts when it was loaded: the commit
 	// applies only if nobody finished the attempt meanwhile.
 	LoadedAttempts int
@@ -50,7 +55,7 @@ type Outcome struct {
 type Committed struct {
 	Applied   bool               // false: the run is not running or the step was already finished
 	RunStatus workflow.RunStatus // the run's status after the commit
-	Ready     []string           // nodes made ready by this commit (jobs to publish)
+	Ready     []string           // steps (keys) made ready by this commit (jobs to publish)
 	Skipped   []string
 	// Finished: this commit gave the run its final status. Of the outcomes
 	// of one run committed together, only one says so.
@@ -142,6 +147,8 @@ func (s *Store) CommitSteps(ctx context.Context, cs []*Commit) {
 type pending struct {
 	c                   *Commit
 	output, deliveries  []byte
+	dynamic             []byte // the dynamic nodes the result created; nil: none
+	waves               int    // their number of waves
 	contextSet          []byte // nil: no context changes
 	finished            *time.Time
 	recovered           []string // nodes the outcome stands in for, sorted
@@ -160,6 +167,14 @@ func prepare(c *Commit) (*pending, error) {
 	}
 	if p.deliveries, err = jsonArg(o.Routing.Deliveries); err != nil {
 		return nil, fmt.Errorf("encode deliveries of %s: %w", o.NodeID, err)
+	}
+	if len(o.Routing.Dynamic) > 0 {
+		if p.dynamic, err = jsonArg(o.Routing.Dynamic); err != nil {
+			return nil, fmt.Errorf("encode dynamic nodes of %s: %w", o.NodeID, err)
+		}
+		for _, d := range o.Routing.Dynamic {
+			p.waves = max(p.waves, d.Wave+1)
+		}
 	}
 	if len(o.ContextSet) > 0 || len(o.ContextDeleted) > 0 {
 		if p.contextSet, err = jsonArg(nonNilMap(o.ContextSet)); err != nil {
@@ -267,9 +282,18 @@ func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
 			}
 			advancing = append(advancing, p.recovered...)
 		}
-		g.states = &txStates{s: s, conn: conn, ctx: ctx, runID: g.runID, rows: map[string]*stateRow{}}
+		g.states = s.newTxStates(ctx, conn, g.runID, g.w)
+		for _, p := range g.ps {
+			g.states.fresh[p.c.O.NodeID] = true
+			for _, backed := range p.recovered {
+				g.states.fresh[backed] = true
+			}
+			if d := p.c.O.Definition; d != nil {
+				g.states.defs[p.c.O.NodeID] = *d
+			}
+		}
 		if len(advancing) > 0 {
-			g.states.queuePrefetch(b, g.w, advancing)
+			g.states.queuePrefetch(b, advancing)
 		}
 	}
 	inTx = true
@@ -300,12 +324,27 @@ func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
 func (s *Store) queueFinish(b *pgx.Batch, p *pending) {
 	o := &p.c.O
 	args := []any{o.RunID, o.NodeID, string(o.State), o.Attempts, p.output, o.Result.Action, nonNil(o.Routing.Taken), p.deliveries, o.Error, o.WakeAt,
-		o.StartedAt, p.finished, o.LoadedAttempts}
+		o.StartedAt, p.finished, o.LoadedAttempts, p.dynamic, o.Routing.Gather, p.waves}
+	// A result that creates dynamic nodes keeps them, with a count of
+	// each wave's resolved nodes from zero.
 	finish := `UPDATE ` + s.tables.Steps + ` SET state = $3, attempts = $4, output = $5, action = nullif($6, ''), taken = $7, deliveries = $8, error = nullif($9, ''), wake_at = $10,
-			started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now()
+			started_at = coalesce(started_at, $11), finished_at = $12, updated_at = now(),
+			dynamic = $14, gather = nullif($15, ''), dynamic_resolved = CASE WHEN $16::int > 0 THEN array_fill(0, ARRAY[$16::int]) END
 			WHERE run_id = $1 AND node_id = $2 AND state IN ('ready', 'retrying', 'sleeping', 'awaiting_child') AND attempts = $13
 			AND EXISTS (SELECT 1 FROM ` + s.tables.Statuses + ` WHERE run_id = $1 AND status = 'running')
 			RETURNING node_id`
+	if d := o.Definition; d != nil && o.State.Resolved() {
+		// A dynamic node that resolves counts in its creator's row, in the
+		// same statement (see DynamicCounts).
+		args = append(args, d.Source, d.Wave+1)
+		b.Queue(`WITH me AS (`+finish+`),
+			tally AS (UPDATE `+s.tables.Steps+` SET dynamic_resolved[$18::int] = coalesce(dynamic_resolved[$18::int], 0) + 1
+				WHERE run_id = $1 AND node_id = $17 AND EXISTS (SELECT 1 FROM me))
+			SELECT EXISTS (SELECT 1 FROM me)`, args...).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&p.applied)
+		})
+		return
+	}
 	if len(p.recovered) == 0 {
 		b.Queue(finish, args...).Exec(func(tag pgconn.CommandTag) error {
 			p.applied = tag.RowsAffected() > 0
@@ -395,7 +434,7 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	}
 	if d.Status == workflow.RunFailed {
 		b.Queue(s.failSQL(),
-			g.runID, d.Error, d.FailedNode)
+			g.runID, d.Error, g.w.StepNode(d.FailedNode))
 		applied[d.Finisher].c.Res.Finished = true
 		// Subflows (children.go): the run's children stop with it, and a
 		// child's parent step goes on.
@@ -407,29 +446,28 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 		s.queueChild(b, p) // subflows: a step awaiting its child creates it
 	}
 	if len(d.Skipped) > 0 {
-		b.Queue(s.skipSQL(),
-			g.runID, d.Skipped)
+		sql, args := s.skipStepsSQL(g.w, g.runID, d.Skipped)
+		b.Queue(sql, args...)
 		applied[0].c.Res.Skipped = d.Skipped
 	}
+	if len(d.LoopExits) > 0 {
+		// After the skips: a controller step skipped in this decision ends
+		// its loop too.
+		sql, args := s.loopExitsSQL(g.runID, d.LoopExits)
+		b.Queue(sql, args...)
+	}
 	if len(d.Ready) > 0 {
-		readyIDs := make([]string, len(d.Ready))
-		readyInputs := make([][]byte, len(d.Ready))
+		ready := make([]workflow.ReadyNode, len(d.Ready))
 		for i, rn := range d.Ready {
-			in, err := jsonArg(rn.Input)
-			if err != nil {
-				return fmt.Errorf("encode input of %s: %w", rn.ID, err)
-			}
-			readyIDs[i], readyInputs[i] = rn.ID, in
+			ready[i] = rn.ReadyNode
 		}
 		// Under the run's lock no other commit inserts this run's rows,
 		// and DecideRun only names nodes without one: every row is new.
-		insertSQL, idsArg, inputsArg := s.readySQL(),
-			any(readyIDs), any(readyInputs)
-		if len(readyIDs) == 1 { // a chain's next step: no arrays (see LoadSteps)
-			insertSQL = `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) VALUES ($1, $2, 'ready', $3) ON CONFLICT DO NOTHING RETURNING node_id`
-			idsArg, inputsArg = readyIDs[0], readyInputs[0]
+		insertSQL, args, err := s.readyStepsSQL(g.w, g.runID, ready)
+		if err != nil {
+			return err
 		}
-		b.Queue(insertSQL, g.runID, idsArg, inputsArg).Query(func(rows pgx.Rows) error {
+		b.Queue(insertSQL, args...).Query(func(rows pgx.Rows) error {
 			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 			for _, id := range ids {
 				// The last entry for a node names its owner.
@@ -462,26 +500,93 @@ func (s *Store) failSQL() string {
 		pending = 0, finished_at = now(), updated_at = now() WHERE run_id = $1`
 }
 
-// skipSQL inserts run $1's nodes $2 as skipped.
-func (s *Store) skipSQL() string {
-	return `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, finished_at) SELECT $1, unnest($2::text[]), 'skipped', now() ON CONFLICT DO NOTHING`
-}
-
-// readySQL inserts run $1's nodes $2 as ready with inputs $3 and returns
-// those inserted.
+// readySQL inserts run $1's nodes $2 (outside loops) as ready with inputs
+// $3 and returns those inserted.
 func (s *Store) readySQL() string {
 	return `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) SELECT $1, n, 'ready', i FROM unnest($2::text[], $3::jsonb[]) AS u(n, i) ON CONFLICT DO NOTHING RETURNING node_id`
 }
 
+// stepColumnsOf are the node and iteration columns of step key: set for a
+// loop iteration's step, NULL otherwise.
+func stepColumnsOf(w *workflow.Workflow, key string) (node *string, iteration *int32) {
+	if s, ok := w.Step(key); ok && s.InLoop {
+		n, it := s.Node.ID, int32(s.Iteration)
+		return &n, &it
+	}
+	return nil, nil
+}
+
+// readyStepsSQL inserts run's steps ready as ready, with their inputs,
+// the node and iteration of a loop's step and a dynamic node's definition,
+// and returns the keys inserted. One step (a chain's next) is inserted
+// without arrays (see LoadSteps).
+func (s *Store) readyStepsSQL(w *workflow.Workflow, runID string, ready []workflow.ReadyNode) (string, []any, error) {
+	keys := make([]string, len(ready))
+	inputs := make([][]byte, len(ready))
+	nodes := make([]*string, len(ready))
+	its := make([]*int32, len(ready))
+	defs := make([][]byte, len(ready))
+	for i, rn := range ready {
+		in, err := jsonArg(rn.Input)
+		if err != nil {
+			return "", nil, fmt.Errorf("encode input of %s: %w", rn.ID, err)
+		}
+		keys[i], inputs[i] = rn.ID, in
+		nodes[i], its[i] = stepColumnsOf(w, rn.ID)
+		if rn.Dynamic != nil {
+			if defs[i], err = jsonArg(rn.Dynamic); err != nil {
+				return "", nil, fmt.Errorf("encode definition of %s: %w", rn.ID, err)
+			}
+		}
+	}
+	cols := ` (run_id, node_id, state, input, node, iteration, definition) `
+	if len(ready) == 1 {
+		return `INSERT INTO ` + s.tables.Steps + cols + `VALUES ($1, $2, 'ready', $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING node_id`,
+			[]any{runID, keys[0], inputs[0], nodes[0], its[0], defs[0]}, nil
+	}
+	return `INSERT INTO ` + s.tables.Steps + cols + `SELECT $1, k, 'ready', i, n, it, d FROM unnest($2::text[], $3::jsonb[], $4::text[], $5::int[], $6::jsonb[]) AS u(k, i, n, it, d)
+		ON CONFLICT DO NOTHING RETURNING node_id`, []any{runID, keys, inputs, nodes, its, defs}, nil
+}
+
+// skipStepsSQL inserts run's steps keys as skipped.
+func (s *Store) skipStepsSQL(w *workflow.Workflow, runID string, keys []string) (string, []any) {
+	nodes := make([]*string, len(keys))
+	its := make([]*int32, len(keys))
+	for i, k := range keys {
+		nodes[i], its[i] = stepColumnsOf(w, k)
+	}
+	return `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, finished_at, node, iteration)
+		SELECT $1, k, 'skipped', now(), n, it FROM unnest($2::text[], $3::text[], $4::int[]) AS u(k, n, it) ON CONFLICT DO NOTHING`, []any{runID, keys, nodes, its}
+}
+
+// loopExitsSQL records each loop exit: the controller step's row copied
+// to the loop's exit step (its state, result, taken edges and
+// deliveries), which the loop's outgoing edges leave from.
+func (s *Store) loopExitsSQL(runID string, exits []workflow.LoopExit) (string, []any) {
+	loops := make([]string, len(exits))
+	steps := make([]string, len(exits))
+	for i, ex := range exits {
+		loops[i], steps[i] = ex.Loop, ex.Step
+	}
+	return `INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, attempts, output, action, taken, deliveries, started_at, finished_at)
+		SELECT s.run_id, u.exit, s.state, s.attempts, s.output, s.action, s.taken, s.deliveries, s.started_at, coalesce(s.finished_at, now())
+		FROM unnest($2::text[], $3::text[]) AS u(exit, step) JOIN ` + s.tables.Steps + ` s ON s.run_id = $1 AND s.node_id = u.step
+		ON CONFLICT DO NOTHING`, []any{runID, loops, steps}
+}
+
 // completeSQL completes run $1: its final context (user keys, and each
-// output at _outputs.<id> and, as Flowcraft writes it, at the bare <id>)
+// node's output — a loop's node's last — at _outputs.<id> and, as
+// Flowcraft writes it, at the bare <id>)
 // goes to the context row and, as Flowcraft's adapter does,
 // to status_data.
 func (s *Store) completeSQL() string {
-	return `WITH outs AS (
+	return `WITH latest AS (
+			SELECT DISTINCT ON (coalesce(node, node_id)) coalesce(node, node_id) AS id, output
+			FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')
+			ORDER BY coalesce(node, node_id), iteration DESC NULLS FIRST),
+		outs AS (
 			SELECT coalesce(jsonb_object_agg(k.key, coalesce(output, 'null'::jsonb)), '{}'::jsonb) AS o
-			FROM ` + s.tables.Steps + `, LATERAL (VALUES ('_outputs.' || node_id), (node_id)) AS k(key)
-			WHERE run_id = $1 AND state IN ('succeeded', 'recovered')),
+			FROM latest, LATERAL (VALUES ('_outputs.' || id), (id)) AS k(key)),
 		ctx AS (
 			UPDATE ` + s.tables.Contexts + ` c SET context_data = c.context_data || outs.o FROM outs WHERE c.run_id = $1 RETURNING c.context_data)
 		UPDATE ` + s.tables.Statuses + ` SET status = 'completed', pending = 0, finished_at = now(), updated_at = now(), error = NULL,

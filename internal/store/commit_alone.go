@@ -22,8 +22,9 @@ import (
 // false when the step needs the general path.
 func (s *Store) commitAlone(ctx context.Context, p *pending) (done bool, err error) {
 	o, w := &p.c.O, p.c.W
-	if o.State != workflow.StepSucceeded || len(p.recovered) > 0 || o.WebhookHash != nil {
-		return false, nil
+	if o.State != workflow.StepSucceeded || len(p.recovered) > 0 || o.WebhookHash != nil ||
+		len(o.Routing.Dynamic) > 0 || o.Routing.Gather != "" || o.Definition != nil {
+		return false, nil // dynamic nodes are kept and counted by the general path
 	}
 	known := &soleStates{w: w, me: o.NodeID, status: workflow.StepStatus{State: o.State, Taken: o.Routing.Taken}, deliveries: o.Routing.Deliveries}
 	tr := w.Advance([]string{o.NodeID}, known)

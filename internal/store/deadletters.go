@@ -112,7 +112,8 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 
 // PendingStep is a step that has to run (again).
 type PendingStep struct {
-	NodeID   string
+	NodeID   string // the step key
+	Node     string // the node it runs (for a dynamic node, its key)
 	State    string
 	Attempts int
 	WakeAt   *time.Time
@@ -124,14 +125,14 @@ func (s *Store) PendingSteps(ctx context.Context, q Querier, runID string) ([]Pe
 	if q == nil {
 		q = s.pool
 	}
-	rows, err := q.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.tables.Steps+`
+	rows, err := q.Query(ctx, `SELECT node_id, coalesce(node, node_id), state, attempts, wake_at FROM `+s.tables.Steps+`
 		WHERE run_id = $1 AND state IN ('ready', 'retrying', 'sleeping') ORDER BY created_at, node_id`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("pending steps of %s: %w", runID, err)
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (PendingStep, error) {
 		var p PendingStep
-		err := row.Scan(&p.NodeID, &p.State, &p.Attempts, &p.WakeAt)
+		err := row.Scan(&p.NodeID, &p.Node, &p.State, &p.Attempts, &p.WakeAt)
 		return p, err
 	})
 }
@@ -163,16 +164,16 @@ func (s *Store) ReviveRun(ctx context.Context, runID string, deadLetterIDs []int
 	return running, nil
 }
 
-// PendingAmong returns which of the given nodes have a pending step.
+// PendingAmong returns which of the given steps (keys) are pending.
 func (s *Store) PendingAmong(ctx context.Context, runID string, ids []string) ([]PendingStep, error) {
-	rows, err := s.pool.Query(ctx, `SELECT node_id, state, attempts, wake_at FROM `+s.tables.Steps+`
+	rows, err := s.pool.Query(ctx, `SELECT node_id, coalesce(node, node_id), state, attempts, wake_at FROM `+s.tables.Steps+`
 		WHERE run_id = $1 AND node_id = ANY($2) AND state IN ('ready', 'retrying', 'sleeping')`, runID, ids)
 	if err != nil {
 		return nil, fmt.Errorf("pending steps of %s: %w", runID, err)
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (PendingStep, error) {
 		var p PendingStep
-		err := row.Scan(&p.NodeID, &p.State, &p.Attempts, &p.WakeAt)
+		err := row.Scan(&p.NodeID, &p.Node, &p.State, &p.Attempts, &p.WakeAt)
 		return p, err
 	})
 }

@@ -14,11 +14,12 @@ type StepLoad struct {
 	Context map[string]any // the run's context keys
 }
 
-// StepKey names one step: a node of a run.
+// StepKey names one step of a run: NodeID is its step key (the node id
+// outside loops; see workflow.Step).
 type StepKey struct{ RunID, NodeID string }
 
-// LoadStep reads the run, the step of nodeID and the run's context in one
-// round trip.
+// LoadStep reads the run, the step with key nodeID and the run's context
+// in one round trip.
 func (s *Store) LoadStep(ctx context.Context, runID, nodeID string) (*StepLoad, error) {
 	lds, err := s.LoadSteps(ctx, []StepKey{{runID, nodeID}})
 	if err != nil {
@@ -115,20 +116,24 @@ func (s *Store) LoadSteps(ctx context.Context, keys []StepKey) ([]*StepLoad, err
 }
 
 // Outputs reads the outputs of the given finished nodes (all finished
-// nodes when ids is nil).
+// nodes when ids is nil), by node id: for a loop's node, its latest
+// iteration's.
 func (s *Store) Outputs(ctx context.Context, q Querier, runID string, ids []string) (map[string]any, error) {
 	if q == nil {
 		q = s.pool
 	}
-	sql := `SELECT node_id, output FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND state IN ('succeeded', 'recovered')`
+	where := ``
 	args := []any{runID}
 	if ids != nil {
 		if len(ids) == 0 {
 			return map[string]any{}, nil
 		}
-		sql += ` AND node_id = ANY($2)`
+		where = ` AND (node_id = ANY($2) OR node = ANY($2))`
 		args = append(args, ids)
 	}
+	sql := `SELECT DISTINCT ON (coalesce(node, node_id)) coalesce(node, node_id), output FROM ` + s.tables.Steps + `
+		WHERE run_id = $1 AND state IN ('succeeded', 'recovered')` + where + `
+		ORDER BY coalesce(node, node_id), iteration DESC NULLS FIRST`
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("load outputs of %s: %w", runID, err)

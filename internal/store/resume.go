@@ -210,7 +210,7 @@ func (s *Store) resume(ctx context.Context, w *workflow.Workflow, req ResumeRequ
 	// The status row is locked: the run is resumed as running, and its
 	// step no longer awaits.
 	g := &runGroup{runID: runID, w: w, ps: []*pending{p}, status: string(workflow.RunRunning), pending: pendingN, awaiting: max(waitN-1, 0), locked: true,
-		states: &txStates{s: s, conn: conn, ctx: ctx, runID: runID, rows: map[string]*stateRow{}}}
+		states: s.newTxStates(ctx, conn, runID, w)}
 	b = &pgx.Batch{}
 	b.Queue(`UPDATE `+s.tables.Steps+` SET state = 'succeeded', output = $3, action = nullif($4, ''), taken = $5, deliveries = $6, error = NULL,
 			finished_at = now(), updated_at = now() WHERE run_id = $1 AND node_id = $2 AND state = 'awaiting'`,
@@ -218,7 +218,8 @@ func (s *Store) resume(ctx context.Context, w *workflow.Workflow, req ResumeRequ
 	if req.Webhook != "" {
 		b.Queue(`UPDATE `+s.tables.Steps+` SET webhook_used_at = now() WHERE run_id = $1 AND node_id = $2`, runID, req.Webhook)
 	}
-	g.states.queuePrefetch(b, w, []string{r.Node})
+	g.states.fresh[r.Node] = true
+	g.states.queuePrefetch(b, []string{r.Node})
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 // Resynced is what ResyncRun decided.
 type Resynced struct {
 	Status  workflow.RunStatus // the run's status afterwards
-	Ready   []string           // nodes made ready (jobs to publish)
+	Ready   []string           // steps (keys) made ready (jobs to publish)
 	Skipped []string
 	Pending int // steps pending afterwards
 }
@@ -40,59 +40,61 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 		if res.Status != workflow.RunRunning {
 			return nil
 		}
-		states := &txStates{s: s, ctx: ctx, runID: runID, rows: map[string]*stateRow{}}
-		for _, id := range w.NodeIDs() {
-			states.rows[id] = nil // no step unless read below
-		}
-		rows, err := tx.Query(ctx, `SELECT node_id, state, coalesce(taken, '{}'), deliveries, coalesce(error, '') FROM `+s.tables.Steps+` WHERE run_id = $1`, runID)
+		// Every step is read: the states answer without further reads.
+		states := s.newTxStates(ctx, nil, runID, w)
+		states.complete = true
+		rows, err := tx.Query(ctx, `SELECT `+stateColumns("$2")+`, coalesce(error, '') FROM `+s.tables.Steps+` WHERE run_id = $1`, runID, []string{})
 		if err != nil {
 			return err
 		}
 		var steps []workflow.StoredStep
 		awaiting := 0
 		for rows.Next() {
-			var id, state, stepErr string
-			var taken []string
-			var deliveries []byte
-			if err := rows.Scan(&id, &state, &taken, &deliveries, &stepErr); err != nil {
+			var sc stateScan
+			var stepErr string
+			if err := rows.Scan(append(sc.dest(), &stepErr)...); err != nil {
 				rows.Close()
 				return err
 			}
-			d, _ := decodeJSON(deliveries).(map[string]any)
-			st := workflow.StepState(state)
-			if st == workflow.StepAwaiting {
+			r, err := states.row0(&sc)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			if r.status.State == workflow.StepAwaiting {
 				awaiting++
 			}
-			states.rows[id] = &stateRow{status: workflow.StepStatus{State: st, Taken: taken}, deliveries: d}
-			steps = append(steps, workflow.StoredStep{NodeID: id, State: st, Error: stepErr})
+			states.rows[sc.id] = r
+			steps = append(steps, workflow.StoredStep{NodeID: sc.id, State: r.status.State, Error: stepErr})
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		d := w.DecideResync(steps, states) // every node is known: no reads
+		d := w.DecideResync(steps, states) // every step is known: no reads
 		if states.err != nil {
 			return states.err
 		}
 		if len(d.Skipped) > 0 {
-			if _, err := tx.Exec(ctx, s.skipSQL(),
-				runID, d.Skipped); err != nil {
+			sql, args := s.skipStepsSQL(w, runID, d.Skipped)
+			if _, err := tx.Exec(ctx, sql, args...); err != nil {
 				return err
 			}
 			res.Skipped = d.Skipped
 		}
-		if len(d.Ready) > 0 {
-			ids := make([]string, len(d.Ready))
-			inputs := make([][]byte, len(d.Ready))
-			for i, rn := range d.Ready {
-				ids[i] = rn.ID
-				if inputs[i], err = jsonArg(rn.Input); err != nil {
-					return fmt.Errorf("encode input of %s: %w", rn.ID, err)
-				}
+		if len(d.LoopExits) > 0 {
+			sql, args := s.loopExitsSQL(runID, d.LoopExits)
+			if _, err := tx.Exec(ctx, sql, args...); err != nil {
+				return err
 			}
+		}
+		if len(d.Ready) > 0 {
 			// Under the run's lock, and with every row read, each is new.
-			rows, err := tx.Query(ctx, s.readySQL(),
-				runID, ids, inputs)
+			sql, args, err := s.readyStepsSQL(w, runID, d.Ready)
+			if err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
 				return err
 			}
@@ -108,7 +110,7 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 				runID, d.Pending, string(res.Status), awaiting)
 		case workflow.RunFailed:
 			_, err = tx.Exec(ctx, s.failSQL(),
-				runID, d.Error, d.FailedNode)
+				runID, d.Error, w.StepNode(d.FailedNode))
 		default:
 			_, err = tx.Exec(ctx, s.completeSQL(), runID)
 		}

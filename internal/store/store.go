@@ -30,6 +30,7 @@ var ErrRunExists = errors.New("run already exists")
 type Store struct {
 	pool   *pgxpool.Pool
 	tables schema.QuotedTables
+	dyn    *dynCache
 }
 
 // New returns a Store over pool for the given (validated) table names.
@@ -37,7 +38,7 @@ func New(pool *pgxpool.Pool, tables schema.Tables) (*Store, error) {
 	if err := tables.Validate(); err != nil {
 		return nil, err
 	}
-	return &Store{pool: pool, tables: tables.Quoted()}, nil
+	return &Store{pool: pool, tables: tables.Quoted(), dyn: &dynCache{}}, nil
 }
 
 // Ping checks that PostgreSQL answers.
@@ -61,9 +62,22 @@ func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, er
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
-// Step is a stored step row.
+// Step is a stored step row: one step of a run, named by its step key
+// (see workflow.Step).
 type Step struct {
-	NodeID     string
+	// NodeID is the step key: the node id outside loops, "<node>#<n>"
+	// for an iteration of a loop's node, a dynamic node's id.
+	NodeID string
+	// Node and Iteration name the node and iteration of a loop
+	// iteration's step ("" and 0 otherwise).
+	Node      string
+	Iteration int
+	// Dynamic and Gather are the dynamic nodes the step's result created
+	// and the node that gathers their outputs (workflow.Routing).
+	Dynamic []workflow.DynamicNode
+	Gather  string
+	// Definition is a dynamic node's, as its creator's routing stored it.
+	Definition *workflow.DynamicNode
 	State      workflow.StepState
 	Attempts   int
 	Input      any
@@ -272,7 +286,8 @@ func (s *Store) GetRun(ctx context.Context, runID string) (*Run, error) {
 	return r, nil
 }
 
-const stepColumns = `node_id, state, attempts, input, output, coalesce(action, ''), coalesce(taken, '{}'), coalesce(error, ''), wake_at, started_at, finished_at, created_at`
+const stepColumns = `node_id, state, attempts, input, output, coalesce(action, ''), coalesce(taken, '{}'), coalesce(error, ''), wake_at, started_at, finished_at, created_at,
+	coalesce(node, ''), coalesce(iteration, 0), dynamic, coalesce(gather, ''), definition`
 
 func scanStep(row pgx.Row) (*Step, error) {
 	var sc stepScan
@@ -284,14 +299,16 @@ func scanStep(row pgx.Row) (*Step, error) {
 
 // stepScan receives the stepColumns of a row.
 type stepScan struct {
-	st            Step
-	state         string
-	input, output []byte
+	st                  Step
+	state               string
+	input, output       []byte
+	dynamic, definition []byte
 }
 
 func (sc *stepScan) dest() []any {
 	st := &sc.st
-	return []any{&st.NodeID, &sc.state, &st.Attempts, &sc.input, &sc.output, &st.Action, &st.Taken, &st.Error, &st.WakeAt, &st.StartedAt, &st.FinishedAt, &st.CreatedAt}
+	return []any{&st.NodeID, &sc.state, &st.Attempts, &sc.input, &sc.output, &st.Action, &st.Taken, &st.Error, &st.WakeAt, &st.StartedAt, &st.FinishedAt, &st.CreatedAt,
+		&st.Node, &st.Iteration, &sc.dynamic, &st.Gather, &sc.definition}
 }
 
 func (sc *stepScan) step() *Step {
@@ -299,6 +316,15 @@ func (sc *stepScan) step() *Step {
 	st.State = workflow.StepState(sc.state)
 	st.Input = decodeJSON(sc.input)
 	st.Output = decodeJSON(sc.output)
+	if sc.dynamic != nil {
+		_ = json.Unmarshal(sc.dynamic, &st.Dynamic) // written by Route's checked nodes
+	}
+	if sc.definition != nil {
+		var d workflow.DynamicNode
+		if json.Unmarshal(sc.definition, &d) == nil {
+			st.Definition = &d
+		}
+	}
 	return &st
 }
 

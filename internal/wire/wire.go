@@ -46,17 +46,42 @@ type Job struct {
 	RunID       string `json:"runId"`
 	BlueprintID string `json:"blueprintId"`
 	NodeID      string `json:"nodeId"`
+	// StepKey names the occurrence of the node to run (a loop iteration,
+	// "<node>#<n>"); absent means NodeID, the step of a node outside
+	// loops. A dynamic node (a batch worker) has its id as NodeID and no
+	// StepKey.
+	StepKey string `json:"stepKey,omitempty"`
 	// Attempt is the node-level attempt, 1-based; absent means 1.
 	Attempt int `json:"attempt,omitempty"`
 }
 
-// ID is "runId:nodeId:attempt": the AMQP message id and CloudEvent id.
+// NewJob is the job of step stepKey of node nodeID: StepKey is left out
+// when it is the node id, so that a job outside loops is the Flowcraft
+// adapter's JobPayload as it always was.
+func NewJob(runID, blueprintID, nodeID, stepKey string, attempt int) Job {
+	j := Job{RunID: runID, BlueprintID: blueprintID, NodeID: nodeID, Attempt: attempt}
+	if stepKey != nodeID {
+		j.StepKey = stepKey
+	}
+	return j
+}
+
+// Key is the job's step key: StepKey, or NodeID without one.
+func (j Job) Key() string {
+	if j.StepKey != "" {
+		return j.StepKey
+	}
+	return j.NodeID
+}
+
+// ID is "runId:stepKey:attempt" (the step key is the node id outside
+// loops): the AMQP message id and CloudEvent id.
 func (j Job) ID() string {
 	a := j.Attempt
 	if a <= 0 {
 		a = 1
 	}
-	return j.RunID + ":" + j.NodeID + ":" + strconv.Itoa(a)
+	return j.RunID + ":" + j.Key() + ":" + strconv.Itoa(a)
 }
 
 // ParseJob decodes and validates a job body; the error names what is
@@ -94,7 +119,7 @@ func (j Job) Validate() error {
 	if j.Attempt < 0 {
 		errs = append(errs, fmt.Errorf("attempt must be positive, got %d", j.Attempt))
 	}
-	for _, f := range []struct{ name, v string }{{"runId", j.RunID}, {"blueprintId", j.BlueprintID}, {"nodeId", j.NodeID}} {
+	for _, f := range []struct{ name, v string }{{"runId", j.RunID}, {"blueprintId", j.BlueprintID}, {"nodeId", j.NodeID}, {"stepKey", j.StepKey}} {
 		switch {
 		case len(f.v) > MaxIDBytes:
 			errs = append(errs, fmt.Errorf("%s is %d bytes, more than %d", f.name, len(f.v), MaxIDBytes))
@@ -129,8 +154,9 @@ type Result struct {
 	Jobs []NextJob `json:"jobs,omitempty"`
 }
 
-// LeaseKey is the Redis key of the lease of (run, node): held while a
-// delivery runs that node, checked by the reconciler before republishing.
-func LeaseKey(prefix, runID, nodeID string) string {
-	return prefix + "lease:{" + runID + "}:" + nodeID
+// LeaseKey is the Redis key of the lease of (run, step key): held while a
+// delivery runs that step, checked by the reconciler before
+// republishing. Outside loops the step key is the node id.
+func LeaseKey(prefix, runID, stepKey string) string {
+	return prefix + "lease:{" + runID + "}:" + stepKey
 }

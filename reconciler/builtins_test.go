@@ -1,0 +1,129 @@
+package reconciler_test
+
+// Reconciling runs in the middle of a loop or a batch: the steps are keyed
+// by step key, so a pass republishes exactly the iteration or the worker
+// whose job is missing, and a lost step row is rebuilt at its iteration.
+
+import (
+	"os"
+	"testing"
+
+	"github.com/stepflow/stepflow/internal/testenv"
+	"github.com/stepflow/stepflow/internal/wire"
+	"github.com/stepflow/stepflow/reconciler"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+func readExample(t *testing.T, name string) *workflow.Blueprint {
+	t.Helper()
+	b, err := os.ReadFile("../examples/" + name + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp, err := workflow.Decode(b)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return bp
+}
+
+func stepJob(runID, blueprintID, nodeID, key string, attempt int) wire.Job {
+	return wire.NewJob(runID, blueprintID, nodeID, key, attempt)
+}
+
+// A loop's iteration whose job was lost is republished with its step key,
+// and nothing else is.
+func TestReconcileDuringALoopRepublishesTheMissingIteration(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	runID, starts := tb.start(readExample(t, "loop"), nil)
+	next := tb.deliver(starts[0]) // init → countdown#0
+	next = tb.deliver(next[0])    // countdown#0 → tick#1
+	next = tb.deliver(next[0])    // tick#1 → countdown#1
+	next = tb.deliver(next[0])    // countdown#1 → tick#2, whose job is lost
+	assertJobs(t, "after countdown#1", next, stepJob(runID, "loop", "tick", "tick#2", 1))
+	tb.age(runID)
+
+	st := tb.reconcile(tb.newReconciler(nil))
+
+	if want := (reconciler.Stats{StalledRuns: 1, ReconciledRuns: 1, Republished: 1}); st != want {
+		t.Errorf("stats %+v, want %+v", st, want)
+	}
+	republished := tb.takeQueued()
+	assertJobs(t, "republished", republished, stepJob(runID, "loop", "tick", "tick#2", 1))
+	tb.deliverAll(republished...)
+	tb.assertCompleted(runID, map[string]any{"tick": 0, "liftoff": map[string]any{"liftoff": true, "last": 0}})
+	steps := tb.steps(runID)
+	for _, k := range []string{"tick#1", "tick#2", "tick#3", "countdown#3", "countdown"} {
+		if s := steps[k]; s == nil || s.State != workflow.StepSucceeded {
+			t.Errorf("step %s: %+v, want succeeded", k, s)
+		}
+	}
+	if s := steps["tick#4"]; s != nil {
+		t.Errorf("step tick#4 exists: %+v", s)
+	}
+}
+
+// A run in a loop left running with nothing pending (its next iteration's
+// row lost) gets that iteration's row back from the controller step's
+// stored routing, with its input.
+func TestReconcileRebuildsALostIterationRow(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	runID, starts := tb.start(readExample(t, "loop"), nil)
+	next := tb.deliver(starts[0])
+	next = tb.deliver(next[0]) // countdown#0 → tick#1
+	next = tb.deliver(next[0]) // tick#1 → countdown#1
+	next = tb.deliver(next[0]) // countdown#1 → tick#2
+	assertJobs(t, "after countdown#1", next, stepJob(runID, "loop", "tick", "tick#2", 1))
+	input := tb.steps(runID)["tick#2"].Input
+	tb.exec(`DELETE FROM `+tb.tables.Quoted().Steps+` WHERE run_id = $1 AND node_id = 'tick#2'`, runID)
+	tb.exec(`UPDATE `+tb.tables.Quoted().Statuses+` SET pending = 0 WHERE run_id = $1`, runID)
+	tb.age(runID)
+
+	st := tb.reconcile(tb.newReconciler(nil))
+
+	if want := (reconciler.Stats{StalledRuns: 1, ReconciledRuns: 1, Republished: 1}); st != want {
+		t.Errorf("stats %+v, want %+v", st, want)
+	}
+	republished := tb.takeQueued()
+	assertJobs(t, "republished", republished, stepJob(runID, "loop", "tick", "tick#2", 1))
+	s := tb.steps(runID)["tick#2"]
+	if s == nil || s.State != workflow.StepReady || s.Node != "tick" || s.Iteration != 2 {
+		t.Fatalf("tick#2 after the resync: %+v, want ready, node tick, iteration 2", s)
+	}
+	testenv.AssertJSON(t, "tick#2's input", s.Input, input)
+	tb.deliverAll(republished...)
+	tb.assertCompleted(runID, map[string]any{"tick": 0})
+}
+
+// A batch worker whose job was lost is republished alone; the gather
+// still waits for it.
+func TestReconcileDuringABatchRepublishesTheMissingWorker(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := readExample(t, "batch")
+	input := map[string]any{"items": []any{
+		map[string]any{"sku": "A", "qty": 1, "price": 1.5},
+		map[string]any{"sku": "B", "qty": 2, "price": 2},
+	}}
+	runID, starts := tb.start(bp, input)
+	workers := tb.deliver(starts[0]) // the scatter: both workers (chunkSize 2)
+	if len(workers) != 2 {
+		t.Fatalf("the scatter made %v ready, want 2 workers", jobIDs(workers))
+	}
+	if next := tb.deliver(workers[0]); len(next) != 0 {
+		t.Fatalf("the first worker made %v ready", jobIDs(next))
+	}
+	tb.age(runID) // workers[1]'s job is lost
+
+	st := tb.reconcile(tb.newReconciler(nil))
+
+	if want := (reconciler.Stats{StalledRuns: 1, ReconciledRuns: 1, Republished: 1}); st != want {
+		t.Errorf("stats %+v, want %+v", st, want)
+	}
+	republished := tb.takeQueued()
+	assertJobs(t, "republished", republished, workers[1])
+	tb.deliverAll(republished...)
+	tb.assertCompleted(runID, map[string]any{"total": map[string]any{"lines": 2, "total": 5.5}})
+}
