@@ -642,7 +642,11 @@ func printTable(w io.Writer, r *Result) {
 			r.W.StepLatencyMS.P50, r.W.StepLatencyMS.P95, r.W.StepLatencyMS.P99, r.W.StepCommitLatencyMS.P50)
 	}
 	if r.B != nil {
-		fmt.Fprintf(tw, "B items/s (one run, %d noop workers, then gather)\t%.0f\tworkers alone %.0f items/s; %s\n", r.B.Items, r.B.ItemsPerS, r.B.WorkerItemsPerS, fracs(r.B.ItemsPerS))
+		vs := fmt.Sprintf("workers alone %.0f items/s", r.B.WorkerItemsPerS)
+		if f := fracs(r.B.ItemsPerS); f != "" {
+			vs += "; " + f
+		}
+		fmt.Fprintf(tw, "B items/s (one run, %d noop workers, then gather)\t%.0f\t%s\n", r.B.Items, r.B.ItemsPerS, vs)
 		fmt.Fprintf(tw, "B gather start / done after the last worker ms\t%.2f / %.2f\tthe last worker's node done → the gather's node started / done\n", r.B.GatherDelayMS, r.B.GatherDoneDelayMS)
 	}
 	if r.C != nil {
