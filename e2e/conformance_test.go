@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepflow/stepflow/bridge"
 	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/conformance"
 	"github.com/stepflow/stepflow/conformance/conformancetest"
+	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/testenv/inprocess"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -41,6 +43,21 @@ const caseTimeout = 60 * time.Second
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
+	conformanceOnStack(t, nil)
+}
+
+// The same table with every job the bridge publishes published twice
+// (each node's successors, a batch's workers and its gather, a child
+// run's jobs and its parent's continuation), and the first job of each
+// run published twice by hand: at-least-once delivery changes no result.
+func TestConformanceDuplicated(t *testing.T) {
+	t.Parallel()
+	conformanceOnStack(t, func(c *bridge.Config) { c.PublishCopies = 2 })
+}
+
+// conformanceOnStack runs every case not in notOnStack on one in-process
+// stack, its bridge adjusted by bridgeCfg (nil: as it is).
+func conformanceOnStack(t *testing.T, bridgeCfg func(*bridge.Config)) {
 	cases, err := conformance.Embedded()
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +88,12 @@ func TestConformance(t *testing.T) {
 	for _, bp := range children {
 		childList = append(childList, bp)
 	}
-	stack := inprocess.ForTest(t, inprocess.Options{Registry: reg, Blueprints: childList})
+	stack := inprocess.ForTest(t, inprocess.Options{Registry: reg, Blueprints: childList, Bridge: bridgeCfg})
+	var again *jobqueue.Publisher // the first jobs published again, with duplicated delivery
+	if bridgeCfg != nil {
+		again = jobqueue.NewTopologyPublisher(stack.AMQPURL, jobqueue.Topology{Queue: stack.Queue})
+		t.Cleanup(again.Close)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	cl, err := client.New(ctx, client.Config{
@@ -86,15 +108,16 @@ func TestConformance(t *testing.T) {
 	for _, c := range onStack {
 		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
-			conformancetest.Check(t, c, runOnStack(t, cl, c))
+			conformancetest.Check(t, c, runOnStack(t, cl, again, c))
 		})
 	}
 }
 
 // runOnStack starts c's blueprint through the client and waits for the
 // run; each time it awaits with a resume of the case's left, it resumes
-// it (a sleep the stack wakes by itself).
-func runOnStack(t *testing.T, cl *client.Client, c conformance.Case) conformancetest.Outcome {
+// it (a sleep the stack wakes by itself). With again, the run's start
+// jobs are published once more.
+func runOnStack(t *testing.T, cl *client.Client, again *jobqueue.Publisher, c conformance.Case) conformancetest.Outcome {
 	t.Helper()
 	bp, err := conformancetest.Blueprint(c)
 	if err != nil {
@@ -107,6 +130,17 @@ func runOnStack(t *testing.T, cl *client.Client, c conformance.Case) conformance
 	if err != nil {
 		o.Err = err
 		return o
+	}
+	if again != nil {
+		w, err := workflow.Compile(bp, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range w.StartNodes() {
+			if err := again.Publish(ctx, jobqueue.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}, 0); err != nil {
+				t.Fatalf("publish the start job %s again: %v", id, err)
+			}
+		}
 	}
 	for {
 		res, err := cl.Wait(ctx, runID)
