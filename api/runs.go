@@ -101,6 +101,17 @@ func (s *Server) startRun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if len(s.o.Blueprints) > 0 {
+		// Subflows: the server knows the folder the function finds
+		// children in, so a child found neither there nor stored is
+		// refused now, not failed when the step runs.
+		if err := s.client.CheckSubflows(r.Context(), bp, s.o.Blueprints); err != nil {
+			if e := invalidBlueprint(where, err); e != nil {
+				return e
+			}
+			return err
+		}
+	}
 	runID, err := s.client.Start(r.Context(), bp, input, client.StartOptions{RunID: req.RunID})
 	noted(r).runID = runID
 	if err != nil && runID == "" {

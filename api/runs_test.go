@@ -194,6 +194,15 @@ func TestRuns(t *testing.T) {
 			says: []string{"colour"}, causes: []string{"blueprint.nodes[0]"}},
 		{name: "start an invalid graph", method: "POST", path: "/api/v1/runs", body: `{"blueprint": {"id": "x", "nodes": [{"id": "a", "uses": "noop"}], "edges": [{"source": "a", "target": "ghost"}]}}`, code: 400,
 			causes: []string{`blueprint.edges[0].target: no node with id "ghost"`}},
+		{name: "start a subflow whose child is neither in --blueprints nor stored", method: "POST", path: "/api/v1/runs",
+			body: `{"blueprint": {"id": "lost", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "nowhere"}}]}, "runId": "lost"}`, code: 400,
+			causes: []string{`blueprint.nodes[0].params.blueprintId: no blueprint "nowhere" among those given`}, check: func(t *testing.T, r reply) {
+				if got := tb.do("GET", "/api/v1/runs/lost", ""); got.code != 404 {
+					t.Errorf("after the refusal GET answers %d, want 404: nothing recorded", got.code)
+				}
+			}},
+		{name: "start a subflow whose child is stored", method: "POST", path: "/api/v1/runs",
+			body: `{"blueprint": {"id": "wrapper", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "greet"}}]}, "runId": "wrapped"}`, code: 201},
 		{name: "start a named blueprint that does not validate here", method: "POST", path: "/api/v1/runs", body: `{"blueprintId": "odd-dir"}`, code: 400,
 			causes: []string{`blueprintId: nodes[1].uses: unknown node type "frobnicate"`}},
 		{name: "malformed JSON", method: "POST", path: "/api/v1/runs", body: "{\n  \"blueprint\": {\"id\": \"x\",}\n}", code: 400, says: []string{"malformed JSON at line 2, column 27"}},

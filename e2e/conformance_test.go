@@ -27,15 +27,15 @@ import (
 // run through the local runner only until the engine runs what they need;
 // the test fails for a name here that is no case.
 var notOnStack = map[string]string{
-	"subflow-wait-resume":      childAwaits,
-	"subflow-json-wait-resume": childAwaits,
+	"subflow-wait-resume":      childPauses,
+	"subflow-json-wait-resume": childPauses,
 	"bare-node-key": "the step function gives a node only the outputs its inputs and expressions name (CompiledNode.OutputRefs), as _outputs.<id>, and never the bare key <id>: " +
 		"the get node, whose key is a param, reads the initial context's start and no _outputs.start",
 }
 
 const (
-	childAwaits = "a child run that awaits (at a wait node) leaves its parent running for ever, its subflow step awaiting_child: the local runner fails the subflow node (Status: awaiting), " +
-		"and the parent neither fails nor awaits, so the case's resume of sub has nothing to resume"
+	childPauses = "a child run that awaits (at a wait node) keeps its parent running, its subflow step awaiting_child, until the child run itself is resumed (TestSubflowChildAwaitsAResume); " +
+		"the local runner fails the subflow node (Status: awaiting) and Flowcraft resumes the child through the parent's sub, so the case's resume of sub at the parent has nothing to resume"
 )
 
 // caseTimeout bounds one case's run on the stack, resumes included.

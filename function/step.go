@@ -445,7 +445,9 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 		StartedAt: started, FinishedAt: finished,
 	}
 	verdict := node.Outcome(job.Attempt, runErr)
-	verdict, runErr = f.startChild(ctx, st, s, &o, verdict, runErr) // subflows (subflow.go)
+	if !f.startChild(ctx, st, s, &o, &verdict, &runErr) { // subflows (subflow.go)
+		return
+	}
 	o.State = verdict.State
 	switch verdict.State {
 	case workflow.StepSleeping:

@@ -105,27 +105,47 @@ func (f *Function) childResult(ctx context.Context, st *store.Store, id string) 
 	return res, run, nil
 }
 
+// maxSubflowDepth bounds the nesting of child runs, as in the local
+// runner: a run with this many ancestors starts no child.
+const maxSubflowDepth = 64
+
 // startChild completes run's decision for an attempt that asked for a
 // child run: the child's blueprint, found by id among the registered
 // blueprints (BLUEPRINTS_DIR), the run's own blueprint and the stored
 // snapshots, goes into the outcome with the child's id, context and input,
 // and the attempt is not counted (its continuation is the same attempt).
 // A blueprint found nowhere fails the attempt with an error naming it
-// (retries and fallback apply); so does one whose lookup fails.
-func (f *Function) startChild(ctx context.Context, st *store.Store, s *stepRun, o *store.Outcome, verdict workflow.AttemptOutcome, runErr error) (workflow.AttemptOutcome, error) {
+// (retries and fallback apply); so does one stored that does not compile,
+// and a run nested maxSubflowDepth deep.
+//
+// ok is false when PostgreSQL could not answer: the job's result is set
+// (503, retried) and nothing is committed.
+func (f *Function) startChild(ctx context.Context, st *store.Store, s *stepRun, o *store.Outcome, verdict *workflow.AttemptOutcome, runErr *error) (ok bool) {
 	if verdict.State != workflow.StepAwaitingChild {
-		return verdict, runErr
+		return true
 	}
 	c := verdict.Child
-	cw, err := f.childWorkflow(ctx, st, s.w, c.BlueprintID)
+	depth, err := st.Depth(ctx, s.job.RunID, maxSubflowDepth)
 	if err != nil {
-		err = fmt.Errorf("node %s: subflow: %w", s.step.Node.ID, err)
-		return s.step.Node.Outcome(s.job.Attempt, err), err
+		s.finish(f.unavailable(s.log, "subflow depth", err))
+		return false
+	}
+	var cw *workflow.Workflow
+	if depth >= maxSubflowDepth {
+		err = fmt.Errorf("subflow %q: runs nested more than %d deep (does a blueprint run itself?)", c.BlueprintID, maxSubflowDepth)
+	} else if cw, err = f.childWorkflow(ctx, st, s.w, c.BlueprintID); errors.Is(err, errTransient) {
+		s.finish(f.unavailable(s.log, "child blueprint", err))
+		return false
+	}
+	if err != nil {
+		*runErr = err
+		*verdict = s.step.Node.Outcome(s.job.Attempt, err)
+		return true
 	}
 	o.Attempts = s.load.Step.Attempts
 	o.Child = &store.ChildStart{RunID: workflow.ChildRunID(s.job.RunID, s.job.NodeID, s.job.Attempt), W: cw, Context: c.Context, Input: c.Input}
 	s.outcome = "awaiting_child"
-	return verdict, runErr
+	return true
 }
 
 // childWorkflow finds a child blueprint by id: registered, the parent's
@@ -151,14 +171,14 @@ func (f *Function) childWorkflow(ctx context.Context, st *store.Store, parent *w
 		if len(known) > 0 {
 			list = strings.Join(known, ", ")
 		}
-		return nil, fmt.Errorf("no blueprint %q: not registered with the step function (BLUEPRINTS_DIR; registered: %s) and not stored by any run", id, list)
+		return nil, fmt.Errorf("subflow: no blueprint %q: not registered with the step function (BLUEPRINTS_DIR; registered: %s) and not stored by any run", id, list)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errTransient, err)
 	}
 	w, err = workflow.Compile(bp, f.reg)
 	if err != nil {
-		return nil, fmt.Errorf("blueprint %q (stored): %w", id, err)
+		return nil, fmt.Errorf("subflow %q: the stored blueprint: %w", id, err)
 	}
 	if cached, ok := f.compiled.LoadOrStore(w.Digest, w); ok {
 		w = cached.(*workflow.Workflow)

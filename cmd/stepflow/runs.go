@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -44,8 +45,8 @@ version to the run) and publishes its start jobs to RabbitMQ. It prints the run
 id. A blueprint with a node type the step function of this binary does not
 serve (stepflow validate lists them) is refused before anything is recorded.
 With --blueprints, the folder the step function finds child blueprints in
-(its BLUEPRINTS_DIR), a subflow naming a blueprint that is not there is refused
-too. With --wait it waits until the run completes, fails, is cancelled or awaits (a
+(its BLUEPRINTS_DIR), a subflow naming a blueprint found neither there nor
+among the stored ones is refused too. With --wait it waits until the run completes, fails, is cancelled or awaits (a
 wait node with nothing else left to run: "stepflow resume" goes on) and prints
 the same JSON object as "stepflow run --local". Exit 0: started / completed /
 awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
@@ -62,13 +63,10 @@ awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 			if _, err := workflow.Compile(bp, registry()); err != nil {
 				return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
 			}
+			var children map[string]*workflow.Blueprint
 			if blueprintsDir != "" {
-				children, err := readBlueprintDir(blueprintsDir)
-				if err != nil {
+				if children, err = readBlueprintDir(blueprintsDir); err != nil {
 					return exitCode(2, fmt.Errorf("--blueprints: %w", err))
-				}
-				if err := workflow.ValidateSubflows(bp, children); err != nil {
-					return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
 				}
 			}
 			in, err := parseInput(input)
@@ -81,6 +79,16 @@ awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 				return exitCode(1, err)
 			}
 			defer cl.Close()
+			if children != nil {
+				// Where the step function finds children: its folder and
+				// the stored blueprints.
+				if err := cl.CheckSubflows(ctx, bp, children); err != nil {
+					if errors.Is(err, client.ErrInvalid) {
+						return exitCode(2, fmt.Errorf("%s: %w", args[0], err))
+					}
+					return exitCode(1, err)
+				}
+			}
 			id, err := cl.Start(ctx, bp, in, client.StartOptions{RunID: runID})
 			if err != nil {
 				return exitCode(1, err)
@@ -95,7 +103,7 @@ awaiting; 1: failed or cancelled; 2: bad usage or timed out waiting.`,
 	}
 	cmd.Flags().StringVar(&input, "input", "", "initial context: a JSON object, or @FILE")
 	cmd.Flags().StringVar(&runID, "run-id", "", "run id (default: a new UUID)")
-	cmd.Flags().StringVar(&blueprintsDir, "blueprints", "", "folder of the blueprints its subflows run (*.json; the step function's BLUEPRINTS_DIR): refuse a subflow naming one that is not there")
+	cmd.Flags().StringVar(&blueprintsDir, "blueprints", "", "folder of the blueprints its subflows run (*.json; the step function's BLUEPRINTS_DIR): refuse a subflow naming one found neither there nor stored")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the run completes, fails, is cancelled or awaits, and print its result")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 2); 0 waits forever")
 	addConnFlags(cmd.Flags(), &c, "postgres", "amqp")
@@ -128,7 +136,7 @@ func newStatusCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(res)
 			}
-			printStatus(res)
+			printStatus(cmd.OutOrStdout(), res)
 			return nil
 		},
 	}
@@ -137,12 +145,12 @@ func newStatusCmd() *cobra.Command {
 	return cmd
 }
 
-func printStatus(res *workflow.RunResult) {
-	fmt.Printf("run %s  blueprint %s  status %s  %.1f ms\n", res.RunID, res.BlueprintID, res.Status, res.DurationMs)
+func printStatus(w io.Writer, res *workflow.RunResult) {
+	fmt.Fprintf(w, "run %s  blueprint %s  status %s  %.1f ms\n", res.RunID, res.BlueprintID, res.Status, res.DurationMs)
 	if p := res.Parent; p != nil {
-		fmt.Printf("parent: run %s  blueprint %s  step %s  status %s\n", p.RunID, p.BlueprintID, p.Step, p.Status)
+		fmt.Fprintf(w, "parent: run %s  blueprint %s  step %s  status %s\n", p.RunID, p.BlueprintID, p.Step, p.Status)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tTYPE\tSTATE\tATTEMPTS\tDURATION\tERROR")
 	for _, s := range res.Steps {
 		d := "-"
@@ -157,8 +165,8 @@ func printStatus(res *workflow.RunResult) {
 	}
 	tw.Flush()
 	if len(res.Children) > 0 {
-		fmt.Println("child runs:")
-		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(w, "child runs:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  RUN\tBLUEPRINT\tSTEP\tSTATUS")
 		for _, c := range res.Children {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.RunID, c.BlueprintID, c.Step, c.Status)
@@ -166,16 +174,16 @@ func printStatus(res *workflow.RunResult) {
 		tw.Flush()
 	}
 	for _, e := range res.Errors {
-		fmt.Printf("error: %s: %s\n", e.NodeID, e.Message)
+		fmt.Fprintf(w, "error: %s: %s\n", e.NodeID, e.Message)
 	}
 	for _, s := range res.Steps {
 		if s.State == workflow.StepAwaiting {
-			fmt.Printf("awaiting: %s (stepflow resume %s --node %s --output JSON)\n", s.NodeID, res.RunID, s.NodeID)
+			fmt.Fprintf(w, "awaiting: %s (stepflow resume %s --node %s --output JSON)\n", s.NodeID, res.RunID, s.NodeID)
 		}
 	}
 	if res.Output != nil {
 		b, _ := json.MarshalIndent(res.Output, "", "  ")
-		fmt.Printf("output: %s\n", b)
+		fmt.Fprintf(w, "output: %s\n", b)
 	}
 }
 
@@ -183,7 +191,7 @@ func newCancelCmd() *cobra.Command {
 	var c conn
 	cmd := &cobra.Command{
 		Use:   "cancel RUN",
-		Short: "Cancel a run: no further step of it starts",
+		Short: "Cancel a run and the child runs of its subflows: no further step of them starts",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := c.validate(); err != nil {
@@ -201,7 +209,7 @@ func newCancelCmd() *cobra.Command {
 			if st != workflow.RunCancelled {
 				return exitCode(1, fmt.Errorf("run %s is already %s", args[0], st))
 			}
-			fmt.Printf("run %s cancelled\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "run %s cancelled\n", args[0])
 			return nil
 		},
 	}

@@ -267,3 +267,19 @@ func (s *Store) AwaitingChildren(ctx context.Context, runID string) ([]AwaitingC
 	}
 	return out, nil
 }
+
+// Depth counts runID's ancestors (0 for a run that is no child), up to
+// limit: one recursive read of parent_run_id.
+func (s *Store) Depth(ctx context.Context, runID string, limit int) (int, error) {
+	var d int
+	err := s.pool.QueryRow(ctx, `WITH RECURSIVE up AS (
+			SELECT parent_run_id, 1 AS d FROM `+s.tables.Statuses+` WHERE run_id = $1 AND parent_run_id IS NOT NULL
+			UNION ALL
+			SELECT p.parent_run_id, up.d + 1 FROM `+s.tables.Statuses+` p JOIN up ON p.run_id = up.parent_run_id
+			WHERE p.parent_run_id IS NOT NULL AND up.d < $2)
+		SELECT coalesce(max(d), 0) FROM up`, runID, limit).Scan(&d)
+	if err != nil {
+		return 0, fmt.Errorf("depth of run %s: %w", runID, err)
+	}
+	return d, nil
+}

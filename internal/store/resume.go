@@ -43,6 +43,9 @@ type Resumed struct {
 	// Finished: the resume gave the run its final status (the wait node
 	// was the last to finish).
 	Finished bool
+	// Continue, with Finished, for a child run: its parent's step to run
+	// again (subflows: children.go).
+	Continue *Continuation
 }
 
 // Resume resumes run req.RunID, of the compiled workflow w (its pinned
@@ -235,7 +238,7 @@ func (s *Store) resume(ctx context.Context, w *workflow.Workflow, req ResumeRequ
 	}
 	inTx = false
 	c := p.c.Res
-	return &Resumed{Node: r.Node, RunStatus: c.RunStatus, Ready: c.Ready, Skipped: c.Skipped, Finished: c.Finished}, nil
+	return &Resumed{Node: r.Node, RunStatus: c.RunStatus, Ready: c.Ready, Skipped: c.Skipped, Finished: c.Finished, Continue: c.Continue}, nil
 }
 
 // markedError is err, which errors.Is is as well, without repeating its

@@ -69,6 +69,9 @@ type Options struct {
 	// PublicURL is the base of the webhook URLs the function's webhook
 	// nodes output (function.Config.PublicURL; "": its default).
 	PublicURL string
+	// BlueprintsDir is the function's BLUEPRINTS_DIR: the blueprints it
+	// registers, which subflows find their children among.
+	BlueprintsDir string
 }
 
 // Stack is the running services and where they keep their state. A
@@ -238,13 +241,14 @@ func (s *Stack) topology() jobqueue.Topology {
 func (s *Stack) serveFunction(ctx context.Context, o Options) (string, error) {
 	f := function.New(function.Options{Registry: o.Registry, Blueprints: o.Blueprints, Logger: o.Logger})
 	if err := f.StartWith(ctx, function.Config{
-		PostgresURL: s.PostgresURL,
-		RedisURL:    s.RedisURL,
-		Tables:      s.Tables,
-		RedisPrefix: s.RedisPrefix,
-		StepTimeout: 10 * time.Second,
-		PGMaxConns:  4,
-		PublicURL:   o.PublicURL,
+		PostgresURL:   s.PostgresURL,
+		RedisURL:      s.RedisURL,
+		Tables:        s.Tables,
+		RedisPrefix:   s.RedisPrefix,
+		StepTimeout:   10 * time.Second,
+		PGMaxConns:    4,
+		PublicURL:     o.PublicURL,
+		BlueprintsDir: o.BlueprintsDir,
 	}); err != nil {
 		return "", fmt.Errorf("start the step function: %w", err)
 	}

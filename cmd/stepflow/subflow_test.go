@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stepflow/stepflow/client"
+	"github.com/stepflow/stepflow/internal/testenv"
+	"github.com/stepflow/stepflow/internal/testenv/inprocess"
+	"github.com/stepflow/stepflow/workflow"
+)
+
+// On the stack, status of a parent lists its child runs (id and
+// blueprint), status of a child names its parent, and cancel of the
+// parent cancels the child.
+func TestSubflowStatusAndCancel(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	children := filepath.Join(dir, "children")
+	if err := os.Mkdir(children, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The child sleeps an hour: the parent waits on it, holding nothing.
+	write("children/napper.json", `{"id": "napper", "nodes": [{"id": "nap", "uses": "sleep", "params": {"duration": "1h"}}]}`)
+	parent := write("parent.json", `{"id": "waiter", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "napper"}}]}`)
+
+	s := inprocess.ForTest(t, inprocess.Options{Registry: registry(), BlueprintsDir: children})
+	pgArgs := []string{"--postgres-url", s.PostgresURL,
+		"--contexts-table", s.Tables.Contexts, "--statuses-table", s.Tables.Statuses, "--steps-table", s.Tables.Steps,
+		"--blueprints-table", s.Tables.Blueprints, "--dead-letters-table", s.Tables.DeadLetters}
+	run := func(args ...string) (int, string) {
+		t.Helper()
+		r := newRoot()
+		full := append(args, pgArgs...)
+		if args[0] == "start" {
+			full = append(full, "--rabbitmq-url", s.AMQPURL, "--queue", s.Queue)
+		}
+		r.SetArgs(full)
+		var out bytes.Buffer
+		r.SetOut(&out)
+		r.SetErr(&out)
+		err := r.Execute()
+		code := 0
+		if ee, ok := err.(*exitError); ok {
+			code = ee.code
+		} else if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return code, out.String() + " " + errText(err)
+	}
+	// A child found neither in --blueprints nor stored is refused, named.
+	missing := write("missing.json", `{"id": "lost", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "nowhere"}}]}`)
+	if code, msg := run("start", missing, "--blueprints", children); code != 2 || !strings.Contains(msg, `nodes[0].params.blueprintId: no blueprint "nowhere" among those given (napper)`) {
+		t.Errorf("start of a blueprint whose child is missing: exit %d %s; want 2, naming it", code, msg)
+	}
+	if code, msg := run("start", parent, "--blueprints", children, "--run-id", "p-1"); code != 0 {
+		t.Fatalf("start: exit %d %s", code, msg)
+	}
+	childID := workflow.ChildRunID("p-1", "sub", 1)
+	c, err := client.New(context.Background(), client.Config{PostgresURL: s.PostgresURL, AMQPURL: s.AMQPURL, Queue: s.Queue, Tables: s.Tables})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testenv.Eventually(t, 20*time.Second, "the child to sleep", func() bool {
+		res, err := c.Result(context.Background(), childID)
+		return err == nil && len(res.Steps) == 1 && res.Steps[0].State == workflow.StepSleeping
+	})
+
+	// Stored by the child's run, napper is found where --blueprints lacks it.
+	others := filepath.Join(dir, "others")
+	if err := os.Mkdir(others, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write("others/unrelated.json", `{"id": "unrelated", "nodes": [{"id": "x", "uses": "noop"}]}`)
+	if code, msg := run("start", parent, "--blueprints", others, "--run-id", "p-2"); code != 0 {
+		t.Errorf("start with a child only stored: exit %d %s; want it started", code, msg)
+	}
+
+	code, out := run("status", "p-1")
+	if code != 0 || !strings.Contains(out, "status running") || !strings.Contains(out, "child runs:") ||
+		!strings.Contains(out, childID+"  napper     sub   running") || !strings.Contains(out, "awaiting_child") {
+		t.Errorf("status of the parent: exit %d\n%s\nwant it running, sub awaiting_child, and its child %s listed", code, out, childID)
+	}
+	code, out = run("status", childID)
+	if code != 0 || !strings.Contains(out, "blueprint napper") || !strings.Contains(out, "parent: run p-1  blueprint waiter  step sub  status running") {
+		t.Errorf("status of the child: exit %d\n%s\nwant its parent named", code, out)
+	}
+	// status --json prints the client's result, which links them too.
+	if res, err := c.Result(context.Background(), "p-1"); err != nil || len(res.Children) != 1 ||
+		res.Children[0] != (workflow.RunLink{RunID: childID, BlueprintID: "napper", Step: "sub", Status: workflow.RunRunning}) {
+		t.Errorf("the parent's result: %+v, %v; want its child linked", res, err)
+	}
+
+	if code, out := run("cancel", "p-1"); code != 0 || !strings.Contains(out, "run p-1 cancelled") {
+		t.Fatalf("cancel: exit %d %s", code, out)
+	}
+	res, err := c.Result(context.Background(), childID)
+	if err != nil || res.Status != workflow.RunCancelled {
+		t.Fatalf("the child after its parent's cancel: %+v, %v; want cancelled", res, err)
+	}
+	if code, out := run("status", "p-1"); !strings.Contains(out, childID+"  napper     sub   cancelled") {
+		t.Errorf("status after cancel: exit %d\n%s\nwant the child cancelled", code, out)
+	}
+}
