@@ -121,7 +121,11 @@ func (c *Client) Start(ctx context.Context, bp *workflow.Blueprint, input map[st
 	// take (ids within bounds, UTF-8): a run recorded with a job that can
 	// never be published would stay running forever.
 	for _, id := range w.NodeIDs() {
-		if err := (jobqueue.Job{RunID: runID, BlueprintID: bp.ID, NodeID: id, Attempt: 1}).Validate(); err != nil {
+		key := id // a loop's node: its longest step key
+		if c, ok := w.InLoop(id); ok {
+			key = w.StepKey(id, w.MaxIterations(c)+1)
+		}
+		if err := jobqueue.NewJob(runID, bp.ID, id, key, 1).Validate(); err != nil {
 			return "", invalid(fmt.Errorf("start run %.40q: %w", runID, err))
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stepflow/stepflow/examples/nodes"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
 )
@@ -109,4 +110,109 @@ func TestManyConcurrentRuns(t *testing.T) {
 		}
 	}
 	t.Logf("%d runs of fanout (%d steps) in %s", runs, runs*11, time.Since(began).Round(time.Millisecond))
+}
+
+// assertLikeLocal checks that a run of the stack ended as the local
+// runner's run of the same blueprint, input and run id ends: status,
+// output, context, and its steps (loop iterations and batch workers by
+// step key) in order.
+func assertLikeLocal(t *testing.T, bp *workflow.Blueprint, input map[string]any, res *workflow.RunResult) {
+	t.Helper()
+	want, err := workflow.Run(t.Context(), bp, nodes.Registry(), input, workflow.RunOptions{RunID: res.RunID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != want.Status {
+		t.Fatalf("status %s, the local run's %s; errors %v", res.Status, want.Status, res.Errors)
+	}
+	testenv.AssertJSON(t, "output", res.Output, want.Output)
+	testenv.AssertJSON(t, "context", res.Context, want.Context)
+	type step struct {
+		Node, Key string
+		Iteration int
+		State     workflow.StepState
+		Attempts  int
+	}
+	list := func(r *workflow.RunResult) []step {
+		var out []step
+		for _, s := range r.Steps {
+			out = append(out, step{s.NodeID, s.StepKey, s.Iteration, s.State, s.Attempts})
+		}
+		return out
+	}
+	testenv.AssertJSON(t, "steps", list(res), list(want))
+}
+
+// The batch example on the stack: a price-line worker per line, two at a
+// time, gathered in line order.
+func TestBatchExample(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := exampleBlueprint(t, "batch")
+	input := exampleInput(t, "batch")
+	runID := tb.start(bp, input)
+	res := tb.wait(runID, 30*time.Second)
+	assertLikeLocal(t, bp, input, res)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"lines":3,"total":153.87}`))
+	batch := workflow.BatchID(runID, "lines_scatter")
+	for i := range 3 {
+		if n := tb.nodes.count(runID, fmt.Sprintf("price-line_%s_%d", batch, i)); n != 1 {
+			t.Errorf("worker %d ran %d times, want once", i, n)
+		}
+	}
+}
+
+// The loop example on the stack: tick#1 … tick#3, then liftoff.
+func TestLoopExample(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := exampleBlueprint(t, "loop")
+	runID := tb.start(bp, nil)
+	res := tb.wait(runID, 30*time.Second)
+	assertLikeLocal(t, bp, nil, res)
+	testenv.AssertJSON(t, "output", res.Output, json.RawMessage(`{"liftoff":true,"last":0}`))
+	var keys []string
+	for _, s := range res.Steps {
+		if s.NodeID == "tick" {
+			keys = append(keys, s.StepKey)
+		}
+	}
+	if fmt.Sprint(keys) != "[tick#1 tick#2 tick#3]" {
+		t.Errorf("tick's steps %v, want tick#1 … tick#3", keys)
+	}
+}
+
+// A batch of 60 lines through the bridge, whose requests carry many
+// workers of the run at once (group commits of one batch's workers):
+// every worker runs once and the gather has the lines in order.
+func TestBatchOf60(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := exampleBlueprint(t, "batch")
+	for i := range bp.Nodes {
+		if bp.Nodes[i].ID == "lines_scatter" {
+			delete(bp.Nodes[i].Params, "chunkSize")
+		}
+	}
+	var lines []any
+	for i := range 60 {
+		lines = append(lines, map[string]any{"sku": fmt.Sprintf("S-%02d", i), "qty": 1, "price": float64(i)})
+	}
+	input := map[string]any{"items": lines}
+	runID := tb.start(bp, input)
+	res := tb.wait(runID, 60*time.Second)
+	assertLikeLocal(t, bp, input, res)
+	got, _ := res.Context["lines"].([]any)
+	if len(got) != 60 {
+		t.Fatalf("lines has %d entries, want 60", len(got))
+	}
+	batch := workflow.BatchID(runID, "lines_scatter")
+	for i, l := range got {
+		if m, _ := l.(map[string]any); m["sku"] != fmt.Sprintf("S-%02d", i) {
+			t.Errorf("lines[%d] = %v, want S-%02d", i, l, i)
+		}
+		if n := tb.nodes.count(runID, fmt.Sprintf("price-line_%s_%d", batch, i)); n != 1 {
+			t.Errorf("worker %d ran %d times, want once", i, n)
+		}
+	}
 }

@@ -405,3 +405,37 @@ func TestGoNodeCreatesDynamicNodes(t *testing.T) {
 	tb.assertLikeLocal(bp, runID, nil)
 	testenv.AssertJSON(t, "join's output", tb.run(runID).StatusData["join"], []any{"a!", "b!", "c!"})
 }
+
+// A batch in a loop's body: each iteration scatters a batch of its own
+// (the batch id derives from the scatter's step key) and gathers it.
+func TestBatchInALoop(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := decodeBlueprint(t, `{"id": "batch-loop", "nodes": [
+		{"id": "init", "uses": "set-context", "params": {"values": {"n": 2, "items": [1, 2, 3]}}},
+		{"id": "again", "uses": "loop-controller", "params": {"condition": "n > 0"}, "config": {"joinStrategy": "any"}},
+		{"id": "scatter", "uses": "batch-scatter", "inputs": "items", "params": {"workerUsesKey": "probe", "gatherNodeId": "gather", "chunkSize": 2}},
+		{"id": "gather", "uses": "batch-gather", "params": {"outputKey": "results"}},
+		{"id": "tick", "uses": "decrement", "params": {"key": "n"}},
+		{"id": "done", "uses": "transform", "inputs": "results", "params": {"expression": "len(input)"}}],
+		"edges": [{"source": "init", "target": "again"}, {"source": "again", "target": "scatter", "action": "continue"},
+			{"source": "scatter", "target": "gather"}, {"source": "gather", "target": "tick"}, {"source": "tick", "target": "again"},
+			{"source": "again", "target": "done", "action": "break"}]}`)
+	runID := "bl-" + testenv.RandomHex(6)
+	tb.deliverAll(nil, tb.createRunWithID(runID, bp, nil)...)
+	for _, it := range []string{"scatter#1", "scatter#2"} {
+		batch := workflow.BatchID(runID, it)
+		for i := range 3 {
+			if c := tb.probes.count(fmt.Sprintf("probe_%s_%d", batch, i)); c != 1 {
+				t.Errorf("worker %d of %s ran %d times, want once", i, it, c)
+			}
+		}
+	}
+	for _, k := range []string{"gather#1", "gather#2"} {
+		if s := tb.step(runID, k); s == nil || s.State != workflow.StepSucceeded || len(s.Output.([]any)) != 3 {
+			t.Errorf("step %s: %+v, want succeeded with 3 results", k, s)
+		}
+	}
+	tb.assertLikeLocal(bp, runID, nil)
+	testenv.AssertJSON(t, "done's output", tb.run(runID).StatusData["done"], 3)
+}

@@ -127,3 +127,50 @@ func TestReconcileDuringABatchRepublishesTheMissingWorker(t *testing.T) {
 	tb.deliverAll(republished...)
 	tb.assertCompleted(runID, map[string]any{"total": map[string]any{"lines": 2, "total": 5.5}})
 }
+
+// A batch left running with nothing pending — the gather's row lost, and
+// the scatter's count of resolved workers with it — gets its count taken
+// again from the workers' rows and the gather made ready, with their
+// outputs in order.
+func TestReconcileRebuildsALostGatherAndItsCount(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	bp := readExample(t, "batch")
+	input := map[string]any{"items": []any{
+		map[string]any{"sku": "A", "qty": 1, "price": 1},
+		map[string]any{"sku": "B", "qty": 1, "price": 2},
+		map[string]any{"sku": "C", "qty": 1, "price": 3},
+	}}
+	runID, starts := tb.start(bp, input)
+	jobs := tb.deliver(starts[0])
+	for len(jobs) > 0 && jobs[0].NodeID != "lines_gather" {
+		var next []wire.Job
+		for _, j := range jobs {
+			next = append(next, tb.deliver(j)...)
+		}
+		jobs = next
+	}
+	assertJobs(t, "after the workers", jobs, job(runID, "batch", "lines_gather", 1))
+	q := tb.tables.Quoted()
+	tb.exec(`DELETE FROM `+q.Steps+` WHERE run_id = $1 AND node_id = 'lines_gather'`, runID)
+	tb.exec(`UPDATE `+q.Steps+` SET dynamic_resolved = '{0,0}' WHERE run_id = $1 AND node_id = 'lines_scatter'`, runID)
+	tb.exec(`UPDATE `+q.Statuses+` SET pending = 0 WHERE run_id = $1`, runID)
+	tb.age(runID)
+
+	st := tb.reconcile(tb.newReconciler(nil))
+
+	if want := (reconciler.Stats{StalledRuns: 1, ReconciledRuns: 1, Republished: 1}); st != want {
+		t.Errorf("stats %+v, want %+v", st, want)
+	}
+	republished := tb.takeQueued()
+	assertJobs(t, "republished", republished, job(runID, "batch", "lines_gather", 1))
+	var counted []int32
+	if err := tb.pool.QueryRow(tb.ctx, `SELECT dynamic_resolved FROM `+q.Steps+` WHERE run_id = $1 AND node_id = 'lines_scatter'`, runID).Scan(&counted); err != nil {
+		t.Fatal(err)
+	}
+	if len(counted) != 2 || counted[0] != 2 || counted[1] != 1 {
+		t.Errorf("the scatter counts %v after the resync, want [2 1]", counted)
+	}
+	tb.deliverAll(republished...)
+	tb.assertCompleted(runID, map[string]any{"total": map[string]any{"lines": 3, "total": 6}})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -262,5 +263,76 @@ func TestBatchValidation(t *testing.T) {
 				t.Errorf("no problem %s: …%s…; got %v", tt.want.path, tt.want.msg, probs)
 			}
 		})
+	}
+}
+
+// countedStates is dynStates with a count of each wave's resolved dynamic
+// nodes (DynamicCounts), which records the statuses asked of them.
+type countedStates struct {
+	*dynStates
+	resolved map[int]int
+	asked    []string
+}
+
+func (c *countedStates) ResolvedInWave(_ string, wave int) int { return c.resolved[wave] }
+
+func (c *countedStates) Status(id string) (StepStatus, bool) {
+	if _, ok := c.defs[id]; ok {
+		c.asked = append(c.asked, id)
+	}
+	return c.dynStates.Status(id)
+}
+
+// With DynamicCounts, a dynamic node's resolution asks no finished
+// sibling's status, and decides as the siblings' statuses do: the next wave when
+// its wave is done, the gather after the last.
+func TestAdvanceCountsDynamicNodes(t *testing.T) {
+	t.Parallel()
+	w := mustCompile(t, NewRegistry(), `{"id":"c","nodes":[{"id":"split","uses":"noop"},{"id":"join","uses":"noop"}],"edges":[{"source":"split","target":"join"}]}`)
+	var ds []DynamicNode
+	defs := map[string]DynamicNode{}
+	for i := range 4 {
+		d := DynamicNode{ID: fmt.Sprintf("d%d", i), Uses: "noop", Wave: i / 2}
+		ds = append(ds, d)
+	}
+	r, err := w.Route("split", NodeResult{Output: "x", DynamicNodes: ds, Gather: "join"}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range r.Dynamic {
+		defs[d.ID] = d
+	}
+	plain := &dynStates{fakeStates: newFakeStates(), defs: defs}
+	counted := &countedStates{dynStates: &dynStates{fakeStates: newFakeStates(), defs: defs}, resolved: map[int]int{}}
+	for _, f := range []*fakeStates{plain.fakeStates, counted.fakeStates} {
+		f.resolve("split", StepSucceeded, r)
+		f.status["split"] = StepStatus{State: StepSucceeded, Taken: r.Taken, Dynamic: r.Dynamic, Gather: r.Gather}
+	}
+	w.Advance([]string{"split"}, plain)
+	for i, id := range []string{"d1", "d0", "d3", "d2"} {
+		for _, f := range []*fakeStates{plain.fakeStates, counted.fakeStates} {
+			f.status[id] = StepStatus{State: StepSucceeded, Taken: []string{"join"}}
+			f.deliveries[id] = map[string]any{"join": id}
+		}
+		counted.resolved[defs[id].Wave]++
+		counted.asked = nil
+		want, got := w.Advance([]string{id}, plain), w.Advance([]string{id}, counted)
+		if !equal(got.Ready, want.Ready) {
+			t.Errorf("after %s: counted %+v, by status %+v", id, got.Ready, want.Ready)
+		}
+		// Only its own status, and at a wave's end whether the next
+		// wave's nodes exist yet.
+		for _, asked := range counted.asked {
+			if asked != id && !slices.ContainsFunc(want.Ready, func(rn ReadyNode) bool { return rn.ID == asked }) {
+				t.Errorf("after %s (%d of 4): asked the status of sibling %s", id, i+1, asked)
+			}
+		}
+		for _, rn := range want.Ready {
+			plain.status[rn.ID] = StepStatus{State: StepReady}
+			counted.status[rn.ID] = StepStatus{State: StepReady}
+		}
+	}
+	if st, _ := plain.Status("join"); st.State != StepReady {
+		t.Errorf("join is %q after every worker, want ready", st.State)
 	}
 }

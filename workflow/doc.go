@@ -29,11 +29,12 @@
 // in a loop, a dynamic node's id), and the answers are: what a finished
 // attempt means (CompiledNode.Outcome), which edges a result takes and
 // which dynamic nodes it creates (Route, RouteStep), which steps become
-// ready or skipped and which loops end (Advance over the States of a run;
-// DecideRun for a commit; AwaitStatus when what is left only awaits;
-// ResumeStep for a resume; WebhookWait for a webhook's request), what input
-// a step gets (ResolveInput), and what
-// a finished run outputs (FinalOutput). StepState names the states a step is
+// ready or skipped and which loops end (Advance over the States of a run,
+// which find dynamic nodes through DynamicStates and may count them
+// through DynamicCounts; DecideRun for a commit; AwaitStatus when what is
+// left only awaits; ResumeStep for a resume; WebhookWait for a webhook's
+// request), what input a step gets (ResolveInput), and what a finished run
+// outputs (FinalOutput). StepState names the states a step is
 // stored in. Invoke and MapContext call a node as the local runner does;
 // OutputKey, InputKey and Normalize are the run context's conventions.
 //

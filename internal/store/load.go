@@ -122,18 +122,24 @@ func (s *Store) Outputs(ctx context.Context, q Querier, runID string, ids []stri
 	if q == nil {
 		q = s.pool
 	}
-	where := ``
+	// All outputs: each node's latest row. Named ones: per id, its own
+	// row (a node outside loops, or a loop's exit step) else its latest
+	// iteration's, each one index probe whatever the number of iterations.
+	sql := `SELECT DISTINCT ON (coalesce(node, node_id)) coalesce(node, node_id), output FROM ` + s.tables.Steps + `
+		WHERE run_id = $1 AND state IN ('succeeded', 'recovered')
+		ORDER BY coalesce(node, node_id), iteration DESC NULLS FIRST`
 	args := []any{runID}
 	if ids != nil {
 		if len(ids) == 0 {
 			return map[string]any{}, nil
 		}
-		where = ` AND (node_id = ANY($2) OR node = ANY($2))`
+		sql = `SELECT k.id, x.output FROM unnest($2::text[]) AS k(id) CROSS JOIN LATERAL (
+				(SELECT output FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND node_id = k.id AND state IN ('succeeded', 'recovered'))
+				UNION ALL
+				(SELECT output FROM ` + s.tables.Steps + ` WHERE run_id = $1 AND node = k.id AND state IN ('succeeded', 'recovered') ORDER BY iteration DESC LIMIT 1)
+				LIMIT 1) x`
 		args = append(args, ids)
 	}
-	sql := `SELECT DISTINCT ON (coalesce(node, node_id)) coalesce(node, node_id), output FROM ` + s.tables.Steps + `
-		WHERE run_id = $1 AND state IN ('succeeded', 'recovered')` + where + `
-		ORDER BY coalesce(node, node_id), iteration DESC NULLS FIRST`
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("load outputs of %s: %w", runID, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -71,6 +72,21 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		// The counts of resolved dynamic nodes are taken again from their
+		// rows (a lost or hand-edited row may have left them off), and
+		// stored so.
+		for key, r := range states.rows {
+			if len(r.status.Dynamic) == 0 {
+				continue
+			}
+			counts := recount(r.status.Dynamic, states.rows)
+			if !slices.Equal(counts, r.resolved) {
+				r.resolved = counts
+				if _, err := tx.Exec(ctx, `UPDATE `+s.tables.Steps+` SET dynamic_resolved = $3 WHERE run_id = $1 AND node_id = $2`, runID, key, counts); err != nil {
+					return err
+				}
+			}
+		}
 		d := w.DecideResync(steps, states) // every step is known: no reads
 		if states.err != nil {
 			return states.err
@@ -120,4 +136,18 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 		return nil, fmt.Errorf("resync run %s: %w", runID, err)
 	}
 	return res, nil
+}
+
+// recount counts, per wave, the dynamic nodes ds whose rows are resolved.
+func recount(ds []workflow.DynamicNode, rows map[string]*stateRow) []int32 {
+	var counts []int32
+	for _, d := range ds {
+		for len(counts) <= d.Wave {
+			counts = append(counts, 0)
+		}
+		if r := rows[d.ID]; r != nil && r.status.State.Resolved() {
+			counts[d.Wave]++
+		}
+	}
+	return counts
 }

@@ -327,12 +327,14 @@ func (t *txStates) ResolvedInWave(source string, wave int) int {
 // once committed), so that each worker's commit of a large batch does not
 // read its creator's list of every worker again.
 type dynCache struct {
-	mu sync.Mutex
-	m  map[string][]workflow.DynamicNode
+	mu    sync.Mutex
+	m     map[string][]workflow.DynamicNode
+	nodes int // in all the lists
 }
 
-// dynCacheSize bounds the cache; when full it starts again.
-const dynCacheSize = 256
+// dynCacheNodes bounds the cache (some 200 bytes a node); when full it
+// starts again.
+const dynCacheNodes = 50_000
 
 func dynKey(runID, key string) string { return runID + "\x00" + key }
 
@@ -352,10 +354,16 @@ func (c *dynCache) take(runID string, ids []string, into map[string][]workflow.D
 }
 
 func (c *dynCache) put(runID, key string, ds []workflow.DynamicNode) {
+	if len(ds) > dynCacheNodes {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= dynCacheSize {
-		c.m = map[string][]workflow.DynamicNode{}
+	if c.m == nil || c.nodes+len(ds) > dynCacheNodes {
+		c.m, c.nodes = map[string][]workflow.DynamicNode{}, 0
+	}
+	if _, ok := c.m[dynKey(runID, key)]; !ok {
+		c.nodes += len(ds)
 	}
 	c.m[dynKey(runID, key)] = ds
 }
