@@ -45,7 +45,7 @@ demo: build
 	@bash scripts/demo.sh
 
 # The benchmark (docs/benchmarks.md): function and bridge as separate processes on the
-# local services; W, C, L and the component baselines. Figures in bin/bench.json.
+# local services; W, C, L, B (a batch), R and the component baselines. Figures in bin/bench.json.
 bench:
 	@mkdir -p bin
 	$(GO) run ./bench --json bin/bench.json $(BENCH_FLAGS)

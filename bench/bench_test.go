@@ -17,6 +17,7 @@ var requiredKeys = []string{
 	"W.step_latency_ms.p50", "W.step_latency_ms.p95", "W.step_latency_ms.p99",
 	"C.single_run_ms.p50", "C.single_run_ms.p90", "C.steps_per_s",
 	"L.growth_ratio",
+	"B.items_per_s", "B.gather_delay_ms", "B.worker_items_per_s",
 	"R.resume_to_next_done_ms.p50", "R.resume_to_next_done_ms.p90", "R.api_call_ms.p50",
 	"baselines.amqp_msgs_per_s", "baselines.pg_tx_per_s", "baselines.redis_ops_per_s", "baselines.http_req_per_s",
 	"rss_mb.bridge", "rss_mb.function", "cpu_s.bridge", "cpu_s.function",
@@ -45,9 +46,9 @@ func TestQuick(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench --quick: %v\n%s", err, log.String())
 	}
-	if res.W.Runs != 50 || res.C.Batch.Runs != 50 || res.C.Runs != 10 || res.L.Nodes != 60 || res.R.Runs != 20 {
-		t.Errorf("quick sizes: W %d runs, C %d batch runs and %d single runs, L %d nodes, R %d resumes; want 50, 50, 10, 60, 20",
-			res.W.Runs, res.C.Batch.Runs, res.C.Runs, res.L.Nodes, res.R.Runs)
+	if res.W.Runs != 50 || res.C.Batch.Runs != 50 || res.C.Runs != 10 || res.L.Nodes != 60 || res.R.Runs != 20 || res.B.Items != 200 {
+		t.Errorf("quick sizes: W %d runs, C %d batch runs and %d single runs, L %d nodes, R %d resumes, B %d items; want 50, 50, 10, 60, 20, 200",
+			res.W.Runs, res.C.Batch.Runs, res.C.Runs, res.L.Nodes, res.R.Runs, res.B.Items)
 	}
 	b, err := os.ReadFile(cfg.JSONPath)
 	if err != nil {
@@ -119,5 +120,23 @@ func TestCheckFunction(t *testing.T) {
 	}
 	if c := defaultConfig(); c.Function != functionStepflow || (os.Getenv("FUNC_BIN") == "" && !strings.HasSuffix(c.FuncBin, filepath.Join("stepflow", "func-v0.50.1", "func"))) {
 		t.Errorf("defaults: --function %s --func-bin %s", c.Function, c.FuncBin)
+	}
+}
+
+// --workloads picks the parts to run by name, and refuses an unknown one,
+// naming it and the names it takes.
+func TestParseWorkloads(t *testing.T) {
+	t.Parallel()
+	got, err := parseWorkloads("B, W")
+	if err != nil || len(got) != 2 || !got["B"] || !got["W"] {
+		t.Errorf(`parseWorkloads("B, W") = %v, %v; want B and W`, got, err)
+	}
+	if got := selectedWorkloads(allWorkloads()); strings.Join(got, ",") != "baselines,C,L,W,B,R" {
+		t.Errorf("every workload in order: %v", got)
+	}
+	for _, bad := range []string{"X", "B,,W", ""} {
+		if _, err := parseWorkloads(bad); err == nil || !strings.Contains(err.Error(), "is no workload") || !strings.Contains(err.Error(), "baselines, C, L, W, B, R") {
+			t.Errorf("parseWorkloads(%q): %v, want an error naming the bad name and the workloads", bad, err)
+		}
 	}
 }

@@ -8,6 +8,9 @@
 //     then steps/s for N runs at once;
 //   - L: a long chain (500 nodes) with 1 KB outputs: mean step latency of
 //     the last 50 steps over that of the first 50;
+//   - B: one run scattering 2,000 items to noop workers, then gathering
+//     them: items/s and the gather's delay after the last worker;
+//   - R: resume latency through the API;
 //   - baselines in the same run against the same services: RabbitMQ publish
 //     with confirm + consume + ack, a PostgreSQL upsert+select transaction,
 //     Redis pipelined SETs, loopback HTTP POSTs;
@@ -19,7 +22,10 @@
 // succeeded once, the expected output); a wrong result fails the benchmark.
 //
 //	go run ./bench [--json FILE] [--n 2000] [--quick] [--prefetch P] [--concurrency C] [--batch-size B] [--pg-conns K] [--keep]
-//	               [--function stepflow|func] [--func-bin PATH]
+//	               [--function stepflow|func] [--func-bin PATH] [--workloads baselines,C,L,W,B,R] [--b-items 2000]
+//
+// --workloads runs only the named parts (in their fixed order); the
+// figures of the others are left out of the table and the JSON.
 //
 // --function func measures the function that `func run --builder=host`
 // builds from the repository root (the Knative function route, see
@@ -42,6 +48,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -65,10 +72,12 @@ type config struct {
 	JSONPath     string
 	Keep         bool
 	Quick        bool
-	CRuns        int           // sequential single runs of the chain
-	Warmup       int           // single runs before those, not counted
-	LNodes       int           // long chain length
-	RRuns        int           // awaiting runs resumed one at a time
+	CRuns        int // sequential single runs of the chain
+	Warmup       int // single runs before those, not counted
+	LNodes       int // long chain length
+	RRuns        int // awaiting runs resumed one at a time
+	BItems       int // items of B's batch
+	Workloads    map[string]bool
 	BaselineDur  time.Duration // each baseline's duration
 	PollInterval time.Duration // single-run completion polling
 
@@ -109,6 +118,8 @@ func defaultConfig() *config {
 		Warmup:       3,
 		LNodes:       500,
 		RRuns:        200,
+		BItems:       2000,
+		Workloads:    allWorkloads(),
 		BaselineDur:  3 * time.Second,
 		PollInterval: 500 * time.Microsecond,
 		PostgresURL:  envOr("POSTGRES_URL", function.DefaultPostgresURL),
@@ -127,10 +138,49 @@ func (c *config) applyQuick(set map[string]bool) {
 	}
 	c.CRuns, c.Warmup = 10, 2
 	c.RRuns = 20
+	if !set["b-items"] {
+		c.BItems = 200
+	}
 	if !set["l-nodes"] {
 		c.LNodes = 60
 	}
 	c.BaselineDur = 500 * time.Millisecond
+}
+
+// workloadNames are the parts of the benchmark --workloads chooses from,
+// in the order they run.
+var workloadNames = []string{"baselines", "C", "L", "W", "B", "R"}
+
+func selectedWorkloads(on map[string]bool) []string {
+	var out []string
+	for _, w := range workloadNames {
+		if on[w] {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func allWorkloads() map[string]bool {
+	m := map[string]bool{}
+	for _, w := range workloadNames {
+		m[w] = true
+	}
+	return m
+}
+
+// parseWorkloads reads --workloads: a comma-separated list of
+// workloadNames.
+func parseWorkloads(list string) (map[string]bool, error) {
+	m := map[string]bool{}
+	for _, w := range strings.Split(list, ",") {
+		w = strings.TrimSpace(w)
+		if !slices.Contains(workloadNames, w) {
+			return nil, fmt.Errorf("--workloads: %q is no workload (want a comma-separated list of %s)", w, strings.Join(workloadNames, ", "))
+		}
+		m[w] = true
+	}
+	return m, nil
 }
 
 // checkFunction validates --function and, for func, that the CLI exists.
@@ -186,6 +236,8 @@ func main() {
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the benchmark's tables (bench_<id>_*) for inspection")
 	fs.BoolVar(&cfg.Quick, "quick", false, "smoke mode: N=50, 10 single runs, a 60-node L chain, 20 resumes, 0.5 s baselines")
 	fs.IntVar(&cfg.LNodes, "l-nodes", cfg.LNodes, "length of L's chain")
+	fs.IntVar(&cfg.BItems, "b-items", cfg.BItems, "items of B's batch (200 with --quick)")
+	workloads := fs.String("workloads", strings.Join(workloadNames, ","), "the parts to run, comma-separated: "+strings.Join(workloadNames, ", "))
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", cfg.PollInterval, "how often a single run's status row is polled")
 	fs.StringVar(&cfg.Function, "function", cfg.Function, "the function measured: stepflow (`stepflow function`, the image route) or func (`func run --builder=host`, the Knative function route)")
 	fs.StringVar(&cfg.FuncBin, "func-bin", cfg.FuncBin, "the func CLI for --function func (env FUNC_BIN; make func-check builds it there)")
@@ -195,12 +247,18 @@ func main() {
 	if cfg.Quick {
 		cfg.applyQuick(set)
 	}
+	wl, err := parseWorkloads(*workloads)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	cfg.Workloads = wl
 	if cfg.LNodes < 10 {
 		fmt.Fprintln(os.Stderr, "bench: --l-nodes must be at least 10")
 		os.Exit(2)
 	}
-	if cfg.N < 1 || cfg.Prefetch < 1 || cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.PGConns < 1 || cfg.PollInterval <= 0 {
-		fmt.Fprintln(os.Stderr, "bench: --n, --prefetch, --concurrency, --batch-size, --pg-conns and --poll-interval must be positive")
+	if cfg.N < 1 || cfg.BItems < 1 || cfg.Prefetch < 1 || cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.PGConns < 1 || cfg.PollInterval <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: --n, --b-items, --prefetch, --concurrency, --batch-size, --pg-conns and --poll-interval must be positive")
 		os.Exit(2)
 	}
 	if err := cfg.checkFunction(); err != nil {
@@ -231,6 +289,7 @@ type Result struct {
 	W         *BatchResult       `json:"W"`
 	C         *CResult           `json:"C"`
 	L         *LongResult        `json:"L"`
+	B         *ScatterResult     `json:"B,omitempty"`
 	R         *ResumeResult      `json:"R"`
 	Baselines *Baselines         `json:"baselines"`
 	Fractions map[string]float64 `json:"fractions"`
@@ -318,7 +377,8 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	}
 	res = &Result{Fractions: map[string]float64{}, Config: map[string]any{
 		"function": cfg.Function, "n": cfg.N, "prefetch": cfg.Prefetch, "concurrency": cfg.Concurrency, "batch_size": cfg.BatchSize, "pg_conns": cfg.PGConns,
-		"c_single_runs": cfg.CRuns, "c_warmup_runs": cfg.Warmup, "l_nodes": cfg.LNodes, "r_runs": cfg.RRuns,
+		"c_single_runs": cfg.CRuns, "c_warmup_runs": cfg.Warmup, "l_nodes": cfg.LNodes, "r_runs": cfg.RRuns, "b_items": cfg.BItems,
+		"workloads":  selectedWorkloads(cfg.Workloads),
 		"baseline_s": cfg.BaselineDur.Seconds(), "poll_interval_ms": float64(cfg.PollInterval.Microseconds()) / 1000,
 		"quick": cfg.Quick, "starters": 16, "log_level": "warn",
 		"queue": s.queue, "tables": "bench_" + s.id + "_*", "redis_prefix": s.redisPrefix,
@@ -333,8 +393,11 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	ph := &phases{s: s, out: map[string]map[string]float64{}, log: log}
 	res.CPUByPhase = ph.out
 
-	if err := ph.run("baselines", func() (err error) { res.Baselines, err = runBaselines(ctx, s); return err }); err != nil {
-		return nil, err
+	on := cfg.Workloads
+	if on["baselines"] {
+		if err := ph.run("baselines", func() (err error) { res.Baselines, err = runBaselines(ctx, s); return err }); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.start(ctx); err != nil {
 		return nil, err
@@ -354,62 +417,78 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	}
 
 	chain10 := chainBlueprint("bench-chain10", 10, false)
-	res.C = &CResult{}
-	if err := ph.run("C_single", func() error {
-		single, err := runSingles(ctx, s, clients[0], chain10, "cs-", cfg.CRuns, cfg.Warmup)
-		if err == nil {
-			res.C.SingleResult = *single
+	if on["C"] {
+		res.C = &CResult{}
+		if err := ph.run("C_single", func() error {
+			single, err := runSingles(ctx, s, clients[0], chain10, "cs-", cfg.CRuns, cfg.Warmup)
+			if err == nil {
+				res.C.SingleResult = *single
+			}
+			return err
+		}); err != nil {
+			return nil, err
 		}
-		return err
-	}); err != nil {
-		return nil, err
 	}
 
-	if err := ph.run("L", func() error {
-		// A first run, not measured, so that compiling the long blueprint
-		// (client and function) does not weigh on the first steps.
-		if _, err := runLong(ctx, s, clients[0], cfg.LNodes, "lwarm"); err != nil {
+	if on["L"] {
+		if err := ph.run("L", func() error {
+			// A first run, not measured, so that compiling the long blueprint
+			// (client and function) does not weigh on the first steps.
+			if _, err := runLong(ctx, s, clients[0], cfg.LNodes, "lwarm"); err != nil {
+				return err
+			}
+			res.L, err = runLong(ctx, s, clients[0], cfg.LNodes, "lrun")
 			return err
+		}); err != nil {
+			return nil, err
 		}
-		res.L, err = runLong(ctx, s, clients[0], cfg.LNodes, "lrun")
-		return err
-	}); err != nil {
-		return nil, err
 	}
 
 	identity := func(in map[string]any) any { return in }
-	w := &batch{name: "W", prefix: "w-", bp: fanoutBlueprint(), n: cfg.N, steps: 11, sink: "end",
-		input: func(i int) map[string]any { return map[string]any{"k": i, "tag": "w"} },
-		expected: func(in map[string]any) any {
-			out := map[string]any{}
-			for b := 1; b <= 8; b++ {
-				out[fmt.Sprintf("b%d", b)] = in
+	if on["W"] {
+		w := &batch{name: "W", prefix: "w-", bp: fanoutBlueprint(), n: cfg.N, steps: 11, sink: "end",
+			input: func(i int) map[string]any { return map[string]any{"k": i, "tag": "w"} },
+			expected: func(in map[string]any) any {
+				out := map[string]any{}
+				for b := 1; b <= 8; b++ {
+					out[fmt.Sprintf("b%d", b)] = in
+				}
+				return out
+			}}
+		if err := ph.run("W", func() (err error) { res.W, err = runBatch(ctx, s, clients, w); return err }); err != nil {
+			return nil, err
+		}
+		res.RSSMB = rss(s)
+		res.CPUS = ph.out["W"]
+		res.Services = serviceMemory()
+		res.CPUMSPerStep = map[string]float64{}
+		for k, v := range res.CPUS {
+			if k != "wall_s" {
+				res.CPUMSPerStep[k] = round3(v * 1000 / float64(res.W.Steps))
 			}
-			return out
-		}}
-	if err := ph.run("W", func() (err error) { res.W, err = runBatch(ctx, s, clients, w); return err }); err != nil {
-		return nil, err
-	}
-	res.RSSMB = rss(s)
-	res.CPUS = ph.out["W"]
-	res.Services = serviceMemory()
-	res.CPUMSPerStep = map[string]float64{}
-	for k, v := range res.CPUS {
-		if k != "wall_s" {
-			res.CPUMSPerStep[k] = round3(v * 1000 / float64(res.W.Steps))
 		}
 	}
 
-	c := &batch{name: "C", prefix: "cn-", bp: chain10, n: cfg.N, steps: 10, sink: chainID(10),
-		input:    func(i int) map[string]any { return map[string]any{"k": i, "tag": "c"} },
-		expected: identity}
-	if err := ph.run("C_batch", func() (err error) { res.C.Batch, err = runBatch(ctx, s, clients, c); return err }); err != nil {
-		return nil, err
+	if on["B"] {
+		if err := ph.run("B", func() (err error) { res.B, err = runScatter(ctx, s, clients[0], cfg.BItems, "brun"); return err }); err != nil {
+			return nil, err
+		}
 	}
-	res.C.StepsPerS, res.C.RunsPerS = res.C.Batch.StepsPerS, res.C.Batch.RunsPerS
 
-	if err := ph.run("R", func() (err error) { res.R, err = runResume(ctx, s, clients[0], cfg.RRuns, cfg.Warmup); return err }); err != nil {
-		return nil, err
+	if on["C"] {
+		c := &batch{name: "C", prefix: "cn-", bp: chain10, n: cfg.N, steps: 10, sink: chainID(10),
+			input:    func(i int) map[string]any { return map[string]any{"k": i, "tag": "c"} },
+			expected: identity}
+		if err := ph.run("C_batch", func() (err error) { res.C.Batch, err = runBatch(ctx, s, clients, c); return err }); err != nil {
+			return nil, err
+		}
+		res.C.StepsPerS, res.C.RunsPerS = res.C.Batch.StepsPerS, res.C.Batch.RunsPerS
+	}
+
+	if on["R"] {
+		if err := ph.run("R", func() (err error) { res.R, err = runResume(ctx, s, clients[0], cfg.RRuns, cfg.Warmup); return err }); err != nil {
+			return nil, err
+		}
 	}
 	res.RSSMBEnd = rss(s)
 
@@ -430,10 +509,21 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	res.LogLines = s.warnings()
 
 	b := res.Baselines
-	for _, f := range []struct {
+	type rate struct {
 		name string
 		v    float64
-	}{{"W.steps_per_s", res.W.StepsPerS}, {"C.steps_per_s", res.C.StepsPerS}} {
+	}
+	var rates []rate
+	if res.W != nil {
+		rates = append(rates, rate{"W.steps_per_s", res.W.StepsPerS})
+	}
+	if res.C != nil {
+		rates = append(rates, rate{"C.steps_per_s", res.C.StepsPerS})
+	}
+	for _, f := range rates {
+		if b == nil {
+			break
+		}
 		res.Fractions[f.name+"/pg_tx_per_s"] = round3(f.v / b.PGTxPerS)
 		res.Fractions[f.name+"/amqp_msgs_per_s"] = round3(f.v / b.AMQPMsgsPerS)
 		res.Fractions[f.name+"/amqp_sync_msgs_per_s"] = round3(f.v / b.AMQPSyncMsgsPerS)
@@ -537,41 +627,72 @@ func printTable(w io.Writer, r *Result) {
 	frac := func(v, base float64, name string) string {
 		return fmt.Sprintf("%.3f of %s (%.0f)", v/base, name, base)
 	}
+	fracs := func(v float64) string {
+		if b == nil {
+			return ""
+		}
+		return frac(v, b.PGTxPerS, "pg_tx_per_s") + "; " + frac(v, b.AMQPMsgsPerS, "amqp_msgs_per_s")
+	}
 	fmt.Fprintf(tw, "figure\tvalue\tvs baseline\n")
 	fmt.Fprintf(tw, "function route\t%v\t%s\n", r.Config["function"], map[any]string{functionFunc: "func run --builder=host (func-go HTTP scaffolding)", functionStepflow: "stepflow function"}[r.Config["function"]])
-	fmt.Fprintf(tw, "W steps/s (fan-out, %d runs × 11 steps)\t%.0f\t%s; %s\n", r.W.Runs, r.W.StepsPerS,
-		frac(r.W.StepsPerS, b.PGTxPerS, "pg_tx_per_s"), frac(r.W.StepsPerS, b.AMQPMsgsPerS, "amqp_msgs_per_s"))
-	fmt.Fprintf(tw, "W runs/s\t%.1f\t\n", r.W.RunsPerS)
-	fmt.Fprintf(tw, "W step latency p50 / p95 / p99 ms\t%.1f / %.1f / %.1f\tenqueue → node done (finished_at); to commit start p50 %.1f\n",
-		r.W.StepLatencyMS.P50, r.W.StepLatencyMS.P95, r.W.StepLatencyMS.P99, r.W.StepCommitLatencyMS.P50)
-	fmt.Fprintf(tw, "C single run p50 / p90 ms (10 steps)\t%.2f / %.2f\tpolled every %.1f ms; committed p50 %.2f; step p50 %.2f ms\n",
-		r.C.SingleRunMS.P50, r.C.SingleRunMS.P90, r.C.PollIntervalMS, r.C.SingleRunCommittedMS.P50, r.C.StepLatencyMS.P50)
-	fmt.Fprintf(tw, "C steps/s (chain, %d runs × 10 steps)\t%.0f\t%s; %s\n", r.C.Batch.Runs, r.C.StepsPerS,
-		frac(r.C.StepsPerS, b.PGTxPerS, "pg_tx_per_s"), frac(r.C.StepsPerS, b.AMQPMsgsPerS, "amqp_msgs_per_s"))
-	fmt.Fprintf(tw, "C single: a step's ready → node start / node / → commit ms\t%.2f / %.3f / %.3f\tmeans over the chain's steps but the first\n",
-		r.C.StepBreakdown.ReadyToNodeStartMS, r.C.StepBreakdown.NodeMS, r.C.StepBreakdown.NodeDoneToCommitMS)
-	fmt.Fprintf(tw, "L growth ratio (last %d / first %d, %d nodes)\t%.3f\tmean step %.2f → %.2f ms; medians %.3f; fitted line %.3f\n", r.L.Window, r.L.Window, r.L.Nodes,
-		r.L.GrowthRatio, r.L.FirstMeanMS, r.L.LastMeanMS, r.L.MedianGrowthRatio, r.L.FittedGrowthRatio)
-	fmt.Fprintf(tw, "R resume → next node done p50 / p90 ms (%d runs, one at a time)\t%.2f / %.2f\tPOST /api/v1/runs/{id}/resume answered in p50 %.2f ms\n",
-		r.R.Runs, r.R.ResumeToNextDoneMS.P50, r.R.ResumeToNextDoneMS.P90, r.R.APICallMS.P50)
-	fmt.Fprintf(tw, "baseline amqp msgs/s (pipelined confirms)\t%.0f\t\n", b.AMQPMsgsPerS)
-	fmt.Fprintf(tw, "baseline amqp msgs/s (%v publishers, confirm each)\t%.0f\t%s\n", r.Config["concurrency"], b.AMQPSyncMsgsPerS, frac(r.W.StepsPerS, b.AMQPSyncMsgsPerS, "amqp_sync_msgs_per_s")+" (W)")
-	fmt.Fprintf(tw, "baseline pg tx/s\t%.0f\t\n", b.PGTxPerS)
-	fmt.Fprintf(tw, "baseline redis ops/s\t%.0f\t\n", b.RedisOpsPerS)
-	fmt.Fprintf(tw, "baseline http req/s\t%.0f\t%s\n", b.HTTPReqPerS, frac(r.W.StepsPerS, b.HTTPReqPerS, "http_req_per_s")+" (W)")
-	fmt.Fprintf(tw, "peak RSS MB bridge / function (after W)\t%.1f / %.1f\t\n", r.RSSMB["bridge"], r.RSSMB["function"])
-	fmt.Fprintf(tw, "CPU s during W: bridge / function / bench\t%.2f / %.2f / %.2f\tper step %.3f / %.3f / %.3f ms\n",
-		r.CPUS["bridge"], r.CPUS["function"], r.CPUS["bench"], r.CPUMSPerStep["bridge"], r.CPUMSPerStep["function"], r.CPUMSPerStep["bench"])
-	fmt.Fprintf(tw, "CPU s during W: postgres / redis / rabbitmq / other\t%.2f / %.2f / %.2f / %.2f\tper step %.3f / %.3f / %.3f ms\n",
-		r.CPUS["postgres"], r.CPUS["redis"], r.CPUS["rabbitmq"], r.CPUS["other"], r.CPUMSPerStep["postgres"], r.CPUMSPerStep["redis"], r.CPUMSPerStep["rabbitmq"])
-	if op := b.CPUMSPerOp; op != nil {
-		fmt.Fprintf(tw, "postgres CPU ms: per W step / per baseline tx\t%.3f / %.3f\t%.1f×\n", r.CPUMSPerStep["postgres"], op["postgres"]["postgres"], r.CPUMSPerStep["postgres"]/op["postgres"]["postgres"])
-		fmt.Fprintf(tw, "rabbitmq CPU ms: per W step / per baseline msg (confirm each)\t%.3f / %.3f\t%.1f×\n", r.CPUMSPerStep["rabbitmq"], op["amqp_sync"]["rabbitmq"], r.CPUMSPerStep["rabbitmq"]/op["amqp_sync"]["rabbitmq"])
+	if r.W != nil {
+		fmt.Fprintf(tw, "W steps/s (fan-out, %d runs × 11 steps)\t%.0f\t%s\n", r.W.Runs, r.W.StepsPerS, fracs(r.W.StepsPerS))
+		fmt.Fprintf(tw, "W runs/s\t%.1f\t\n", r.W.RunsPerS)
+		fmt.Fprintf(tw, "W step latency p50 / p95 / p99 ms\t%.1f / %.1f / %.1f\tenqueue → node done (finished_at); to commit start p50 %.1f\n",
+			r.W.StepLatencyMS.P50, r.W.StepLatencyMS.P95, r.W.StepLatencyMS.P99, r.W.StepCommitLatencyMS.P50)
 	}
-	fmt.Fprintf(tw, "machine busy during W\t%.2f of %.2f CPU s\t%.0f%%\n", r.CPUS["machine"], r.CPUS["wall_s"]*float64(r.Machine["cores"].(int)),
-		100*r.CPUS["machine"]/(r.CPUS["wall_s"]*float64(r.Machine["cores"].(int))))
+	if r.B != nil {
+		vs := fmt.Sprintf("workers alone %.0f items/s", r.B.WorkerItemsPerS)
+		if f := fracs(r.B.ItemsPerS); f != "" {
+			vs += "; " + f
+		}
+		fmt.Fprintf(tw, "B items/s (one run, %d noop workers, then gather)\t%.0f\t%s\n", r.B.Items, r.B.ItemsPerS, vs)
+		fmt.Fprintf(tw, "B gather start / done after the last worker ms\t%.2f / %.2f\tthe last worker's node done → the gather's node started / done\n", r.B.GatherDelayMS, r.B.GatherDoneDelayMS)
+	}
+	if r.C != nil {
+		fmt.Fprintf(tw, "C single run p50 / p90 ms (10 steps)\t%.2f / %.2f\tpolled every %.1f ms; committed p50 %.2f; step p50 %.2f ms\n",
+			r.C.SingleRunMS.P50, r.C.SingleRunMS.P90, r.C.PollIntervalMS, r.C.SingleRunCommittedMS.P50, r.C.StepLatencyMS.P50)
+		fmt.Fprintf(tw, "C steps/s (chain, %d runs × 10 steps)\t%.0f\t%s\n", r.C.Batch.Runs, r.C.StepsPerS, fracs(r.C.StepsPerS))
+		fmt.Fprintf(tw, "C single: a step's ready → node start / node / → commit ms\t%.2f / %.3f / %.3f\tmeans over the chain's steps but the first\n",
+			r.C.StepBreakdown.ReadyToNodeStartMS, r.C.StepBreakdown.NodeMS, r.C.StepBreakdown.NodeDoneToCommitMS)
+	}
+	if r.L != nil {
+		fmt.Fprintf(tw, "L growth ratio (last %d / first %d, %d nodes)\t%.3f\tmean step %.2f → %.2f ms; medians %.3f; fitted line %.3f\n", r.L.Window, r.L.Window, r.L.Nodes,
+			r.L.GrowthRatio, r.L.FirstMeanMS, r.L.LastMeanMS, r.L.MedianGrowthRatio, r.L.FittedGrowthRatio)
+	}
+	if r.R != nil {
+		fmt.Fprintf(tw, "R resume → next node done p50 / p90 ms (%d runs, one at a time)\t%.2f / %.2f\tPOST /api/v1/runs/{id}/resume answered in p50 %.2f ms\n",
+			r.R.Runs, r.R.ResumeToNextDoneMS.P50, r.R.ResumeToNextDoneMS.P90, r.R.APICallMS.P50)
+	}
+	if b != nil {
+		fmt.Fprintf(tw, "baseline amqp msgs/s (pipelined confirms)\t%.0f\t\n", b.AMQPMsgsPerS)
+		ofW := func(name string, base float64) string {
+			if r.W == nil {
+				return ""
+			}
+			return frac(r.W.StepsPerS, base, name) + " (W)"
+		}
+		fmt.Fprintf(tw, "baseline amqp msgs/s (%v publishers, confirm each)\t%.0f\t%s\n", r.Config["concurrency"], b.AMQPSyncMsgsPerS, ofW("amqp_sync_msgs_per_s", b.AMQPSyncMsgsPerS))
+		fmt.Fprintf(tw, "baseline pg tx/s\t%.0f\t\n", b.PGTxPerS)
+		fmt.Fprintf(tw, "baseline redis ops/s\t%.0f\t\n", b.RedisOpsPerS)
+		fmt.Fprintf(tw, "baseline http req/s\t%.0f\t%s\n", b.HTTPReqPerS, ofW("http_req_per_s", b.HTTPReqPerS))
+	}
+	if r.W != nil {
+		fmt.Fprintf(tw, "peak RSS MB bridge / function (after W)\t%.1f / %.1f\t\n", r.RSSMB["bridge"], r.RSSMB["function"])
+		fmt.Fprintf(tw, "CPU s during W: bridge / function / bench\t%.2f / %.2f / %.2f\tper step %.3f / %.3f / %.3f ms\n",
+			r.CPUS["bridge"], r.CPUS["function"], r.CPUS["bench"], r.CPUMSPerStep["bridge"], r.CPUMSPerStep["function"], r.CPUMSPerStep["bench"])
+		fmt.Fprintf(tw, "CPU s during W: postgres / redis / rabbitmq / other\t%.2f / %.2f / %.2f / %.2f\tper step %.3f / %.3f / %.3f ms\n",
+			r.CPUS["postgres"], r.CPUS["redis"], r.CPUS["rabbitmq"], r.CPUS["other"], r.CPUMSPerStep["postgres"], r.CPUMSPerStep["redis"], r.CPUMSPerStep["rabbitmq"])
+		if b != nil && b.CPUMSPerOp != nil {
+			op := b.CPUMSPerOp
+			fmt.Fprintf(tw, "postgres CPU ms: per W step / per baseline tx\t%.3f / %.3f\t%.1f×\n", r.CPUMSPerStep["postgres"], op["postgres"]["postgres"], r.CPUMSPerStep["postgres"]/op["postgres"]["postgres"])
+			fmt.Fprintf(tw, "rabbitmq CPU ms: per W step / per baseline msg (confirm each)\t%.3f / %.3f\t%.1f×\n", r.CPUMSPerStep["rabbitmq"], op["amqp_sync"]["rabbitmq"], r.CPUMSPerStep["rabbitmq"]/op["amqp_sync"]["rabbitmq"])
+		}
+		fmt.Fprintf(tw, "machine busy during W\t%.2f of %.2f CPU s\t%.0f%%\n", r.CPUS["machine"], r.CPUS["wall_s"]*float64(r.Machine["cores"].(int)),
+			100*r.CPUS["machine"]/(r.CPUS["wall_s"]*float64(r.Machine["cores"].(int))))
+	}
 	tw.Flush()
-	if r.CPUS["other"] > 0.1*r.CPUS["machine"] {
+	if r.W != nil && r.CPUS["other"] > 0.1*r.CPUS["machine"] {
 		fmt.Fprintf(w, "\nWARNING: other processes used %.1f of the %.1f busy CPU seconds during W: the machine was not quiet, every figure is lower than it would be.\n",
 			r.CPUS["other"], r.CPUS["machine"])
 	}

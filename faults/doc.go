@@ -34,6 +34,16 @@
 // reconcilers running 1,000 runs, one bridge and another pair's function
 // killed mid-way.
 //
+// Flowcraft's built-ins (builtins_test.go, subflow_test.go): a batch of
+// 500 items whose function is killed with a fifth of the workers done
+// (every item gathered exactly once, in order); a batch whose scatter job
+// is delivered again before and after its commit and after the run ended
+// (one set of workers, one gather, the finished run unchanged); loops
+// whose next iteration's job is purged from the queue, repaired by a
+// reconcile pass; and a crash between a child run's end and its parent's
+// continuation (the bridge frozen, then killed, with the answer carrying
+// it): the parent continues once.
+//
 // Isolation: each case has its own tables (t_<8hex>_*), queue topology
 // (faults-<uuid>), Redis key prefix, proxies and processes, so cases and
 // other packages can run at the same time. The Redis-loss case FLUSHDBs

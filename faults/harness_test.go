@@ -62,6 +62,7 @@ type caseOptions struct {
 	bridgeArgs  []string // extra bridge flags
 	redisDB     int      // default sharedRedisDB
 	noProcesses bool     // start no stepflow process (the case serves what it needs itself)
+	env         []string // extra environment of every process (KEY=value)
 }
 
 // bundle is one case's stack.
@@ -153,6 +154,7 @@ func setup(t *testing.T, o caseOptions) *bundle {
 			procEnv = append(procEnv, k+"="+v)
 		}
 	}
+	procEnv = append(procEnv, o.env...)
 	b.env = procEnv
 	b.fnAddr, b.brAddr, b.recAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 	b.fn = newProc(t, "function", b.dir, "http://"+b.fnAddr+"/health/readiness", procEnv,

@@ -35,6 +35,8 @@ type run struct {
 	bp       *workflow.Blueprint
 	input    map[string]any
 	expected *workflow.RunResult
+	// children are the child blueprints of its subflows, by id.
+	children map[string]*workflow.Blueprint
 }
 
 // load starts runs concurrently through client.Start.
@@ -83,7 +85,7 @@ func expect(t *testing.T, runs []*run) {
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			res, err := workflow.Run(ctx, r.bp, reg, r.input, workflow.RunOptions{RunID: r.id})
+			res, err := workflow.Run(ctx, r.bp, reg, r.input, workflow.RunOptions{RunID: r.id, Blueprints: r.children})
 			if err == nil && res.Status != workflow.RunCompleted {
 				err = fmt.Errorf("local run of %s ended %s: %v", r.bp.ID, res.Status, res.Errors)
 			}

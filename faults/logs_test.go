@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ type logLine struct {
 	Level    string `json:"level"`
 	RunID    string `json:"run_id"`
 	NodeID   string `json:"node_id"`
+	StepKey  string `json:"step_key"` // a loop iteration's or a dynamic node's step; "" when the node id
 	Attempt  int    `json:"attempt"`
 	Uses     string `json:"uses"`
 	Outcome  string `json:"outcome"`
@@ -90,7 +92,7 @@ func (l *logs) readFile(procName, file string) error {
 		}
 		switch {
 		case procName == "function" && ll.Msg == "node attempt":
-			k := stepKey{ll.RunID, ll.NodeID}
+			k := stepKey{ll.RunID, cmp.Or(ll.StepKey, ll.NodeID)}
 			l.attempts[k] = append(l.attempts[k], attempt{logLine: ll, file: file, line: n})
 			l.count[procName+" node attempt "+ll.Outcome]++
 		case ll.Msg == "job rejected":

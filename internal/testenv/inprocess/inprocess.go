@@ -49,6 +49,10 @@ const readyWithin = 15 * time.Second
 type Options struct {
 	// Registry holds the function's node types (nil: the built-ins).
 	Registry *workflow.Registry
+	// Blueprints are registered in the function at construction
+	// (function.Options.Blueprints): runs started by blueprint id, and the
+	// child blueprints of subflows.
+	Blueprints []*workflow.Blueprint
 	// Handler wraps the function's CloudEvents handler (not its health
 	// endpoints): a test's fault injection between bridge and function.
 	Handler func(http.Handler) http.Handler
@@ -235,7 +239,7 @@ func (s *Stack) topology() jobqueue.Topology {
 // serveFunction starts the step function and serves it as `stepflow
 // function` does; it returns the URL to POST CloudEvents to.
 func (s *Stack) serveFunction(ctx context.Context, o Options) (string, error) {
-	f := function.New(function.Options{Registry: o.Registry, Logger: o.Logger})
+	f := function.New(function.Options{Registry: o.Registry, Blueprints: o.Blueprints, Logger: o.Logger})
 	if err := f.StartWith(ctx, function.Config{
 		PostgresURL:   s.PostgresURL,
 		RedisURL:      s.RedisURL,

@@ -1,4 +1,4 @@
-package workflow_test
+package conformancetest
 
 import (
 	"context"
@@ -12,10 +12,10 @@ import (
 	"github.com/stepflow/stepflow/workflow"
 )
 
-// corpusNodes are Go mirrors of the corpus's test nodes
+// Nodes are the Go mirrors of the corpus's test nodes
 // (conformance/README.md, "Test nodes"), with JavaScript's arithmetic on
 // the values the cases give them. A nil input is JavaScript's undefined.
-var corpusNodes = map[string]workflow.NodeFunc{
+var Nodes = map[string]workflow.NodeFunc{
 	"const": func(_ context.Context, in workflow.NodeInput) (workflow.NodeResult, error) {
 		return workflow.NodeResult{Output: in.Params["value"]}, nil
 	},
