@@ -108,6 +108,7 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 	// 1. Decode, then lease, before reading anything: a second delivery
 	// either waits for the first to commit or sees its result.
 	steps := make([]*stepRun, 0, len(events))
+	var twins []*stepRun
 	seen := make(map[store.StepKey]bool, len(events))
 	for i, e := range events {
 		s, res := f.decode(ctx, e)
@@ -116,9 +117,10 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 			continue
 		}
 		s.out = &out[i]
-		if k := s.key(); seen[k] {
-			s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", k.RunID, k.NodeID))
-			s.span.End()
+		if seen[s.key()] {
+			// A second copy of a job in the batch: answered as a job
+			// whose lease another delivery holds (heldElsewhere).
+			twins = append(twins, s)
 			continue
 		}
 		seen[s.key()] = true
@@ -128,6 +130,9 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 		for _, s := range steps {
 			s.span.End()
 		}
+		for _, s := range twins {
+			s.span.End()
+		}
 	}()
 	if len(steps) == 0 {
 		return out, release
@@ -135,7 +140,7 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 	leases, err := acquireLeases(ctx, rdb, cfg.RedisPrefix, keys(steps), LeaseTTL)
 	release = func() { releaseLeases(rdb, leases) }
 	if err != nil {
-		for _, s := range steps {
+		for _, s := range append(steps, twins...) {
 			s.finish(f.unavailable(s.log, "lease", err))
 		}
 		return out, release
@@ -146,26 +151,33 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 		f.log.Warn("step lease lost before its outcome was committed; another delivery may run the step", "lease", l.key)
 	})
 	defer stopKeeping()
+	// A job whose lease another delivery holds (or a second copy in this
+	// batch) is read too, unleased: a finished step's row no longer
+	// changes, so its duplicate is answered at once instead of coming back
+	// until the holder lets go.
 	var leased []*stepRun
+	held := twins
 	for i, s := range steps {
 		if leases[i] == nil {
-			s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", s.job.RunID, s.job.Key()))
+			held = append(held, s)
 			continue
 		}
 		leased = append(leased, s)
 	}
 
 	// 2. Load.
-	if len(leased) == 0 {
-		return out, release
-	}
-	lds, err := st.LoadSteps(ctx, keys(leased))
+	loading := append(leased[:len(leased):len(leased)], held...)
+	lds, err := st.LoadSteps(ctx, keys(loading))
 	if err != nil {
-		for _, s := range leased {
+		for _, s := range loading {
 			s.finish(f.unavailable(s.log, "load", err))
 		}
 		return out, release
 	}
+	for i, s := range held {
+		f.heldElsewhere(s, lds[len(leased)+i])
+	}
+	lds = lds[:len(leased)]
 	var ready []*stepRun
 	for i, s := range leased {
 		if f.prepare(ctx, st, s, lds[i]) {
@@ -328,6 +340,22 @@ func (f *Function) prepare(ctx context.Context, st *store.Store, s *stepRun, ld 
 		return true
 	}
 	return false
+}
+
+// heldElsewhere answers a job whose step's lease another delivery holds:
+// 200 when the step is done with (the run is over, the step finished, or
+// the job's attempt is behind it), for the holder's delivery, which is not
+// acked before its answer, re-emits what the step made ready; 409 (retried
+// later) while the step may still run.
+func (f *Function) heldElsewhere(s *stepRun, ld *store.StepLoad) {
+	switch {
+	case ld.Run != nil && ld.Run.Status != workflow.RunRunning:
+		s.finish(f.done("run_" + string(ld.Run.Status)))
+	case ld.Step != nil && (ld.Step.State.Terminal() || s.job.Attempt <= ld.Step.Attempts):
+		s.finish(f.done("duplicate"))
+	default:
+		s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", s.job.RunID, s.job.Key()))
+	}
 }
 
 // stepOf names the job's step in w: a blueprint node's step by its key,
