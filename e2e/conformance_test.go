@@ -29,8 +29,6 @@ import (
 var notOnStack = map[string]string{
 	"subflow-wait-resume":      childPauses,
 	"subflow-json-wait-resume": childPauses,
-	"bare-node-key": "the step function gives a node only the outputs its inputs and expressions name (CompiledNode.OutputRefs), as _outputs.<id>, and never the bare key <id>: " +
-		"the get node, whose key is a param, reads the initial context's start and no _outputs.start",
 }
 
 const (

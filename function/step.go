@@ -429,7 +429,8 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 	for id, v := range outputs {
 		nodeValues[workflow.OutputKey(id)] = v
 	}
-	nodeCtx := workflow.NewMapContext(nodeValues)
+	lookup := &outputLookup{ctx: ctx, st: st, w: w, runID: job.RunID, outputs: outputs}
+	nodeCtx := workflow.NewMapContext(nodeValues).WithLookup(lookup.get)
 	var resumed *time.Time
 	if step.State == workflow.StepSleeping {
 		resumed = step.WakeAt
@@ -462,6 +463,12 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 		// The request itself was cancelled (bridge timeout or shutdown):
 		// commit nothing; the job will be delivered again.
 		s.finish(f.unavailable(log, "run node", ctx.Err()))
+		return
+	}
+	if err := lookup.failed(); err != nil {
+		// The node read an output PostgreSQL could not give: what it
+		// did is not committed; the job will be delivered again.
+		s.finish(f.unavailable(log, "load output", err))
 		return
 	}
 	if timedOut {

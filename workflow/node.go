@@ -179,6 +179,22 @@ type MapContext struct {
 	mu      sync.Mutex
 	values  map[string]any
 	changed map[string]bool // key → set (true) or deleted (false)
+
+	// lookup, when set, answers a key the node has not changed before
+	// values do (WithLookup); looked remembers its answers.
+	lookup func(key string) (any, bool)
+	looked map[string]bool
+}
+
+// WithLookup makes Get ask lookup first for a key the node has not set or
+// deleted, and remember its answer; a key lookup does not know falls back
+// to the values. A distributed runtime uses it to read a node's output at
+// its bare key (or _outputs.<id>) on demand, as Flowcraft's context holds
+// it, without loading every output for every node. lookup is called
+// without the context's lock held.
+func (c *MapContext) WithLookup(lookup func(key string) (any, bool)) *MapContext {
+	c.lookup, c.looked = lookup, map[string]bool{}
+	return c
 }
 
 // NewMapContext wraps values (not copied).
@@ -191,7 +207,22 @@ func NewMapContext(values map[string]any) *MapContext {
 
 func (c *MapContext) Get(key string) (any, bool) {
 	c.mu.Lock()
+	_, changed := c.changed[key]
+	if c.lookup == nil || changed || c.looked[key] {
+		defer c.mu.Unlock()
+		v, ok := c.values[key]
+		return v, ok
+	}
+	c.mu.Unlock()
+	found, ok := c.lookup(key)
+	c.mu.Lock()
 	defer c.mu.Unlock()
+	if _, changed := c.changed[key]; !changed && !c.looked[key] {
+		c.looked[key] = true
+		if ok {
+			c.values[key] = found
+		}
+	}
 	v, ok := c.values[key]
 	return v, ok
 }
