@@ -107,7 +107,11 @@ func TestBatchCancelledRequestCommitsFinishedJobs(t *testing.T) {
 	tb := setup(t, func(o *options) { o.noStart = true })
 	metrics := prometheus.NewRegistry()
 	tb.f = function.New(function.Options{Registry: tb.reg, Logger: tb.log, Registerer: metrics})
-	tb.startFunction(tb.f, 0)
+	// The gated node must end by the cancel alone. The default step time
+	// limit (10 s) is no longer than the waits below, so on a loaded
+	// machine it could end the node first and commit its timeout; the
+	// test's context (a minute) ends long before this limit.
+	tb.startFunction(tb.f, 10*time.Minute)
 	waitRun, waitJobs := tb.createRun(decodeBlueprint(t, gatedBlueprint), nil)
 	pairRun, pairJobs := tb.createRun(decodeBlueprint(t, pairBlueprint), nil)
 
@@ -126,12 +130,22 @@ func TestBatchCancelledRequestCommitsFinishedJobs(t *testing.T) {
 
 	rs := tb.results(done)
 	assertResult(t, "the cancelled node", rs[0], http.StatusServiceUnavailable, "canceled")
+	assertResult(t, "first, committed after the cancel", rs[1], http.StatusOK, "", "second:1")
 	if s := tb.step(waitRun, "slow"); s.State != workflow.StepReady || s.Attempts != 0 {
 		t.Errorf("slow: %s at %d attempts, want still ready at 0", s.State, s.Attempts)
 	}
 	if s := tb.step(pairRun, "first"); s.State != workflow.StepSucceeded || s.Attempts != 1 {
 		t.Fatalf("first: %s at %d attempts, want its finished attempt committed", s.State, s.Attempts)
 	}
+	// The batch gives up its leases before it answers, but only within a
+	// second (releaseLeases); past that a lease is left to expire, and a
+	// redelivery meanwhile is refused (409) as the bridge would retry it.
+	// The redelivery below is the one that comes once the lease is gone.
+	lease := wire.LeaseKey(tb.redisPrefix, pairRun, "first")
+	testenv.Eventually(t, function.LeaseTTL+5*time.Second, "first's lease to be released or to expire", func() bool {
+		n, err := tb.rdb.Exists(tb.ctx, lease).Result()
+		return err == nil && n == 0
+	})
 	// Its redelivery runs nothing and re-emits the stored routing.
 	if got := tb.mustHandle(pairJobs[0]); fmt.Sprint(targets(got)) != "[second:1]" {
 		t.Errorf("first's redelivery: %q, want [second:1] re-emitted", targets(got))
