@@ -20,6 +20,11 @@ type Config struct {
 	StepTimeout   time.Duration // STEP_TIMEOUT: limit of a node without its own timeout
 	PGMaxConns    int32         // POSTGRES_MAX_CONNS
 	BlueprintsDir string        // BLUEPRINTS_DIR: register every blueprint file of this folder
+	// MaxOutputBytes (STEPFLOW_MAX_OUTPUT_BYTES) bounds a node's output as
+	// JSON: a larger one fails the attempt with an error naming the node,
+	// instead of commits that slow the whole run (a join's input holds
+	// its predecessors' outputs, so values can double rank after rank).
+	MaxOutputBytes int
 	// PublicURL (STEPFLOW_PUBLIC_URL) is the base of the webhook URLs the
 	// webhook nodes output: where the API server (which serves them under
 	// /webhooks/) is reached. The API's --public-url, the same variable.
@@ -33,6 +38,10 @@ const (
 	DefaultRedisPrefix = "stepflow:"
 	DefaultStepTimeout = 20 * time.Second
 	DefaultPGMaxConns  = 16
+	// DefaultMaxOutputBytes is 4 MiB; PostgreSQL's own limit for one
+	// value is 256 MiB.
+	DefaultMaxOutputBytes = 4 << 20
+	maxMaxOutputBytes     = 256 << 20
 	// DefaultPublicURL is the API server's default address (api.DefaultAddress).
 	DefaultPublicURL = "http://127.0.0.1:8088"
 )
@@ -40,14 +49,15 @@ const (
 // ConfigFromMap reads a Config, applying defaults; errors name the key.
 func ConfigFromMap(m map[string]string) (Config, error) {
 	c := Config{
-		PostgresURL:   or(m["POSTGRES_URL"], DefaultPostgresURL),
-		RedisURL:      or(m["REDIS_URL"], DefaultRedisURL),
-		RedisPrefix:   or(m["REDIS_PREFIX"], DefaultRedisPrefix),
-		StepTimeout:   DefaultStepTimeout,
-		PGMaxConns:    DefaultPGMaxConns,
-		BlueprintsDir: m["BLUEPRINTS_DIR"],
-		PublicURL:     or(m["STEPFLOW_PUBLIC_URL"], DefaultPublicURL),
-		Tables:        schema.DefaultTables(),
+		PostgresURL:    or(m["POSTGRES_URL"], DefaultPostgresURL),
+		RedisURL:       or(m["REDIS_URL"], DefaultRedisURL),
+		RedisPrefix:    or(m["REDIS_PREFIX"], DefaultRedisPrefix),
+		StepTimeout:    DefaultStepTimeout,
+		PGMaxConns:     DefaultPGMaxConns,
+		BlueprintsDir:  m["BLUEPRINTS_DIR"],
+		MaxOutputBytes: DefaultMaxOutputBytes,
+		PublicURL:      or(m["STEPFLOW_PUBLIC_URL"], DefaultPublicURL),
+		Tables:         schema.DefaultTables(),
 	}
 	if v := m["STEPFLOW_CONTEXTS_TABLE"]; v != "" {
 		c.Tables.Contexts = v
@@ -74,6 +84,13 @@ func ConfigFromMap(m map[string]string) (Config, error) {
 			return c, fmt.Errorf("POSTGRES_MAX_CONNS=%q: want an integer between 1 and 1000", v)
 		}
 		c.PGMaxConns = int32(n)
+	}
+	if v := m["STEPFLOW_MAX_OUTPUT_BYTES"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1024 || n > maxMaxOutputBytes {
+			return c, fmt.Errorf("STEPFLOW_MAX_OUTPUT_BYTES=%q: want a number of bytes between 1024 and %d", v, maxMaxOutputBytes)
+		}
+		c.MaxOutputBytes = n
 	}
 	if err := checkPublicURL(c.PublicURL); err != nil {
 		return c, err
@@ -111,6 +128,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.PGMaxConns <= 0 {
 		c.PGMaxConns = DefaultPGMaxConns
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = DefaultMaxOutputBytes
 	}
 	d := schema.DefaultTables()
 	c.Tables.Contexts = or(c.Tables.Contexts, d.Contexts)

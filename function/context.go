@@ -2,6 +2,8 @@ package function
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -50,4 +52,18 @@ func (l *outputLookup) failed() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.err
+}
+
+// encodeOutput is a node's output as the step's commit stores it, or an
+// error naming the node when it cannot be encoded or is larger than max
+// bytes: the attempt fails (its retries and fallback apply).
+func encodeOutput(nodeID string, output any, max int) ([]byte, error) {
+	b, err := json.Marshal(output)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: output cannot be stored as JSON: %w", nodeID, err)
+	}
+	if len(b) > max {
+		return nil, fmt.Errorf("node %s: output is %d bytes of JSON, over the limit of %d (STEPFLOW_MAX_OUTPUT_BYTES)", nodeID, len(b), max)
+	}
+	return b, nil
 }

@@ -474,6 +474,10 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 	if timedOut {
 		runErr = fmt.Errorf("node %s timed out after %s", node.ID, limit)
 	}
+	var outputJSON []byte
+	if runErr == nil && res.Output != nil {
+		outputJSON, runErr = encodeOutput(node.ID, res.Output, cfg.MaxOutputBytes)
+	}
 
 	o := store.Outcome{
 		RunID: job.RunID, NodeID: key, Definition: s.step.Dynamic, LoadedAttempts: step.Attempts, Attempts: job.Attempt,
@@ -517,7 +521,7 @@ func (f *Function) run(s *stepRun, st *store.Store, cfg Config) {
 		// Held by no worker and no message until its child run finishes
 		// (startChild set the child and the attempts).
 	default:
-		o.Result, o.WebhookHash = res, hooks.hash
+		o.Result, o.OutputJSON, o.WebhookHash = res, outputJSON, hooks.hash
 		o.ContextSet, o.ContextDeleted = nodeCtx.Changes()
 		env := workflow.Env{Context: nodeCtx.Snapshot(), Outputs: outputs}
 		var err error

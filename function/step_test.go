@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/stepflow/stepflow/function"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/workflow"
@@ -673,4 +674,35 @@ func TestTransformNodeReadsOtherOutputs(t *testing.T) {
 	}
 	testenv.AssertJSON(t, "local runner's output of c", local.Context[workflow.OutputKey("c")], 10)
 	testenv.AssertJSON(t, "output of c", r.StatusData[workflow.OutputKey("c")], 10)
+}
+
+// A node whose output is over STEPFLOW_MAX_OUTPUT_BYTES fails its attempt
+// with an error naming the node and the limit (retries apply), and nothing
+// of it is stored; a bad limit is refused naming the variable.
+func TestHandleOutputOverTheLimit(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.reg.Register("big", func(_ context.Context, in workflow.NodeInput) (workflow.NodeResult, error) {
+		return workflow.NodeResult{Output: strings.Repeat("x", function.DefaultMaxOutputBytes)}, nil
+	})
+	f := tb.newFunction()
+	tb.startFunction(f, 0)
+	bp := decodeBlueprint(t, `{"id": "big", "nodes": [{"id": "huge", "uses": "big"}]}`)
+	runID, starts := tb.createRun(bp, nil)
+	ev := jobEvent(starts[0])
+	if _, err := f.Handle(tb.ctx, ev); err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	want := fmt.Sprintf("node huge: output is %d bytes of JSON, over the limit of %d (STEPFLOW_MAX_OUTPUT_BYTES)", function.DefaultMaxOutputBytes+2, function.DefaultMaxOutputBytes)
+	if s := tb.step(runID, "huge"); s.State != workflow.StepFailed || s.Error != want || s.Output != nil {
+		t.Errorf("step: %s %q output %v, want failed %q without an output", s.State, s.Error, s.Output != nil, want)
+	}
+	if r := tb.run(runID); r.Status != workflow.RunFailed {
+		t.Errorf("run: %s, want failed", r.Status)
+	}
+	for _, v := range []string{"12", "lots", fmt.Sprint(512 << 20)} {
+		if _, err := function.ConfigFromMap(map[string]string{"STEPFLOW_MAX_OUTPUT_BYTES": v}); err == nil || !strings.Contains(err.Error(), "STEPFLOW_MAX_OUTPUT_BYTES") {
+			t.Errorf("STEPFLOW_MAX_OUTPUT_BYTES=%s: %v, want an error naming it", v, err)
+		}
+	}
 }

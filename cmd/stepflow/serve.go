@@ -40,6 +40,7 @@ type functionFlags struct {
 	listen, blueprints string
 	stepTimeout        time.Duration
 	publicURL          string // the webhooks' base; dev shares the API's --public-url
+	maxOutputBytes     string
 }
 
 func addFunctionFlags(fs *pflag.FlagSet, f *functionFlags, withPublicURL bool) {
@@ -49,6 +50,7 @@ func addFunctionFlags(fs *pflag.FlagSet, f *functionFlags, withPublicURL bool) {
 	fs.StringVar(&f.listen, "listen-address", envOr("LISTEN_ADDRESS", "127.0.0.1:8080"), "address the function serves CloudEvents, /health/* and /metrics on (env LISTEN_ADDRESS)")
 	fs.StringVar(&f.blueprints, "blueprints", os.Getenv("BLUEPRINTS_DIR"), "register every *.json blueprint of this folder, for runs started by other clients (env BLUEPRINTS_DIR)")
 	fs.DurationVar(&f.stepTimeout, "step-timeout", function.DefaultStepTimeout, "time limit of a node without its own timeout (env STEP_TIMEOUT)")
+	fs.StringVar(&f.maxOutputBytes, "max-output-bytes", envOr("STEPFLOW_MAX_OUTPUT_BYTES", fmt.Sprint(function.DefaultMaxOutputBytes)), "largest node output, in bytes of JSON: a larger one fails the node's attempt (env STEPFLOW_MAX_OUTPUT_BYTES)")
 }
 
 func newFunctionCmd() *cobra.Command {
@@ -86,6 +88,7 @@ func serveFunction(ctx context.Context, c conn, ff functionFlags) error {
 	env := c.functionEnv()
 	env["BLUEPRINTS_DIR"] = ff.blueprints
 	env["STEP_TIMEOUT"] = ff.stepTimeout.String()
+	env["STEPFLOW_MAX_OUTPUT_BYTES"] = ff.maxOutputBytes
 	env["STEPFLOW_PUBLIC_URL"] = ff.publicURL
 	cfg, err := function.ConfigFromMap(env)
 	if err != nil {

@@ -29,6 +29,7 @@ type Outcome struct {
 	State          workflow.StepState // succeeded, retrying, sleeping, awaiting_fallback, failed
 	Attempts       int
 	Result         workflow.NodeResult
+	OutputJSON     []byte // Result.Output as JSON, when the caller has encoded it already
 	Routing        workflow.Routing
 	Error          string
 	WakeAt         *time.Time
@@ -162,7 +163,9 @@ func prepare(c *Commit) (*pending, error) {
 	o := &c.O
 	p := &pending{c: c, recoveredApplied: map[string]bool{}}
 	var err error
-	if p.output, err = jsonArg(o.Result.Output); err != nil {
+	if o.OutputJSON != nil {
+		p.output = o.OutputJSON
+	} else if p.output, err = jsonArg(o.Result.Output); err != nil {
 		return nil, fmt.Errorf("encode output of %s: %w", o.NodeID, err)
 	}
 	if p.deliveries, err = jsonArg(o.Routing.Deliveries); err != nil {
