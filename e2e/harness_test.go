@@ -96,7 +96,6 @@ type testBundle struct {
 type options struct {
 	blueprints []*workflow.Blueprint
 	bridgeCfg  func(*bridge.Config)
-	nodes      map[string]workflow.NodeFunc
 }
 
 type option func(*options)
@@ -105,11 +104,6 @@ type option func(*options)
 // (Options.Blueprints), for runs started the Flowcraft way.
 func withBlueprints(bps ...*workflow.Blueprint) option {
 	return func(o *options) { o.blueprints = append(o.blueprints, bps...) }
-}
-
-// withNodes registers node types besides the example and test nodes.
-func withNodes(fns map[string]workflow.NodeFunc) option {
-	return func(o *options) { o.nodes = fns }
 }
 
 // withBridge adjusts the bridge's configuration.
@@ -153,9 +147,6 @@ func setup(t *testing.T, opts ...option) *testBundle {
 
 	reg := nodes.Registry()
 	registerTestNodes(reg, tb)
-	for uses, fn := range o.nodes {
-		reg.Register(uses, fn)
-	}
 	countEveryNode(reg, tb.nodes)
 
 	logger := slog.New(logs.handler())
