@@ -36,8 +36,10 @@ const (
 		"the local runner fails the subflow node (Status: awaiting) and Flowcraft resumes the child through the parent's sub, so the case's resume of sub at the parent has nothing to resume"
 )
 
-// caseTimeout bounds one case's run on the stack, resumes included.
-const caseTimeout = 60 * time.Second
+// caseTimeout bounds one case's run on the stack, resumes included. The
+// longest, loop-runaway, is 2,000 steps one after another (its loop runs
+// to maxIterations), beside every other case and package of the suite.
+const caseTimeout = 3 * time.Minute
 
 func TestConformance(t *testing.T) {
 	t.Parallel()

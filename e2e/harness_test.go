@@ -85,11 +85,10 @@ type testBundle struct {
 	client        *client.Client
 	pub           *jobqueue.Publisher // publishes jobs as the reconciler does
 
-	logger   *slog.Logger // the test log, for the services the test builds
-	nodes    *nodeLog
-	http     *httpLog
-	gates    *gates
-	overlaps atomic.Int64 // calls of an overlap node that found its step already running
+	logger *slog.Logger // the test log, for the services the test builds
+	nodes  *nodeLog
+	http   *httpLog
+	gates  *gates
 }
 
 // options adjust a bundle before it starts.
@@ -623,8 +622,6 @@ func (tb *testBundle) waitStarted(runID, nodeID string, timeout time.Duration) *
 //
 //	gate     signals that it started, then waits until the test opens it
 //	         (passing its input through) or its context ends (an error)
-//	overlap  holds params.ms milliseconds and records whether another call
-//	         of the same run and node was running at the same time
 func registerTestNodes(reg *workflow.Registry, tb *testBundle) {
 	reg.Register("gate", func(ctx context.Context, in workflow.NodeInput) (workflow.NodeResult, error) {
 		g := tb.gates.get(in.RunID, in.NodeID)
@@ -635,29 +632,6 @@ func registerTestNodes(reg *workflow.Registry, tb *testBundle) {
 		case <-ctx.Done():
 			g.cancelOnce.Do(func() { close(g.cancelled) })
 			return workflow.NodeResult{}, fmt.Errorf("gate: %w", ctx.Err())
-		}
-	})
-	var mu sync.Mutex
-	running := map[string]int{}
-	reg.Register("overlap", func(ctx context.Context, in workflow.NodeInput) (workflow.NodeResult, error) {
-		k := in.RunID + "/" + in.NodeID
-		mu.Lock()
-		running[k]++
-		if running[k] > 1 {
-			tb.overlaps.Add(1)
-		}
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			running[k]--
-			mu.Unlock()
-		}()
-		ms, _ := in.Params["ms"].(float64)
-		select {
-		case <-time.After(time.Duration(ms) * time.Millisecond):
-			return workflow.NodeResult{Output: in.Input}, nil
-		case <-ctx.Done():
-			return workflow.NodeResult{}, ctx.Err()
 		}
 	})
 }
