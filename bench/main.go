@@ -42,6 +42,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -77,7 +78,41 @@ type config struct {
 
 	Function string // functionStepflow or functionFunc
 	FuncBin  string // the func CLI, for functionFunc
+
+	// Workloads is the set of workloads run (--workloads); all of them
+	// (and the baselines) when it is nil.
+	Workloads map[string]bool
+	// Bin is a stepflow binary to measure instead of building the
+	// working tree (--stepflow-bin): for A/B runs of two builds.
+	Bin string
 }
+
+// allWorkloads are the names --workloads takes: the four workloads, and
+// C-single for C's single runs without its throughput test.
+var allWorkloads = []string{"W", "C", "C-single", "L", "R"}
+
+// parseWorkloads reads --workloads: a comma-separated list of allWorkloads,
+// or "all" (nil: everything, with the baselines).
+func parseWorkloads(v string) (map[string]bool, error) {
+	if strings.TrimSpace(v) == "" || v == "all" {
+		return nil, nil
+	}
+	out := map[string]bool{}
+	for _, w := range strings.Split(v, ",") {
+		w = strings.TrimSpace(w)
+		if !slices.Contains(allWorkloads, w) {
+			return nil, fmt.Errorf("--workloads: unknown workload %q (want a comma-separated list of %s, or all)", w, strings.Join(allWorkloads, ", "))
+		}
+		out[w] = true
+	}
+	if out["C"] {
+		out["C-single"] = true
+	}
+	return out, nil
+}
+
+// runs tells whether workload w is to run.
+func (c *config) runs(w string) bool { return c.Workloads == nil || c.Workloads[w] }
 
 // The function routes --function chooses between.
 const (
@@ -125,7 +160,10 @@ func (c *config) applyQuick(set map[string]bool) {
 	if !set["n"] {
 		c.N = 50
 	}
-	c.CRuns, c.Warmup = 10, 2
+	if !set["c-runs"] {
+		c.CRuns = 10
+	}
+	c.Warmup = 2
 	c.RRuns = 20
 	if !set["l-nodes"] {
 		c.LNodes = 60
@@ -175,6 +213,7 @@ func findRepoRoot() (string, error) {
 }
 
 func main() {
+	var err error
 	cfg := defaultConfig()
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	fs.IntVar(&cfg.N, "n", cfg.N, "runs started at once in W and in C's throughput test")
@@ -189,11 +228,22 @@ func main() {
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", cfg.PollInterval, "how often a single run's status row is polled")
 	fs.StringVar(&cfg.Function, "function", cfg.Function, "the function measured: stepflow (`stepflow function`, the image route) or func (`func run --builder=host`, the Knative function route)")
 	fs.StringVar(&cfg.FuncBin, "func-bin", cfg.FuncBin, "the func CLI for --function func (env FUNC_BIN; make func-check builds it there)")
+	workloads := fs.String("workloads", "all", "the workloads to run, comma-separated: W, C, C-single (C's single runs only), L, R; all (the default) also measures the baselines and prints the full table")
+	fs.IntVar(&cfg.CRuns, "c-runs", cfg.CRuns, "C's sequential single runs (after the warm-up runs)")
+	fs.StringVar(&cfg.Bin, "stepflow-bin", "", "measure this stepflow binary instead of building the working tree (A/B runs)")
 	_ = fs.Parse(os.Args[1:])
+	if cfg.Workloads, err = parseWorkloads(*workloads); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if cfg.Quick {
 		cfg.applyQuick(set)
+	}
+	if set["c-runs"] && cfg.CRuns < 1 {
+		fmt.Fprintln(os.Stderr, "bench: --c-runs must be positive")
+		os.Exit(2)
 	}
 	if cfg.LNodes < 10 {
 		fmt.Fprintln(os.Stderr, "bench: --l-nodes must be at least 10")
@@ -220,6 +270,10 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench: FAILED:", err)
 		os.Exit(1)
+	}
+	if cfg.Workloads != nil {
+		printSelected(os.Stdout, res)
+		return
 	}
 	printTable(os.Stdout, res)
 }
@@ -333,8 +387,10 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	ph := &phases{s: s, out: map[string]map[string]float64{}, log: log}
 	res.CPUByPhase = ph.out
 
-	if err := ph.run("baselines", func() (err error) { res.Baselines, err = runBaselines(ctx, s); return err }); err != nil {
-		return nil, err
+	if cfg.Workloads == nil {
+		if err := ph.run("baselines", func() (err error) { res.Baselines, err = runBaselines(ctx, s); return err }); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.start(ctx); err != nil {
 		return nil, err
@@ -354,62 +410,71 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	}
 
 	chain10 := chainBlueprint("bench-chain10", 10, false)
-	res.C = &CResult{}
-	if err := ph.run("C_single", func() error {
-		single, err := runSingles(ctx, s, clients[0], chain10, "cs-", cfg.CRuns, cfg.Warmup)
-		if err == nil {
-			res.C.SingleResult = *single
-		}
-		return err
-	}); err != nil {
-		return nil, err
-	}
-
-	if err := ph.run("L", func() error {
-		// A first run, not measured, so that compiling the long blueprint
-		// (client and function) does not weigh on the first steps.
-		if _, err := runLong(ctx, s, clients[0], cfg.LNodes, "lwarm"); err != nil {
-			return err
-		}
-		res.L, err = runLong(ctx, s, clients[0], cfg.LNodes, "lrun")
-		return err
-	}); err != nil {
-		return nil, err
-	}
-
-	identity := func(in map[string]any) any { return in }
-	w := &batch{name: "W", prefix: "w-", bp: fanoutBlueprint(), n: cfg.N, steps: 11, sink: "end",
-		input: func(i int) map[string]any { return map[string]any{"k": i, "tag": "w"} },
-		expected: func(in map[string]any) any {
-			out := map[string]any{}
-			for b := 1; b <= 8; b++ {
-				out[fmt.Sprintf("b%d", b)] = in
+	if cfg.runs("C-single") {
+		res.C = &CResult{}
+		if err := ph.run("C_single", func() error {
+			single, err := runSingles(ctx, s, clients[0], chain10, "cs-", cfg.CRuns, cfg.Warmup)
+			if err == nil {
+				res.C.SingleResult = *single
 			}
-			return out
-		}}
-	if err := ph.run("W", func() (err error) { res.W, err = runBatch(ctx, s, clients, w); return err }); err != nil {
-		return nil, err
-	}
-	res.RSSMB = rss(s)
-	res.CPUS = ph.out["W"]
-	res.Services = serviceMemory()
-	res.CPUMSPerStep = map[string]float64{}
-	for k, v := range res.CPUS {
-		if k != "wall_s" {
-			res.CPUMSPerStep[k] = round3(v * 1000 / float64(res.W.Steps))
+			return err
+		}); err != nil {
+			return nil, err
 		}
 	}
 
-	c := &batch{name: "C", prefix: "cn-", bp: chain10, n: cfg.N, steps: 10, sink: chainID(10),
-		input:    func(i int) map[string]any { return map[string]any{"k": i, "tag": "c"} },
-		expected: identity}
-	if err := ph.run("C_batch", func() (err error) { res.C.Batch, err = runBatch(ctx, s, clients, c); return err }); err != nil {
-		return nil, err
+	if cfg.runs("L") {
+		if err := ph.run("L", func() error {
+			// A first run, not measured, so that compiling the long blueprint
+			// (client and function) does not weigh on the first steps.
+			if _, err := runLong(ctx, s, clients[0], cfg.LNodes, "lwarm"); err != nil {
+				return err
+			}
+			res.L, err = runLong(ctx, s, clients[0], cfg.LNodes, "lrun")
+			return err
+		}); err != nil {
+			return nil, err
+		}
 	}
-	res.C.StepsPerS, res.C.RunsPerS = res.C.Batch.StepsPerS, res.C.Batch.RunsPerS
 
-	if err := ph.run("R", func() (err error) { res.R, err = runResume(ctx, s, clients[0], cfg.RRuns, cfg.Warmup); return err }); err != nil {
-		return nil, err
+	if cfg.runs("W") {
+		w := &batch{name: "W", prefix: "w-", bp: fanoutBlueprint(), n: cfg.N, steps: 11, sink: "end",
+			input: func(i int) map[string]any { return map[string]any{"k": i, "tag": "w"} },
+			expected: func(in map[string]any) any {
+				out := map[string]any{}
+				for b := 1; b <= 8; b++ {
+					out[fmt.Sprintf("b%d", b)] = in
+				}
+				return out
+			}}
+		if err := ph.run("W", func() (err error) { res.W, err = runBatch(ctx, s, clients, w); return err }); err != nil {
+			return nil, err
+		}
+		res.RSSMB = rss(s)
+		res.CPUS = ph.out["W"]
+		res.Services = serviceMemory()
+		res.CPUMSPerStep = map[string]float64{}
+		for k, v := range res.CPUS {
+			if k != "wall_s" {
+				res.CPUMSPerStep[k] = round3(v * 1000 / float64(res.W.Steps))
+			}
+		}
+	}
+
+	if cfg.runs("C") {
+		c := &batch{name: "C", prefix: "cn-", bp: chain10, n: cfg.N, steps: 10, sink: chainID(10),
+			input:    func(i int) map[string]any { return map[string]any{"k": i, "tag": "c"} },
+			expected: func(in map[string]any) any { return in }}
+		if err := ph.run("C_batch", func() (err error) { res.C.Batch, err = runBatch(ctx, s, clients, c); return err }); err != nil {
+			return nil, err
+		}
+		res.C.StepsPerS, res.C.RunsPerS = res.C.Batch.StepsPerS, res.C.Batch.RunsPerS
+	}
+
+	if cfg.runs("R") {
+		if err := ph.run("R", func() (err error) { res.R, err = runResume(ctx, s, clients[0], cfg.RRuns, cfg.Warmup); return err }); err != nil {
+			return nil, err
+		}
 	}
 	res.RSSMBEnd = rss(s)
 
@@ -429,16 +494,18 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	}
 	res.LogLines = s.warnings()
 
-	b := res.Baselines
-	for _, f := range []struct {
-		name string
-		v    float64
-	}{{"W.steps_per_s", res.W.StepsPerS}, {"C.steps_per_s", res.C.StepsPerS}} {
-		res.Fractions[f.name+"/pg_tx_per_s"] = round3(f.v / b.PGTxPerS)
-		res.Fractions[f.name+"/amqp_msgs_per_s"] = round3(f.v / b.AMQPMsgsPerS)
-		res.Fractions[f.name+"/amqp_sync_msgs_per_s"] = round3(f.v / b.AMQPSyncMsgsPerS)
-		res.Fractions[f.name+"/http_req_per_s"] = round3(f.v / b.HTTPReqPerS)
-		res.Fractions[f.name+"/redis_ops_per_s"] = round3(f.v / b.RedisOpsPerS)
+	if cfg.Workloads == nil { // the baselines were measured
+		b := res.Baselines
+		for _, f := range []struct {
+			name string
+			v    float64
+		}{{"W.steps_per_s", res.W.StepsPerS}, {"C.steps_per_s", res.C.StepsPerS}} {
+			res.Fractions[f.name+"/pg_tx_per_s"] = round3(f.v / b.PGTxPerS)
+			res.Fractions[f.name+"/amqp_msgs_per_s"] = round3(f.v / b.AMQPMsgsPerS)
+			res.Fractions[f.name+"/amqp_sync_msgs_per_s"] = round3(f.v / b.AMQPSyncMsgsPerS)
+			res.Fractions[f.name+"/http_req_per_s"] = round3(f.v / b.HTTPReqPerS)
+			res.Fractions[f.name+"/redis_ops_per_s"] = round3(f.v / b.RedisOpsPerS)
+		}
 	}
 	res.ElapsedS = round1(time.Since(log.t0).Seconds())
 	if cfg.JSONPath != "" {
@@ -518,6 +585,9 @@ func machine(ctx context.Context, s *stack) map[string]any {
 		if st, err := exec.CommandContext(ctx, "git", "-C", s.cfg.RepoRoot, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
 			commit += " (with uncommitted changes)"
 		}
+		if s.cfg.Bin != "" {
+			commit = s.cfg.Bin + " (--stepflow-bin; the repository at " + commit + ")"
+		}
 		m["stepflow_commit"] = commit
 	}
 	if conn, err := amqp.Dial(s.cfg.AMQPURL); err == nil {
@@ -530,6 +600,35 @@ func machine(ctx context.Context, s *stack) map[string]any {
 }
 
 // ---- the table ----
+
+// printSelected prints the figures of the workloads --workloads selected
+// (no baselines were measured).
+func printSelected(w io.Writer, r *Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "figure\tvalue\t\n")
+	if r.W != nil {
+		fmt.Fprintf(tw, "W steps/s (fan-out, %d runs × 11 steps)\t%.0f\t\n", r.W.Runs, r.W.StepsPerS)
+		fmt.Fprintf(tw, "peak RSS MB bridge / function (after W)\t%.1f / %.1f\t\n", r.RSSMB["bridge"], r.RSSMB["function"])
+		fmt.Fprintf(tw, "machine CPU ms per W step\t%.3f\tother processes: %.0f%% of the busy CPU\n", r.CPUMSPerStep["machine"], 100*r.CPUS["other"]/r.CPUS["machine"])
+	}
+	if r.C != nil {
+		fmt.Fprintf(tw, "C single run p50 / p90 ms (10 steps, %d runs)\t%.2f / %.2f\tcommitted p50 %.2f; step p50 %.2f ms\n",
+			r.C.Runs, r.C.SingleRunMS.P50, r.C.SingleRunMS.P90, r.C.SingleRunCommittedMS.P50, r.C.StepLatencyMS.P50)
+		fmt.Fprintf(tw, "C single: a step's ready → node start / node / → commit ms\t%.2f / %.3f / %.3f\t\n",
+			r.C.StepBreakdown.ReadyToNodeStartMS, r.C.StepBreakdown.NodeMS, r.C.StepBreakdown.NodeDoneToCommitMS)
+		if r.C.Batch != nil {
+			fmt.Fprintf(tw, "C steps/s (chain, %d runs × 10 steps)\t%.0f\t\n", r.C.Batch.Runs, r.C.StepsPerS)
+		}
+	}
+	if r.L != nil {
+		fmt.Fprintf(tw, "L growth ratio (%d nodes)\t%.3f\tmean step %.2f → %.2f ms\n", r.L.Nodes, r.L.GrowthRatio, r.L.FirstMeanMS, r.L.LastMeanMS)
+	}
+	if r.R != nil {
+		fmt.Fprintf(tw, "R resume → next node done p50 / p90 ms\t%.2f / %.2f\t\n", r.R.ResumeToNextDoneMS.P50, r.R.ResumeToNextDoneMS.P90)
+	}
+	fmt.Fprintf(tw, "stepflow\t%v\tload average at start %v\n", r.Machine["stepflow_commit"], r.Machine["loadavg_at_start"])
+	tw.Flush()
+}
 
 func printTable(w io.Writer, r *Result) {
 	b := r.Baselines

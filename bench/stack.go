@@ -100,6 +100,18 @@ func newStack(ctx context.Context, cfg *config, log *logger) (*stack, error) {
 
 // build compiles ./cmd/stepflow of the repository into the stack's folder.
 func (s *stack) build(ctx context.Context) error {
+	if s.cfg.Bin != "" {
+		bin, err := filepath.Abs(s.cfg.Bin)
+		if err != nil {
+			return err
+		}
+		if st, err := os.Stat(bin); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("--stepflow-bin %s: not an executable file", s.cfg.Bin)
+		}
+		s.bin = bin
+		s.log.printf("measuring %s (--stepflow-bin)", bin)
+		return nil
+	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		if root := os.Getenv("GOROOT"); root != "" {
