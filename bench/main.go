@@ -298,9 +298,11 @@ type Result struct {
 	CPUByPhase   map[string]map[string]float64 `json:"cpu_s_by_phase"`
 	Services     map[string]map[string]float64 `json:"services_memory"`
 	LogLines     map[string]int                `json:"process_log_lines"` // warnings and errors the processes logged
-	Machine      map[string]any                `json:"machine"`
-	Config       map[string]any                `json:"config"`
-	ElapsedS     float64                       `json:"elapsed_s"`
+	// The bridge's stepflow_bridge_deliveries_total by outcome, at the end.
+	BridgeOutcomes map[string]float64 `json:"bridge_outcomes"`
+	Machine        map[string]any     `json:"machine"`
+	Config         map[string]any     `json:"config"`
+	ElapsedS       float64            `json:"elapsed_s"`
 }
 
 // CResult is the chain's single-run latency and throughput.
@@ -493,6 +495,7 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 		}
 	}
 	res.LogLines = s.warnings()
+	res.BridgeOutcomes = s.bridgeOutcomes(ctx)
 
 	if cfg.Workloads == nil { // the baselines were measured
 		b := res.Baselines
@@ -614,8 +617,8 @@ func printSelected(w io.Writer, r *Result) {
 	if r.C != nil {
 		fmt.Fprintf(tw, "C single run p50 / p90 ms (10 steps, %d runs)\t%.2f / %.2f\tcommitted p50 %.2f; step p50 %.2f ms\n",
 			r.C.Runs, r.C.SingleRunMS.P50, r.C.SingleRunMS.P90, r.C.SingleRunCommittedMS.P50, r.C.StepLatencyMS.P50)
-		fmt.Fprintf(tw, "C single: a step's ready → node start / node / → commit ms\t%.2f / %.3f / %.3f\t\n",
-			r.C.StepBreakdown.ReadyToNodeStartMS, r.C.StepBreakdown.NodeMS, r.C.StepBreakdown.NodeDoneToCommitMS)
+		fmt.Fprintf(tw, "C single: a step's ready → node start / node / → commit ms\t%.2f / %.3f / %.3f\tready → node start p50 %.3f\n",
+			r.C.StepBreakdown.ReadyToNodeStartMS, r.C.StepBreakdown.NodeMS, r.C.StepBreakdown.NodeDoneToCommitMS, r.C.StepBreakdown.ReadyToNodeStartP50MS)
 		if r.C.Batch != nil {
 			fmt.Fprintf(tw, "C steps/s (chain, %d runs × 10 steps)\t%.0f\t\n", r.C.Batch.Runs, r.C.StepsPerS)
 		}
@@ -626,6 +629,7 @@ func printSelected(w io.Writer, r *Result) {
 	if r.R != nil {
 		fmt.Fprintf(tw, "R resume → next node done p50 / p90 ms\t%.2f / %.2f\t\n", r.R.ResumeToNextDoneMS.P50, r.R.ResumeToNextDoneMS.P90)
 	}
+	fmt.Fprintf(tw, "bridge deliveries by outcome\t%v\t\n", r.BridgeOutcomes)
 	fmt.Fprintf(tw, "stepflow\t%v\tload average at start %v\n", r.Machine["stepflow_commit"], r.Machine["loadavg_at_start"])
 	tw.Flush()
 }

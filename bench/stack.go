@@ -5,6 +5,7 @@ package main
 // separate processes, as they are deployed.
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -517,4 +518,35 @@ func (s *stack) queueDepths() (map[string]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// bridgeOutcomes reads the bridge's deliveries by outcome from its
+// /metrics (nil when it does not answer).
+func (s *stack) bridgeOutcomes(ctx context.Context) map[string]float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.brAddr+"/metrics", nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	const prefix = `stepflow_bridge_deliveries_total{outcome="`
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), prefix)
+		if !ok {
+			continue
+		}
+		name, val, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil && v > 0 {
+			out[name] = v
+		}
+	}
+	return out
 }

@@ -37,7 +37,8 @@ type Bridge struct {
 	// (400, 415: it takes one event per request); from then on every
 	// request holds one delivery, as with BatchSize 1.
 	noBatches atomic.Bool
-	pause     pause // the function judged down: not consuming (pause.go)
+	pause     pause   // the function judged down: not consuming (pause.go)
+	handOns   handOns // jobs handed on straight to the function (handon.go)
 }
 
 // New validates cfg and returns a Bridge. It does not connect; Run does.

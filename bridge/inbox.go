@@ -179,6 +179,12 @@ func (b *Bridge) take(ctx, workCtx context.Context, s *channels, in *inbox, batc
 		b.settle(d, nil, notSent())
 		return batch
 	}
+	if ack, parked := b.handOns.arrived(d, s); ack || parked {
+		if ack {
+			b.settle(d, nil, handedOnCopy())
+		}
+		return batch // a copy of a job handed on (handon.go)
+	}
 	if dec, ok := early(d.Headers, time.Now()); ok {
 		b.wg.Add(1)
 		go b.redelay(workCtx, s, d, dec)

@@ -25,9 +25,18 @@ const publishTimeout = 30 * time.Second
 func (b *Bridge) carryOut(ctx context.Context, s *channels, ds []*delivery) {
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
+	plan := b.planHandOn(ctx, s, ds)
 	now := time.Now()
 	for _, d := range ds {
+		if d.direct && d.dec.Kind != KindPublish {
+			continue // a job handed on publishes only its successors; its copy carries the rest
+		}
 		d.dcs, d.pubErr = b.publishFor(pctx, s, d, now)
+	}
+	if plan != nil {
+		// Published, not yet confirmed: the copies are in the broker's
+		// hands, and each parent waits below for its confirms as before.
+		b.startHandOn(ctx, s, plan)
 	}
 	start := time.Now()
 	waited := false
@@ -46,6 +55,10 @@ func (b *Bridge) carryOut(ctx context.Context, s *channels, ds []*delivery) {
 		b.metrics.confirm.Observe(time.Since(start).Seconds())
 	}
 	for _, d := range ds {
+		if d.direct {
+			b.handOnDecided(d)
+			continue
+		}
 		dec, log := d.dec, d.log
 		if d.pubErr != nil {
 			log.Error("publishing for a delivery failed; requeueing it", "decision", dec.Kind.String(), "err", d.pubErr)
@@ -65,11 +78,7 @@ func (b *Bridge) publishFor(ctx context.Context, s *channels, d *delivery, now t
 	switch dec := d.dec; dec.Kind {
 	case KindPublish:
 		var headers amqp.Table
-		tp := telemetry.Traceparent(d.ctx)
-		if tp == "" {
-			tp, _ = jobqueue.HeaderString(d.d.Headers, jobqueue.HeaderTraceparent)
-		}
-		if tp != "" {
+		if tp := replyTraceparent(d); tp != "" {
 			headers = amqp.Table{jobqueue.HeaderTraceparent: tp} // the next steps continue the trace
 		}
 		for _, j := range dec.Jobs {
@@ -110,6 +119,16 @@ func (b *Bridge) publishFor(ctx context.Context, s *channels, d *delivery, now t
 	return dcs, nil
 }
 
+// replyTraceparent is the trace context d's reply jobs carry: its span's,
+// else what its delivery came with.
+func replyTraceparent(d *delivery) string {
+	if tp := telemetry.Traceparent(d.ctx); tp != "" {
+		return tp
+	}
+	tp, _ := jobqueue.HeaderString(d.d.Headers, jobqueue.HeaderTraceparent)
+	return tp
+}
+
 // settle acks or nacks d as dec says, counts the outcome and logs it.
 func (b *Bridge) settle(d amqp.Delivery, log *slog.Logger, dec Decision) {
 	if log == nil {
@@ -135,6 +154,8 @@ func (b *Bridge) settle(d amqp.Delivery, log *slog.Logger, dec Decision) {
 			outcome, level = outcomeDeadLettered, slog.LevelWarn
 		case KindRedelay:
 			outcome = outcomeRedelayed
+		case KindAckCopy:
+			outcome = outcomeHandedOnCopy
 		}
 		err = d.Ack(false)
 	}
