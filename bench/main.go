@@ -300,9 +300,11 @@ type Result struct {
 	LogLines     map[string]int                `json:"process_log_lines"` // warnings and errors the processes logged
 	// The bridge's stepflow_bridge_deliveries_total by outcome, at the end.
 	BridgeOutcomes map[string]float64 `json:"bridge_outcomes"`
-	Machine        map[string]any     `json:"machine"`
-	Config         map[string]any     `json:"config"`
-	ElapsedS       float64            `json:"elapsed_s"`
+	// Mean durations of the processes' histograms (ms), over the run.
+	SpanMeansMS map[string]float64 `json:"span_means_ms"`
+	Machine     map[string]any     `json:"machine"`
+	Config      map[string]any     `json:"config"`
+	ElapsedS    float64            `json:"elapsed_s"`
 }
 
 // CResult is the chain's single-run latency and throughput.
@@ -496,6 +498,7 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 	}
 	res.LogLines = s.warnings()
 	res.BridgeOutcomes = s.bridgeOutcomes(ctx)
+	res.SpanMeansMS = s.spanMeans(ctx)
 
 	if cfg.Workloads == nil { // the baselines were measured
 		b := res.Baselines
@@ -630,6 +633,8 @@ func printSelected(w io.Writer, r *Result) {
 		fmt.Fprintf(tw, "R resume → next node done p50 / p90 ms\t%.2f / %.2f\t\n", r.R.ResumeToNextDoneMS.P50, r.R.ResumeToNextDoneMS.P90)
 	}
 	fmt.Fprintf(tw, "bridge deliveries by outcome\t%v\t\n", r.BridgeOutcomes)
+	fmt.Fprintf(tw, "mean ms: bridge's call to the function / its confirm wait / function commit\t%.3f / %.3f / %.3f\t\n",
+		r.SpanMeansMS["bridge_function_request_mean_ms"], r.SpanMeansMS["bridge_publish_confirm_mean_ms"], r.SpanMeansMS["function_commit_mean_ms"])
 	fmt.Fprintf(tw, "stepflow\t%v\tload average at start %v\n", r.Machine["stepflow_commit"], r.Machine["loadavg_at_start"])
 	tw.Flush()
 }

@@ -520,10 +520,10 @@ func (s *stack) queueDepths() (map[string]int, error) {
 	return out, nil
 }
 
-// bridgeOutcomes reads the bridge's deliveries by outcome from its
-// /metrics (nil when it does not answer).
-func (s *stack) bridgeOutcomes(ctx context.Context) map[string]float64 {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.brAddr+"/metrics", nil)
+// scrape reads the Prometheus text of http://addr/metrics: every sample
+// by its name with labels (nil when it does not answer).
+func scrape(ctx context.Context, addr string) map[string]float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		return nil
 	}
@@ -534,18 +534,60 @@ func (s *stack) bridgeOutcomes(ctx context.Context) map[string]float64 {
 	defer resp.Body.Close()
 	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
-	const prefix = `stepflow_bridge_deliveries_total{outcome="`
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), prefix)
-		if !ok {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
 			continue
 		}
-		name, val, ok := strings.Cut(rest, `"} `)
-		if !ok {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
 			continue
 		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil && v > 0 {
-			out[name] = v
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+// bridgeOutcomes reads the bridge's deliveries by outcome from its
+// /metrics (nil when it does not answer).
+func (s *stack) bridgeOutcomes(ctx context.Context) map[string]float64 {
+	const prefix = `stepflow_bridge_deliveries_total{outcome="`
+	out := map[string]float64{}
+	for k, v := range scrape(ctx, s.brAddr) {
+		if name, ok := strings.CutPrefix(k, prefix); ok && v > 0 {
+			out[strings.TrimSuffix(name, `"}`)] = v
+		}
+	}
+	return out
+}
+
+// spanMeans are the mean durations (ms) of the bridge's and the
+// function's histograms of a step's parts, over the whole benchmark: the
+// bridge's call to the function, its wait for publish confirms, and the
+// function's node and commit.
+func (s *stack) spanMeans(ctx context.Context) map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range []struct {
+		addr, metric, name string
+	}{
+		{s.brAddr, "stepflow_bridge_function_request_seconds", "bridge_function_request"},
+		{s.brAddr, "stepflow_bridge_publish_confirm_seconds", "bridge_publish_confirm"},
+		{s.fnAddr, "stepflow_function_commit_seconds", "function_commit"},
+	} {
+		samples := scrape(ctx, m.addr)
+		var sum, n float64
+		for k, v := range samples {
+			switch {
+			case strings.HasPrefix(k, m.metric+"_sum"):
+				sum += v
+			case strings.HasPrefix(k, m.metric+"_count"):
+				n += v
+			}
+		}
+		if n > 0 {
+			out[m.name+"_mean_ms"] = round3(sum / n * 1000)
 		}
 	}
 	return out
