@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -39,6 +40,7 @@ type Bridge struct {
 	noBatches atomic.Bool
 	pause     pause   // the function judged down: not consuming (pause.go)
 	handOns   handOns // jobs handed on straight to the function (handon.go)
+	instance  string  // names this bridge in headerHandedOn
 }
 
 // New validates cfg and returns a Bridge. It does not connect; Run does.
@@ -57,10 +59,11 @@ func New(cfg Config) (*Bridge, error) {
 			BackoffBase: cfg.BackoffBase,
 			BackoffMax:  cfg.BackoffMax,
 		},
-		log:     cfg.Logger.With("queue", cfg.Queue),
-		metrics: m,
-		sem:     make(chan struct{}, cfg.Concurrency),
-		pause:   pause{request: make(chan struct{}, 1)},
+		log:      cfg.Logger.With("queue", cfg.Queue),
+		metrics:  m,
+		sem:      make(chan struct{}, cfg.Concurrency),
+		pause:    pause{request: make(chan struct{}, 1)},
+		instance: uuid.NewString(),
 	}, nil
 }
 

@@ -29,6 +29,9 @@ type delivery struct {
 	dcs    []*amqp.DeferredConfirmation // what carrying dec out published
 	pubErr error                        // carrying dec out failed: requeue instead
 	direct bool                         // a job handed on (handon.go): no delivery to settle
+	// handedOn: the indexes of dec.Jobs handed on (handon.go), whose
+	// publishes carry headerHandedOn.
+	handedOn map[int]bool
 }
 
 // handle runs one request slot's batch: POST it (a lone delivery alone in

@@ -86,11 +86,20 @@ func (h *handOns) register(ids []string, now time.Time) []string {
 	return out
 }
 
+// headerHandedOn marks the published copy of a job handed on, with the
+// instance of the bridge that handed it on. Only such a message is taken
+// for the copy: another job with the same id (a sleeping node's wake-up, a
+// loop's next round, a copy published by someone else) is sent as usual.
+const headerHandedOn = "x-stepflow-handed-on"
+
 // arrived is a delivery just out of the inbox. It tells what to do with
-// it: the copy of a job handed on that succeeded is acked (ack), one whose
-// call still runs is parked until it is decided (parked), anything else is
-// sent to the function as usual (neither).
-func (h *handOns) arrived(d amqp.Delivery, s *channels) (ack, parked bool) {
+// it: the copy of a job this bridge (instance) handed on that succeeded is
+// acked (ack), one whose call still runs is parked until it is decided
+// (parked), anything else is sent to the function as usual (neither).
+func (h *handOns) arrived(d amqp.Delivery, s *channels, instance string) (ack, parked bool) {
+	if mark, _ := jobqueue.HeaderString(d.Headers, headerHandedOn); mark != instance {
+		return false, false
+	}
 	if made, _ := jobqueue.HeaderInt(d.Headers, jobqueue.HeaderAttempts); made > 0 {
 		return false, false // a retry: not the copy of a handed-on job
 	}
@@ -147,6 +156,7 @@ func (b *Bridge) planHandOn(ctx context.Context, s *channels, ds []*delivery) *h
 	}
 	var cand []*delivery
 	var parents []*delivery
+	var index []int // of the job in its parent's reply
 	limit := b.cfg.BatchSize
 	if b.noBatches.Load() {
 		limit = 1
@@ -155,7 +165,7 @@ func (b *Bridge) planHandOn(ctx context.Context, s *channels, ds []*delivery) *h
 		if d.dec.Kind != KindPublish {
 			continue
 		}
-		for _, j := range d.dec.Jobs {
+		for i, j := range d.dec.Jobs {
 			if len(cand) == limit {
 				break
 			}
@@ -166,7 +176,7 @@ func (b *Bridge) planHandOn(ctx context.Context, s *channels, ds []*delivery) *h
 			if err != nil {
 				continue // SendJob reports it when publishing
 			}
-			cand, parents = append(cand, hd), append(parents, d)
+			cand, parents, index = append(cand, hd), append(parents, d), append(index, i)
 		}
 	}
 	if len(cand) == 0 {
@@ -187,6 +197,10 @@ func (b *Bridge) planHandOn(ctx context.Context, s *channels, ds []*delivery) *h
 		if len(took) > 0 && took[0] == hd.jobID {
 			took = took[1:]
 			p.ds, p.parent = append(p.ds, hd), append(p.parent, parents[i])
+			if parents[i].handedOn == nil {
+				parents[i].handedOn = map[int]bool{}
+			}
+			parents[i].handedOn[index[i]] = true // its publish carries headerHandedOn
 		}
 	}
 	if len(p.ds) == 0 {
@@ -203,9 +217,9 @@ func (b *Bridge) handedOnDelivery(d *delivery, j ReplyJob) (*delivery, error) {
 	if err != nil {
 		return nil, err
 	}
-	var headers amqp.Table
+	headers := amqp.Table{headerHandedOn: b.instance}
 	if tp := replyTraceparent(d); tp != "" {
-		headers = amqp.Table{jobqueue.HeaderTraceparent: tp}
+		headers[jobqueue.HeaderTraceparent] = tp
 	}
 	hd := amqp.Delivery{Headers: headers, ContentType: "application/json", DeliveryMode: amqp.Persistent,
 		MessageId: j.Job.ID(), Body: body}

@@ -65,8 +65,10 @@ func TestHandOnRows(t *testing.T) {
 // the parent is acked only once it is: with the confirm held back and then
 // lost with the connection, the parent is never acked on that session; the
 // broker redelivers it, and on the next session the parent is acked after
-// its publish is confirmed. The job handed on ran once: its copies are
-// acked without a call.
+// its publish is confirmed. The job it publishes again is not handed on a
+// second time (it is known): it goes through the queue as any delivery,
+// and the function absorbs it; the first copy, marked, is acked without a
+// call.
 func TestHandOnParentWaitsForConfirm(t *testing.T) {
 	t.Parallel()
 	u, err := url.Parse(testAMQPURL())
@@ -128,13 +130,16 @@ func TestHandOnParentWaitsForConfirm(t *testing.T) {
 	proxy.cut()
 	proxy.setHeld(false)
 	tb.waitOutcome(outcomeReplyPublished, 1, wait)
-	tb.waitOutcome(outcomeHandedOnCopy, 1, wait)
+	testenv.Eventually(t, wait, "b's second publish sent as any delivery", func() bool { return bCalls.Load() == 2 })
 	tb.stopAndAssertEmpty()
 	if n := aCalls.Load(); n != 2 {
 		t.Errorf("a called %d times, want 2 (its first delivery was never acked)", n)
 	}
-	if n := bCalls.Load(); n != 1 {
-		t.Errorf("b called %d times, want 1 (its copies are acked without a call)", n)
+	if n := bCalls.Load(); n != 2 {
+		t.Errorf("b called %d times, want 2 (handed on, then its second publish through the queue)", n)
+	}
+	if n := tb.outcomes(outcomeHandedOnCopy); n > 1 {
+		t.Errorf("handed_on_copy = %d, want at most 1 (the first publish, if it reached the queue)", n)
 	}
 }
 
@@ -238,5 +243,39 @@ func TestNoHandOn(t *testing.T) {
 	}
 	if known, _, _, _ := tb.bridge.handOns.state("r:b:1"); known {
 		t.Error("b handed on with NoHandOn")
+	}
+}
+
+// Only the marked copy of a job handed on is taken for it: another message
+// with the same job id — here the delayed wake-up that a sleeping node's
+// answer publishes for its own job, and a copy published by hand — is sent
+// to the function as usual, though the job handed on succeeded.
+func TestHandOnOnlyTheMarkedCopy(t *testing.T) {
+	t.Parallel()
+	var bCalls atomic.Int64
+	var tb *testBundle
+	b := wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "b", Attempt: 1}
+	tb = setup(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("Ce-Id") {
+		case "r:a:1":
+			replyJobs(t, w, r, []ReplyJob{{Job: b}})
+		case "r:b:1":
+			if bCalls.Add(1) == 1 {
+				// b sleeps: it answers with its own job, due later.
+				replyJobs(t, w, r, []ReplyJob{{Job: b, DelayMs: 50}})
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}, func(c *Config) { c.BatchSize = 1 })
+	tb.start()
+	tb.publishJob(wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "a"}, 0)
+	testenv.Eventually(t, wait, "b woken up through the queue", func() bool { return bCalls.Load() == 2 })
+	tb.publishJob(b, 0) // a copy by hand, unmarked
+	testenv.Eventually(t, wait, "the unmarked copy sent", func() bool { return bCalls.Load() == 3 })
+	tb.waitOutcome(outcomeHandedOnCopy, 1, wait) // the marked copy of the first b
+	tb.stopAndAssertEmpty()
+	if known, done, ok, _ := tb.bridge.handOns.state("r:b:1"); !known || !done || !ok {
+		t.Errorf("b's hand-on: known %v, done %v, ok %v; want it remembered as succeeded", known, done, ok)
 	}
 }

@@ -179,7 +179,7 @@ func (b *Bridge) take(ctx, workCtx context.Context, s *channels, in *inbox, batc
 		b.settle(d, nil, notSent())
 		return batch
 	}
-	if ack, parked := b.handOns.arrived(d, s); ack || parked {
+	if ack, parked := b.handOns.arrived(d, s, b.instance); ack || parked {
 		if ack {
 			b.settle(d, nil, handedOnCopy())
 		}

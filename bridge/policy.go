@@ -99,9 +99,13 @@ package bridge
 //	                                                 KindRequeue (shutdown, pause, session lost)
 //	                                                 requeues a copy already parked here instead
 //	the copy arrives while the call still runs     parked, not sent, until the call is decided
-//	a delivery with x-attempts (a retry), or a     not a copy of a job handed on: decided as
-//	  job id this bridge did not hand on, or one     any delivery
-//	  forgotten (handOnKeep after it succeeded)
+//	a delivery without this bridge's mark          not a copy of a job handed on: decided as
+//	  (x-stepflow-handed-on: only the publish of     any delivery
+//	  a job as it is handed on carries it; a
+//	  sleeping node's wake-up, a loop's next
+//	  round, a copy by someone else do not), one
+//	  with x-attempts (a retry), or one whose job
+//	  is forgotten (handOnKeep after it succeeded)
 //
 // The pause: what one call says about the function (functionSignOf). A
 // transport failure (no HTTP answer at all: connection refused or reset,

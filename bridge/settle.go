@@ -81,9 +81,17 @@ func (b *Bridge) publishFor(ctx context.Context, s *channels, d *delivery, now t
 		if tp := replyTraceparent(d); tp != "" {
 			headers = amqp.Table{jobqueue.HeaderTraceparent: tp} // the next steps continue the trace
 		}
-		for _, j := range dec.Jobs {
+		for i, j := range dec.Jobs {
+			h := headers
+			if d.handedOn[i] {
+				h = maps.Clone(headers)
+				if h == nil {
+					h = amqp.Table{}
+				}
+				h[headerHandedOn] = b.instance // the copy of a job handed on (handon.go)
+			}
 			for range max(1, b.cfg.PublishCopies) {
-				dc, err := jobqueue.SendJob(ctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
+				dc, err := jobqueue.SendJob(ctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, h)
 				if err != nil {
 					return nil, err
 				}
