@@ -41,6 +41,8 @@ type Bridge struct {
 	pause     pause   // the function judged down: not consuming (pause.go)
 	handOns   handOns // jobs handed on straight to the function (handon.go)
 	instance  string  // names this bridge in headerHandedOn
+	// foreignDelay: how long another bridge's copies wait (foreignCopy).
+	foreignDelay time.Duration
 }
 
 // New validates cfg and returns a Bridge. It does not connect; Run does.
@@ -59,11 +61,12 @@ func New(cfg Config) (*Bridge, error) {
 			BackoffBase: cfg.BackoffBase,
 			BackoffMax:  cfg.BackoffMax,
 		},
-		log:      cfg.Logger.With("queue", cfg.Queue),
-		metrics:  m,
-		sem:      make(chan struct{}, cfg.Concurrency),
-		pause:    pause{request: make(chan struct{}, 1)},
-		instance: uuid.NewString(),
+		log:          cfg.Logger.With("queue", cfg.Queue),
+		metrics:      m,
+		sem:          make(chan struct{}, cfg.Concurrency),
+		pause:        pause{request: make(chan struct{}, 1)},
+		instance:     uuid.NewString(),
+		foreignDelay: handOnForeignDelay,
 	}, nil
 }
 

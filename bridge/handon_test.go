@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -8,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/testenv"
@@ -277,5 +280,42 @@ func TestHandOnOnlyTheMarkedCopy(t *testing.T) {
 	tb.stopAndAssertEmpty()
 	if known, done, ok, _ := tb.bridge.handOns.state("r:b:1"); !known || !done || !ok {
 		t.Errorf("b's hand-on: known %v, done %v, ok %v; want it remembered as succeeded", known, done, ok)
+	}
+}
+
+// The copy of a job another bridge handed on waits foreignDelay (down the
+// delay ladder) before it is sent: by then that bridge has run the job, so
+// the function re-emits nothing still pending and no trailing duplicate of
+// the run follows it. It is sent when it comes back, not delayed again.
+func TestHandOnForeignCopyWaits(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var at []time.Time
+	tb := setup(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		at = append(at, time.Now())
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	const delay = 300 * time.Millisecond
+	tb.bridge.foreignDelay = delay
+	tb.start()
+	job := wire.Job{RunID: "r", BlueprintID: "bp", NodeID: "b", Attempt: 1}
+	body, _ := json.Marshal(job)
+	sent := time.Now()
+	tb.publishRaw(amqp.Publishing{ContentType: "application/json", MessageId: job.ID(), Body: body,
+		Headers: amqp.Table{headerHandedOn: "another-bridge"}})
+	tb.waitOutcome(outcomeAck, 1, wait)
+	tb.stopAndAssertEmpty()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(at) != 1 {
+		t.Fatalf("function called %d times, want 1", len(at))
+	}
+	if waited := at[0].Sub(sent); waited < delay {
+		t.Errorf("the copy was sent %s after it was published, want at least %s", waited, delay)
+	}
+	if n := tb.outcomes(outcomeRedelayed); n < 1 {
+		t.Errorf("redelayed = %d, want the copy sent down the delay ladder", n)
 	}
 }

@@ -185,6 +185,11 @@ func (b *Bridge) take(ctx, workCtx context.Context, s *channels, in *inbox, batc
 		}
 		return batch // a copy of a job handed on (handon.go)
 	}
+	if dec, ok := foreignCopy(d.Headers, b.instance, b.foreignDelay); ok {
+		b.wg.Add(1)
+		go b.redelay(workCtx, s, d, dec)
+		return batch
+	}
 	if dec, ok := early(d.Headers, time.Now()); ok {
 		b.wg.Add(1)
 		go b.redelay(workCtx, s, d, dec)

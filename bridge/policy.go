@@ -99,6 +99,14 @@ package bridge
 //	                                                 KindRequeue (shutdown, pause, session lost)
 //	                                                 requeues a copy already parked here instead
 //	the copy arrives while the call still runs     parked, not sent, until the call is decided
+//	the copy of a job another bridge handed on     KindRedelay by handOnForeignDelay, once
+//	  (marked with another instance), not yet        (foreignCopy): by then that bridge has run
+//	  delayed                                        it, and the function, sent the copy when it
+//	                                                 comes back, finds the step done and
+//	                                                 re-emits nothing still pending; sent at once
+//	                                                 it would re-emit the next job, which that
+//	                                                 bridge is running, and a trailing duplicate
+//	                                                 of the run would follow it to the end
 //	a delivery without this bridge's mark          not a copy of a job handed on: decided as
 //	  (x-stepflow-handed-on: only the publish of     any delivery
 //	  a job as it is handed on carries it; a
@@ -517,6 +525,27 @@ func mayHandOn(j ReplyJob) bool { return j.DelayMs == 0 }
 // its copy is acked without a call (handedOnCopy).
 func handedOnSucceeded(dec Decision, pubErr error) bool {
 	return pubErr == nil && (dec.Kind == KindPublish || dec.Kind == KindAck)
+}
+
+// handOnForeignDelay: how long the copy of a job another bridge handed on
+// waits before it is sent (foreignCopy). Only if that bridge failed to run
+// it (it died) does the job wait this long.
+const handOnForeignDelay = time.Second
+
+// foreignCopy decides for a delivery just out of the inbox that is the
+// copy of a job another bridge handed on (marked, but not with instance),
+// not yet delayed: it goes down the delay ladder for delay (KindRedelay),
+// and is sent as any delivery when it comes back. ok is false for any
+// other delivery.
+func foreignCopy(h amqp.Table, instance string, delay time.Duration) (dec Decision, ok bool) {
+	mark, marked := jobqueue.HeaderString(h, headerHandedOn)
+	if !marked || mark == instance {
+		return Decision{}, false
+	}
+	if _, delayed := h[jobqueue.HeaderDue]; delayed {
+		return Decision{}, false
+	}
+	return Decision{Kind: KindRedelay, Delay: delay}, true
 }
 
 // handedOnCopy decides for the queue's copy of a job handed on that

@@ -201,6 +201,11 @@ func (b *Bridge) redelay(ctx context.Context, s *channels, d amqp.Delivery, dec 
 	defer cancel()
 	msg := republishing(d) // keeps x-stepflow-due
 	start := time.Now()
+	if _, ok := msg.Headers[jobqueue.HeaderDue]; !ok {
+		// Not yet delayed (the copy of a job another bridge handed on):
+		// due after dec.Delay, so that it is sent when it comes back.
+		msg.Headers[jobqueue.HeaderDue] = start.Add(dec.Delay).UnixMilli()
+	}
 	dc, err := jobqueue.Send(pctx, s.pub, jobqueue.RedelayRoute(b.cfg.Queue, dec.Delay), msg)
 	if err == nil {
 		err = jobqueue.WaitConfirm(pctx, dc)
