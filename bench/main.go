@@ -86,7 +86,12 @@ type config struct {
 
 	Function string // functionStepflow or functionFunc
 	FuncBin  string // the func CLI, for functionFunc
+
+	// Bin is a stepflow binary to measure instead of building the
+	// working tree (--stepflow-bin): for A/B runs of two builds.
+	Bin string
 }
+
 
 // The function routes --function chooses between.
 const (
@@ -136,7 +141,10 @@ func (c *config) applyQuick(set map[string]bool) {
 	if !set["n"] {
 		c.N = 50
 	}
-	c.CRuns, c.Warmup = 10, 2
+	if !set["c-runs"] {
+		c.CRuns = 10
+	}
+	c.Warmup = 2
 	c.RRuns = 20
 	if !set["b-items"] {
 		c.BItems = 200
@@ -225,6 +233,7 @@ func findRepoRoot() (string, error) {
 }
 
 func main() {
+	var err error
 	cfg := defaultConfig()
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	fs.IntVar(&cfg.N, "n", cfg.N, "runs started at once in W and in C's throughput test")
@@ -241,6 +250,8 @@ func main() {
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", cfg.PollInterval, "how often a single run's status row is polled")
 	fs.StringVar(&cfg.Function, "function", cfg.Function, "the function measured: stepflow (`stepflow function`, the image route) or func (`func run --builder=host`, the Knative function route)")
 	fs.StringVar(&cfg.FuncBin, "func-bin", cfg.FuncBin, "the func CLI for --function func (env FUNC_BIN; make func-check builds it there)")
+	fs.IntVar(&cfg.CRuns, "c-runs", cfg.CRuns, "C's sequential single runs (after the warm-up runs)")
+	fs.StringVar(&cfg.Bin, "stepflow-bin", "", "measure this stepflow binary instead of building the working tree (A/B runs)")
 	_ = fs.Parse(os.Args[1:])
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -253,6 +264,10 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Workloads = wl
+	if set["c-runs"] && cfg.CRuns < 1 {
+		fmt.Fprintln(os.Stderr, "bench: --c-runs must be positive")
+		os.Exit(2)
+	}
 	if cfg.LNodes < 10 {
 		fmt.Fprintln(os.Stderr, "bench: --l-nodes must be at least 10")
 		os.Exit(2)
@@ -303,9 +318,13 @@ type Result struct {
 	CPUByPhase   map[string]map[string]float64 `json:"cpu_s_by_phase"`
 	Services     map[string]map[string]float64 `json:"services_memory"`
 	LogLines     map[string]int                `json:"process_log_lines"` // warnings and errors the processes logged
-	Machine      map[string]any                `json:"machine"`
-	Config       map[string]any                `json:"config"`
-	ElapsedS     float64                       `json:"elapsed_s"`
+	// The bridge's stepflow_bridge_deliveries_total by outcome, at the end.
+	BridgeOutcomes map[string]float64 `json:"bridge_outcomes"`
+	// Mean durations of the processes' histograms (ms), over the run.
+	SpanMeansMS map[string]float64 `json:"span_means_ms"`
+	Machine     map[string]any     `json:"machine"`
+	Config      map[string]any     `json:"config"`
+	ElapsedS    float64            `json:"elapsed_s"`
 }
 
 // CResult is the chain's single-run latency and throughput.
@@ -507,6 +526,8 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (res *Result, err err
 		}
 	}
 	res.LogLines = s.warnings()
+	res.BridgeOutcomes = s.bridgeOutcomes(ctx)
+	res.SpanMeansMS = s.spanMeans(ctx)
 
 	b := res.Baselines
 	type rate struct {
@@ -608,6 +629,9 @@ func machine(ctx context.Context, s *stack) map[string]any {
 		if st, err := exec.CommandContext(ctx, "git", "-C", s.cfg.RepoRoot, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
 			commit += " (with uncommitted changes)"
 		}
+		if s.cfg.Bin != "" {
+			commit = s.cfg.Bin + " (--stepflow-bin; the repository at " + commit + ")"
+		}
 		m["stepflow_commit"] = commit
 	}
 	if conn, err := amqp.Dial(s.cfg.AMQPURL); err == nil {
@@ -653,9 +677,12 @@ func printTable(w io.Writer, r *Result) {
 		fmt.Fprintf(tw, "C single run p50 / p90 ms (10 steps)\t%.2f / %.2f\tpolled every %.1f ms; committed p50 %.2f; step p50 %.2f ms\n",
 			r.C.SingleRunMS.P50, r.C.SingleRunMS.P90, r.C.PollIntervalMS, r.C.SingleRunCommittedMS.P50, r.C.StepLatencyMS.P50)
 		fmt.Fprintf(tw, "C steps/s (chain, %d runs × 10 steps)\t%.0f\t%s\n", r.C.Batch.Runs, r.C.StepsPerS, fracs(r.C.StepsPerS))
-		fmt.Fprintf(tw, "C single: a step's ready → node start / node / → commit ms\t%.2f / %.3f / %.3f\tmeans over the chain's steps but the first\n",
-			r.C.StepBreakdown.ReadyToNodeStartMS, r.C.StepBreakdown.NodeMS, r.C.StepBreakdown.NodeDoneToCommitMS)
+		fmt.Fprintf(tw, "C single: a step's ready → node start / node / → commit ms\t%.2f / %.3f / %.3f\tmeans over the chain's steps but the first; ready → node start p50 %.3f\n",
+			r.C.StepBreakdown.ReadyToNodeStartMS, r.C.StepBreakdown.NodeMS, r.C.StepBreakdown.NodeDoneToCommitMS, r.C.StepBreakdown.ReadyToNodeStartP50MS)
 	}
+	fmt.Fprintf(tw, "bridge deliveries by outcome\t%v\t\n", r.BridgeOutcomes)
+	fmt.Fprintf(tw, "mean ms: bridge's call to the function / its confirm wait / function commit\t%.3f / %.3f / %.3f\t\n",
+		r.SpanMeansMS["bridge_function_request_mean_ms"], r.SpanMeansMS["bridge_publish_confirm_mean_ms"], r.SpanMeansMS["function_commit_mean_ms"])
 	if r.L != nil {
 		fmt.Fprintf(tw, "L growth ratio (last %d / first %d, %d nodes)\t%.3f\tmean step %.2f → %.2f ms; medians %.3f; fitted line %.3f\n", r.L.Window, r.L.Window, r.L.Nodes,
 			r.L.GrowthRatio, r.L.FirstMeanMS, r.L.LastMeanMS, r.L.MedianGrowthRatio, r.L.FittedGrowthRatio)

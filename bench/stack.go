@@ -5,6 +5,7 @@ package main
 // separate processes, as they are deployed.
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -100,6 +101,18 @@ func newStack(ctx context.Context, cfg *config, log *logger) (*stack, error) {
 
 // build compiles ./cmd/stepflow of the repository into the stack's folder.
 func (s *stack) build(ctx context.Context) error {
+	if s.cfg.Bin != "" {
+		bin, err := filepath.Abs(s.cfg.Bin)
+		if err != nil {
+			return err
+		}
+		if st, err := os.Stat(bin); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("--stepflow-bin %s: not an executable file", s.cfg.Bin)
+		}
+		s.bin = bin
+		s.log.printf("measuring %s (--stepflow-bin)", bin)
+		return nil
+	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		if root := os.Getenv("GOROOT"); root != "" {
@@ -505,4 +518,77 @@ func (s *stack) queueDepths() (map[string]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// scrape reads the Prometheus text of http://addr/metrics: every sample
+// by its name with labels (nil when it does not answer).
+func scrape(ctx context.Context, addr string) map[string]float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+// bridgeOutcomes reads the bridge's deliveries by outcome from its
+// /metrics (nil when it does not answer).
+func (s *stack) bridgeOutcomes(ctx context.Context) map[string]float64 {
+	const prefix = `stepflow_bridge_deliveries_total{outcome="`
+	out := map[string]float64{}
+	for k, v := range scrape(ctx, s.brAddr) {
+		if name, ok := strings.CutPrefix(k, prefix); ok && v > 0 {
+			out[strings.TrimSuffix(name, `"}`)] = v
+		}
+	}
+	return out
+}
+
+// spanMeans are the mean durations (ms) of the bridge's and the
+// function's histograms of a step's parts, over the whole benchmark: the
+// bridge's call to the function, its wait for publish confirms, and the
+// function's node and commit.
+func (s *stack) spanMeans(ctx context.Context) map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range []struct {
+		addr, metric, name string
+	}{
+		{s.brAddr, "stepflow_bridge_function_request_seconds", "bridge_function_request"},
+		{s.brAddr, "stepflow_bridge_publish_confirm_seconds", "bridge_publish_confirm"},
+		{s.fnAddr, "stepflow_function_commit_seconds", "function_commit"},
+	} {
+		samples := scrape(ctx, m.addr)
+		var sum, n float64
+		for k, v := range samples {
+			switch {
+			case strings.HasPrefix(k, m.metric+"_sum"):
+				sum += v
+			case strings.HasPrefix(k, m.metric+"_count"):
+				n += v
+			}
+		}
+		if n > 0 {
+			out[m.name+"_mean_ms"] = round3(sum / n * 1000)
+		}
+	}
+	return out
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -37,7 +38,11 @@ type Bridge struct {
 	// (400, 415: it takes one event per request); from then on every
 	// request holds one delivery, as with BatchSize 1.
 	noBatches atomic.Bool
-	pause     pause // the function judged down: not consuming (pause.go)
+	pause     pause   // the function judged down: not consuming (pause.go)
+	handOns   handOns // jobs handed on straight to the function (handon.go)
+	instance  string  // names this bridge in headerHandedOn
+	// foreignDelay: how long another bridge's copies wait (foreignCopy).
+	foreignDelay time.Duration
 }
 
 // New validates cfg and returns a Bridge. It does not connect; Run does.
@@ -56,10 +61,12 @@ func New(cfg Config) (*Bridge, error) {
 			BackoffBase: cfg.BackoffBase,
 			BackoffMax:  cfg.BackoffMax,
 		},
-		log:     cfg.Logger.With("queue", cfg.Queue),
-		metrics: m,
-		sem:     make(chan struct{}, cfg.Concurrency),
-		pause:   pause{request: make(chan struct{}, 1)},
+		log:          cfg.Logger.With("queue", cfg.Queue),
+		metrics:      m,
+		sem:          make(chan struct{}, cfg.Concurrency),
+		pause:        pause{request: make(chan struct{}, 1)},
+		instance:     uuid.NewString(),
+		foreignDelay: handOnForeignDelay,
 	}, nil
 }
 

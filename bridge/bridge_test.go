@@ -194,8 +194,14 @@ func TestReplyJobsArePublished(t *testing.T) {
 				}
 			}
 		}
-		tb.waitOutcome(outcomeAck, 2, wait)
+		// b, due now, was handed on to the function: its copy from the
+		// queue is acked without a call; c, delayed, came through the queue.
+		tb.waitOutcome(outcomeAck, 1, wait)
+		tb.waitOutcome(outcomeHandedOnCopy, 1, wait)
 		tb.stopAndAssertEmpty() // settles everything in flight (the reply's confirms may come last)
+		if n := tb.calls.Load(); n != 3 {
+			t.Errorf("function called %d times, want 3 (a, b, c once each)", n)
+		}
 		if n := tb.outcomes(outcomeReplyPublished); n != 1 {
 			t.Errorf("reply_published = %d, want 1", n)
 		}

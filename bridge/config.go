@@ -81,6 +81,13 @@ type Config struct {
 	// HTTPClient calls the function; nil builds one that follows no redirects
 	// (a 3xx is the function's answer, and it is dead-lettered).
 	HTTPClient *http.Client
+	// NoHandOn turns handing on off: every reply job then reaches the
+	// function only through the queue. Handing on (handon.go) sends a
+	// reply's jobs straight to the function when a request slot is free,
+	// the published copy being the durable one; with several bridges on
+	// one queue, a copy that another bridge gets is run there as a
+	// duplicate (absorbed by the function), which costs a call.
+	NoHandOn bool
 	// PublishCopies publishes every reply job this many times (default 1).
 	// Only for fault-injection tests: stepflow must absorb duplicates.
 	PublishCopies int

@@ -28,6 +28,10 @@ type delivery struct {
 	status int                          // the status the job was answered with, 0 for none
 	dcs    []*amqp.DeferredConfirmation // what carrying dec out published
 	pubErr error                        // carrying dec out failed: requeue instead
+	direct bool                         // a job handed on (handon.go): no delivery to settle
+	// handedOn: the indexes of dec.Jobs handed on (handon.go), whose
+	// publishes carry headerHandedOn.
+	handedOn map[int]bool
 }
 
 // handle runs one request slot's batch: POST it (a lone delivery alone in
@@ -37,17 +41,22 @@ type delivery struct {
 // function refuses as a batch (batchRefusal) is not decided on: its
 // deliveries go again one by one (resend).
 func (b *Bridge) handle(ctx context.Context, s *channels, batch []amqp.Delivery) {
-	defer b.wg.Done()
-	defer func() { <-b.sem }()
-	n := float64(len(batch))
-	b.metrics.inflight.Add(n)
-	defer b.metrics.inflight.Sub(n)
-	b.metrics.batchSize.Observe(n)
-
 	ds := make([]*delivery, len(batch))
 	for i, d := range batch {
 		ds[i] = b.begin(ctx, d, len(batch))
 	}
+	b.run(ctx, s, ds)
+}
+
+// run is handle's work on deliveries begun (or jobs handed on, handon.go),
+// in the request slot taken for them, which it gives back.
+func (b *Bridge) run(ctx context.Context, s *channels, ds []*delivery) {
+	defer b.wg.Done()
+	defer func() { <-b.sem }()
+	n := float64(len(ds))
+	b.metrics.inflight.Add(n)
+	defer b.metrics.inflight.Sub(n)
+	b.metrics.batchSize.Observe(n)
 	defer func() {
 		for _, d := range ds {
 			d.span.End()

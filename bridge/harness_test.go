@@ -449,6 +449,10 @@ type tcpProxy struct {
 	conns    map[net.Conn]struct{}
 	paused   bool
 	accepted atomic.Int64
+	// held, while not nil, holds back what the broker sends (confirms,
+	// deliveries) until it is closed (setHeld(false)) or the connection
+	// is cut; what the bridge sends still flows.
+	held chan struct{}
 }
 
 func newTCPProxy(t *testing.T, target string) *tcpProxy {
@@ -488,7 +492,43 @@ func (p *tcpProxy) serve() {
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 		p.mu.Unlock()
 		go func() { _, _ = io.Copy(up, c); up.Close(); c.Close() }()
-		go func() { _, _ = io.Copy(c, up); up.Close(); c.Close() }()
+		go func() { p.down(c, up); up.Close(); c.Close() }()
+	}
+}
+
+// down copies what the broker sends to the bridge, holding it back while
+// the proxy is held.
+func (p *tcpProxy) down(c, up net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := up.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			held := p.held
+			p.mu.Unlock()
+			if held != nil {
+				<-held
+			}
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// setHeld holds back (or lets through again) what the broker sends.
+func (p *tcpProxy) setHeld(held bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case held && p.held == nil:
+		p.held = make(chan struct{})
+	case !held && p.held != nil:
+		close(p.held)
+		p.held = nil
 	}
 }
 

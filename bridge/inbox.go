@@ -179,6 +179,17 @@ func (b *Bridge) take(ctx, workCtx context.Context, s *channels, in *inbox, batc
 		b.settle(d, nil, notSent())
 		return batch
 	}
+	if ack, parked := b.handOns.arrived(d, s, b.instance); ack || parked {
+		if ack {
+			b.settle(d, nil, handedOnCopy())
+		}
+		return batch // a copy of a job handed on (handon.go)
+	}
+	if dec, ok := foreignCopy(d.Headers, b.instance, b.foreignDelay); ok {
+		b.wg.Add(1)
+		go b.redelay(workCtx, s, d, dec)
+		return batch
+	}
 	if dec, ok := early(d.Headers, time.Now()); ok {
 		b.wg.Add(1)
 		go b.redelay(workCtx, s, d, dec)

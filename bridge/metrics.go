@@ -14,6 +14,7 @@ const (
 	outcomeRedelayed      = "redelayed"       // came back before due; sent down the delay ladder again
 	outcomeDeadLettered   = "dead_lettered"   // published to the DLQ, then acked
 	outcomeRequeued       = "requeued"        // nacked with requeue, or dropped with its dead channel
+	outcomeHandedOnCopy   = "handed_on_copy"  // the queue's copy of a job handed on straight to the function, acked without a call
 )
 
 type metrics struct {
@@ -73,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, outcome := range []string{outcomeAck, outcomeReplyPublished, outcomeRetried,
-		outcomeRedelayed, outcomeDeadLettered, outcomeRequeued} {
+		outcomeRedelayed, outcomeDeadLettered, outcomeRequeued, outcomeHandedOnCopy} {
 		m.deliveries.WithLabelValues(outcome) // export zeros so rates work from the start
 	}
 	var err error

@@ -80,6 +80,41 @@ package bridge
 //	waiting in the prefetch when the bridge        KindRequeue, handedBack (no attempt)
 //	  pauses (its function judged down)
 //
+// Handing on (handon.go): a KindPublish reply's jobs due now (mayHandOn),
+// once published and before they are confirmed, go straight to the
+// function in a free request slot when nothing waits in the prefetch; the
+// published message is the durable copy, and the parent delivery is acked
+// only once every publish it made is confirmed, as without handing on.
+// The rows for the jobs handed on and their copies:
+//
+//	what happened                                 decision
+//	--------------------------------------------  ---------------------------------------------
+//	a job handed on is answered 2xx (jobs or       its jobs are published (and handed on in
+//	  none) and what it published is confirmed,      turn); no delivery to settle; its copy is
+//	  handedOnSucceeded                              acked when it arrives, or at once if it is
+//	                                                 already here: KindAckCopy, handedOnCopy
+//	any other decision for a job handed on, or     nothing published or settled for it; its
+//	  its publishes not confirmed                    copy is decided as any delivery (a second
+//	                                                 call, its transport attempt 1 again); a
+//	                                                 KindRequeue (shutdown, pause, session lost)
+//	                                                 requeues a copy already parked here instead
+//	the copy arrives while the call still runs     parked, not sent, until the call is decided
+//	the copy of a job another bridge handed on     KindRedelay by handOnForeignDelay, once
+//	  (marked with another instance), not yet        (foreignCopy): by then that bridge has run
+//	  delayed                                        it, and the function, sent the copy when it
+//	                                                 comes back, finds the step done and
+//	                                                 re-emits nothing still pending; sent at once
+//	                                                 it would re-emit the next job, which that
+//	                                                 bridge is running, and a trailing duplicate
+//	                                                 of the run would follow it to the end
+//	a delivery without this bridge's mark          not a copy of a job handed on: decided as
+//	  (x-stepflow-handed-on: only the publish of     any delivery
+//	  a job as it is handed on carries it; a
+//	  sleeping node's wake-up, a loop's next
+//	  round, a copy by someone else do not), one
+//	  with x-attempts (a retry), or one whose job
+//	  is forgotten (handOnKeep after it succeeded)
+//
 // The pause: what one call says about the function (functionSignOf). A
 // transport failure (no HTTP answer at all: connection refused or reset,
 // a DNS failure, a timeout) counts toward PauseAfter; any HTTP answer,
@@ -156,6 +191,10 @@ const (
 	// the delay ladder (it came back before its due time, Delay from now),
 	// then ack the original.
 	KindRedelay
+	// KindAckCopy: ack the delivery without calling the function: it is
+	// the queue's copy of a job this bridge handed on (handon.go), whose
+	// call succeeded and whose own jobs are confirmed.
+	KindAckCopy
 )
 
 func (k Kind) String() string {
@@ -172,6 +211,8 @@ func (k Kind) String() string {
 		return "requeue"
 	case KindRedelay:
 		return "redelay"
+	case KindAckCopy:
+		return "ack-copy"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -473,6 +514,43 @@ func functionSignOf(r Reply) functionSign {
 func connectionLost() Decision {
 	return Decision{Kind: KindRequeue, Reason: "rabbitmq connection lost"}
 }
+
+// mayHandOn tells whether a reply's job may be handed on: one due now (a
+// delayed job waits in the delay queues).
+func mayHandOn(j ReplyJob) bool { return j.DelayMs == 0 }
+
+// handedOnSucceeded tells whether a job handed on was run there for good:
+// answered 2xx, and what that answer asked to publish confirmed. Then any
+// other delivery of it could only re-emit jobs already in the queue, and
+// its copy is acked without a call (handedOnCopy).
+func handedOnSucceeded(dec Decision, pubErr error) bool {
+	return pubErr == nil && (dec.Kind == KindPublish || dec.Kind == KindAck)
+}
+
+// handOnForeignDelay: how long the copy of a job another bridge handed on
+// waits before it is sent (foreignCopy). Only if that bridge failed to run
+// it (it died) does the job wait this long.
+const handOnForeignDelay = time.Second
+
+// foreignCopy decides for a delivery just out of the inbox that is the
+// copy of a job another bridge handed on (marked, but not with instance),
+// not yet delayed: it goes down the delay ladder for delay (KindRedelay),
+// and is sent as any delivery when it comes back. ok is false for any
+// other delivery.
+func foreignCopy(h amqp.Table, instance string, delay time.Duration) (dec Decision, ok bool) {
+	mark, marked := jobqueue.HeaderString(h, headerHandedOn)
+	if !marked || mark == instance {
+		return Decision{}, false
+	}
+	if _, delayed := h[jobqueue.HeaderDue]; delayed {
+		return Decision{}, false
+	}
+	return Decision{Kind: KindRedelay, Delay: delay}, true
+}
+
+// handedOnCopy decides for the queue's copy of a job handed on that
+// succeeded (handedOnSucceeded).
+func handedOnCopy() Decision { return Decision{Kind: KindAckCopy} }
 
 // publishFailed replaces a delivery's decision when what it asked to
 // publish (jobs, a retry, a dead letter, a redelay) was not confirmed: the

@@ -114,6 +114,7 @@ func (b *Bridge) session(ctx, workCtx context.Context, stopWork func()) (consume
 		b.log.Info("consuming", "prefetch", b.cfg.Prefetch, "concurrency", b.cfg.Concurrency, "batch_size", b.cfg.BatchSize)
 
 		in := b.forward(deliveries)
+		s = &channels{pub: pub, lost: lost, in: in}
 		switch b.consume(ctx, workCtx, s, in) {
 		case endShutdown:
 			b.ready.Store(false)
@@ -184,6 +185,7 @@ func amqpErr(e *amqp.Error) error {
 type channels struct {
 	pub  *amqp.Channel
 	lost <-chan struct{} // closed when the session's connection or a channel closes
+	in   *inbox          // the deliveries waiting for a slot (nil while not consuming)
 }
 
 // stopConsuming cancels the consumer and settles the deliveries that were

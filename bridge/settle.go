@@ -25,9 +25,18 @@ const publishTimeout = 30 * time.Second
 func (b *Bridge) carryOut(ctx context.Context, s *channels, ds []*delivery) {
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
+	plan := b.planHandOn(ctx, s, ds)
 	now := time.Now()
 	for _, d := range ds {
+		if d.direct && d.dec.Kind != KindPublish {
+			continue // a job handed on publishes only its successors; its copy carries the rest
+		}
 		d.dcs, d.pubErr = b.publishFor(pctx, s, d, now)
+	}
+	if plan != nil {
+		// Published, not yet confirmed: the copies are in the broker's
+		// hands, and each parent waits below for its confirms as before.
+		b.startHandOn(ctx, s, plan)
 	}
 	start := time.Now()
 	waited := false
@@ -46,6 +55,10 @@ func (b *Bridge) carryOut(ctx context.Context, s *channels, ds []*delivery) {
 		b.metrics.confirm.Observe(time.Since(start).Seconds())
 	}
 	for _, d := range ds {
+		if d.direct {
+			b.handOnDecided(d)
+			continue
+		}
 		dec, log := d.dec, d.log
 		if d.pubErr != nil {
 			log.Error("publishing for a delivery failed; requeueing it", "decision", dec.Kind.String(), "err", d.pubErr)
@@ -65,16 +78,20 @@ func (b *Bridge) publishFor(ctx context.Context, s *channels, d *delivery, now t
 	switch dec := d.dec; dec.Kind {
 	case KindPublish:
 		var headers amqp.Table
-		tp := telemetry.Traceparent(d.ctx)
-		if tp == "" {
-			tp, _ = jobqueue.HeaderString(d.d.Headers, jobqueue.HeaderTraceparent)
-		}
-		if tp != "" {
+		if tp := replyTraceparent(d); tp != "" {
 			headers = amqp.Table{jobqueue.HeaderTraceparent: tp} // the next steps continue the trace
 		}
-		for _, j := range dec.Jobs {
+		for i, j := range dec.Jobs {
+			h := headers
+			if d.handedOn[i] {
+				h = maps.Clone(headers)
+				if h == nil {
+					h = amqp.Table{}
+				}
+				h[headerHandedOn] = b.instance // the copy of a job handed on (handon.go)
+			}
 			for range max(1, b.cfg.PublishCopies) {
-				dc, err := jobqueue.SendJob(ctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, headers)
+				dc, err := jobqueue.SendJob(ctx, s.pub, b.cfg.Queue, j.Job, time.Duration(j.DelayMs)*time.Millisecond, h)
 				if err != nil {
 					return nil, err
 				}
@@ -110,6 +127,16 @@ func (b *Bridge) publishFor(ctx context.Context, s *channels, d *delivery, now t
 	return dcs, nil
 }
 
+// replyTraceparent is the trace context d's reply jobs carry: its span's,
+// else what its delivery came with.
+func replyTraceparent(d *delivery) string {
+	if tp := telemetry.Traceparent(d.ctx); tp != "" {
+		return tp
+	}
+	tp, _ := jobqueue.HeaderString(d.d.Headers, jobqueue.HeaderTraceparent)
+	return tp
+}
+
 // settle acks or nacks d as dec says, counts the outcome and logs it.
 func (b *Bridge) settle(d amqp.Delivery, log *slog.Logger, dec Decision) {
 	if log == nil {
@@ -135,6 +162,8 @@ func (b *Bridge) settle(d amqp.Delivery, log *slog.Logger, dec Decision) {
 			outcome, level = outcomeDeadLettered, slog.LevelWarn
 		case KindRedelay:
 			outcome = outcomeRedelayed
+		case KindAckCopy:
+			outcome = outcomeHandedOnCopy
 		}
 		err = d.Ack(false)
 	}
@@ -172,6 +201,11 @@ func (b *Bridge) redelay(ctx context.Context, s *channels, d amqp.Delivery, dec 
 	defer cancel()
 	msg := republishing(d) // keeps x-stepflow-due
 	start := time.Now()
+	if _, ok := msg.Headers[jobqueue.HeaderDue]; !ok {
+		// Not yet delayed (the copy of a job another bridge handed on):
+		// due after dec.Delay, so that it is sent when it comes back.
+		msg.Headers[jobqueue.HeaderDue] = start.Add(dec.Delay).UnixMilli()
+	}
 	dc, err := jobqueue.Send(pctx, s.pub, jobqueue.RedelayRoute(b.cfg.Queue, dec.Delay), msg)
 	if err == nil {
 		err = jobqueue.WaitConfirm(pctx, dc)

@@ -131,6 +131,7 @@ func serveFunction(ctx context.Context, c conn, ff functionFlags) error {
 type bridgeFlags struct {
 	cfg         bridge.Config
 	httpAddress string
+	handOn      bool
 }
 
 // addBridgeFlags adds the bridge's flags. httpFlag and batchFlag name the
@@ -149,6 +150,7 @@ func addBridgeFlags(fs *pflag.FlagSet, b *bridgeFlags, withFunctionURL bool, htt
 	fs.DurationVar(&b.cfg.BackoffMax, "backoff-max", bridge.DefaultBackoffMax, "largest transport retry delay (env BRIDGE_BACKOFF_MAX)")
 	fs.DurationVar(&b.cfg.ShutdownGrace, "shutdown-grace", bridge.DefaultShutdownGrace, "how long in-flight deliveries may finish on SIGTERM before they are requeued (env BRIDGE_SHUTDOWN_GRACE)")
 	fs.IntVar(&b.cfg.PauseAfter, "pause-after", bridge.DefaultPauseAfter, "calls to the function failing without an HTTP answer (refused, reset, timed out) this many times in a row make the bridge stop consuming, hand back what it holds and report not ready until the function's readiness answers (env BRIDGE_PAUSE_AFTER)")
+	fs.BoolVar(&b.handOn, "hand-on", true, "send a reply's jobs, once published, straight to the function when a request slot is free and nothing waits, instead of waiting for the queue to deliver them; their published copies stay the durable ones and are acked without a call once the jobs are done (env BRIDGE_HAND_ON)")
 	fs.IntVar(&b.cfg.PublishCopies, "publish-copies", 1, "publish every reply job this many times: fault injection only, stepflow absorbs duplicates (env BRIDGE_PUBLISH_COPIES)")
 	fs.StringVar(&b.httpAddress, httpFlag, envOr("BRIDGE_HTTP_ADDRESS", "127.0.0.1:9091"), "address of /health/* and /metrics (env BRIDGE_HTTP_ADDRESS)")
 }
@@ -182,6 +184,7 @@ func runBridge(ctx context.Context, c conn, bf bridgeFlags) error {
 	reg := newRegistry()
 	cfg := bf.cfg
 	cfg.AMQPURL, cfg.Queue, cfg.QueueType, cfg.Logger, cfg.Registerer = c.amqpURL, c.queue, c.queueType, slog.Default(), reg
+	cfg.NoHandOn = !bf.handOn
 	if err := cfg.Validate(); err != nil {
 		return exitCode(2, err)
 	}
