@@ -92,7 +92,6 @@ type config struct {
 	Bin string
 }
 
-
 // The function routes --function chooses between.
 const (
 	functionStepflow = "stepflow" // `stepflow function`, as the stepflow image runs it
