@@ -349,3 +349,22 @@ func TestChildAwaitingBesideOtherWork(t *testing.T) {
 		t.Errorf("parent after its child's cancel: %+v; want running, 1 pending, 0 awaiting", got)
 	}
 }
+
+// A resync of a parent whose step's child awaits counts that step as
+// awaiting: a parent with nothing else pending is set awaiting.
+func TestResyncCountsAnAwaitingChild(t *testing.T) {
+	t.Parallel()
+	f := newCommitFixture(t, 4)
+	pw, cw := compileBlueprint(t, parentBlueprint), compileBlueprint(t, pausingChildBlueprint)
+	childID := f.awaitChild(pw, cw, "p1")
+	f.commit(cw, f.awaitOutcome(childID, "ask"))
+	// The parent's row as a lost update would leave it.
+	f.exec(`UPDATE `+f.s.tables.Statuses+` SET status = 'running', awaiting = 0 WHERE run_id = 'p1'`)
+	res, err := f.s.ResyncRun(f.ctx, "p1", pw)
+	if err != nil || res.Status != workflow.RunAwaiting {
+		t.Fatalf("resync: %+v, %v; want awaiting", res, err)
+	}
+	if got := f.status("p1"); got.Status != "awaiting" || got.Pending != 1 || got.Awaiting != 1 {
+		t.Errorf("parent after the resync: %+v; want awaiting, 1 pending, 1 awaiting", got)
+	}
+}
