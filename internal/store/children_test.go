@@ -359,7 +359,7 @@ func TestResyncCountsAnAwaitingChild(t *testing.T) {
 	childID := f.awaitChild(pw, cw, "p1")
 	f.commit(cw, f.awaitOutcome(childID, "ask"))
 	// The parent's row as a lost update would leave it.
-	f.exec(`UPDATE `+f.s.tables.Statuses+` SET status = 'running', awaiting = 0 WHERE run_id = 'p1'`)
+	f.exec(`UPDATE ` + f.s.tables.Statuses + ` SET status = 'running', awaiting = 0 WHERE run_id = 'p1'`)
 	res, err := f.s.ResyncRun(f.ctx, "p1", pw)
 	if err != nil || res.Status != workflow.RunAwaiting {
 		t.Fatalf("resync: %+v, %v; want awaiting", res, err)
