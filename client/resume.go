@@ -66,10 +66,12 @@ func (c *Client) Resume(ctx context.Context, runID string, r workflow.Resume) (*
 		return nil, err
 	}
 	// The child's resume set the parent's status in its transaction.
-	res := &Resumed{RunID: runID, Node: r.Node, Status: workflow.RunRunning, Child: done}
-	if run, rerr := c.store.GetRun(ctx, runID); rerr == nil {
-		res.Status = run.Status
+	res := &Resumed{RunID: runID, Node: r.Node, Child: done}
+	run, rerr := c.store.GetRun(ctx, runID)
+	if rerr != nil {
+		return res, errors.Join(err, fmt.Errorf("run %s is resumed through its child run %s, but its status was not read: %w", runID, done.RunID, rerr))
 	}
+	res.Status = run.Status
 	return res, err
 }
 
