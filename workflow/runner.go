@@ -24,9 +24,11 @@ type RunOptions struct {
 	// run's initial context (a subflow's child without params.inputs).
 	StartInput any
 	// OnAwait, when set, is called when nothing is left to run but steps
-	// await (wait nodes), with the run as it stands (status awaiting): the
-	// run is resumed as it says and goes on. Without it, or when it
-	// returns false, the run ends awaiting.
+	// await (wait nodes, and subflow steps whose child run awaits), with
+	// the run as it stands (status awaiting): the run is resumed as it
+	// says and goes on. A resume of a subflow step goes to its child's
+	// one awaiting step (a child awaiting at several fails the run).
+	// Without it, or when it returns false, the run ends awaiting.
 	OnAwait func(*RunResult) (Resume, bool)
 
 	depth int // of subflows: the run's depth below the top run
@@ -355,7 +357,7 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 				}
 			}
 			if len(at) != 1 {
-				fail(rs.Node, fmt.Sprintf("resume: node %q runs child run %s, which awaits at %d steps (%s): resume the child run at one of them",
+				fail(rs.Node, fmt.Sprintf("resume: node %q runs child run %s, which awaits at %d steps (%s): a resume through it goes to one",
 					rs.Node, p.result.RunID, len(at), strings.Join(at, ", ")))
 				return false
 			}

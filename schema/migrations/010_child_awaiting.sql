@@ -8,9 +8,11 @@
 -- commit, a resume, a cancel), so no crash leaves a parent's status behind its child's.
 -- It fires only when a child run's status enters or leaves 'awaiting', which is rare; the
 -- WHEN clause is all the per-step status updates pay. The parent's status row is locked
--- after the child's (children's commits, resumes): cancel locks parent then children, so a
--- cancel racing a child's pausing can deadlock, which PostgreSQL breaks by failing one
--- transaction (a commit is redelivered, a cancel answers an error and changes nothing).
+-- after the child's (children's commits, resumes): a cancel, and the commit that fails a
+-- parent, lock parent then children, so one racing a child's pause or resume can
+-- deadlock, as can two group commits that share runs; PostgreSQL breaks it by failing one
+-- transaction, which changes nothing (a group is committed again one outcome at a time,
+-- a single commit's job is redelivered, a cancel or resume answers its error).
 -- The parent's own status update fires the trigger for its parent in turn: a grandchild
 -- that awaits makes the whole chain awaiting. Only a parent still running or awaiting,
 -- whose step still awaits this child, is touched.
