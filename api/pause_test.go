@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -231,4 +232,47 @@ func stateOf(res workflow.RunResult, node string) workflow.StepState {
 		}
 	}
 	return ""
+}
+
+// A resume of a parent's subflow node whose child awaits goes to the
+// child: 200 with the child's resume under "child"; 409 naming the steps
+// of a child awaiting at two; 409 for a second resume.
+func TestResumeThroughASubflowNode(t *testing.T) {
+	t.Parallel()
+	children := []*workflow.Blueprint{}
+	for _, src := range []string{
+		`{"id": "one-wait", "nodes": [{"id": "ask", "uses": "wait"}]}`,
+		`{"id": "two-waits", "nodes": [{"id": "a", "uses": "wait"}, {"id": "b", "uses": "wait"}]}`,
+	} {
+		bp, err := workflow.Decode([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		children = append(children, bp)
+	}
+	tb := setup(t, setupOptions{stack: inprocess.Options{Blueprints: children}})
+	tb.start(`{"id": "asks-once", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "one-wait"}}]}`, nil, "p1")
+	tb.start(`{"id": "asks-twice", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "two-waits"}}]}`, nil, "p2")
+	tb.waitForStatus("p1", workflow.RunAwaiting)
+	tb.waitForStatus("p2", workflow.RunAwaiting)
+
+	r := tb.do("POST", "/api/v1/runs/p2/resume", `{"node": "sub", "output": 1}`)
+	if r.code != 409 || !strings.Contains(r.errorText(), "awaits at 2 steps (a, b): resume the child run by id") || !strings.Contains(r.errorText(), workflow.ChildRunID("p2", "sub", 1)) {
+		t.Errorf("resume through a child awaiting twice: %d %s; want 409 naming a, b and the child", r.code, r.body)
+	}
+	r = tb.do("POST", "/api/v1/runs/p1/resume", `{"node": "sub", "output": {"ok": true}}`)
+	if r.code != 200 {
+		t.Fatalf("resume through the subflow node: %d %s", r.code, r.body)
+	}
+	child := workflow.ChildRunID("p1", "sub", 1)
+	got := r.json(t)
+	if c, _ := got["child"].(map[string]any); got["runId"] != "p1" || got["node"] != "sub" || c["runId"] != child || c["node"] != "ask" {
+		t.Errorf("answer %s; want p1 at sub, its child %s at ask", r.body, child)
+	}
+	if res := tb.waitForRun("p1"); res.Status != workflow.RunCompleted || !reflect.DeepEqual(res.Output, map[string]any{"ok": true}) {
+		t.Errorf("p1: %s, output %v; want completed with the resume's output", res.Status, res.Output)
+	}
+	if r := tb.do("POST", "/api/v1/runs/p1/resume", `{"node": "sub", "output": 2}`); r.code != 409 {
+		t.Errorf("second resume: %d %s; want 409", r.code, r.body)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/store"
@@ -20,6 +21,10 @@ type Resumed struct {
 	Status workflow.RunStatus `json:"status"`
 	// Ready are the steps the resume made ready, whose jobs it published.
 	Ready []string `json:"ready,omitempty"`
+	// Child, for a resume of a subflow step whose child run awaits, is the
+	// resume of the child's awaiting step it was forwarded to (itself
+	// forwarded on when that step is a subflow's awaiting a grandchild).
+	Child *Resumed `json:"child,omitempty"`
 }
 
 // Resume resumes a run at an awaiting step (a wait node's, named by
@@ -27,6 +32,14 @@ type Resumed struct {
 // edges like any node's action. In one transaction it records that
 // result, makes ready what it leads to and sets the run running; then it
 // publishes the ready steps' jobs.
+//
+// A subflow step whose child run awaits (the parent run then awaits too)
+// is resumed by forwarding: the child's one awaiting step is resumed with
+// r.Output and r.Action (and on down, when that step is a subflow's whose
+// own child awaits), the child goes on, and its end continues the parent.
+// The answer is the parent's, with the child's resume in Child. A child
+// with several awaiting steps gets ErrNotAwaiting naming them (resume the
+// child run by id); a child that does not await, ErrNotAwaiting too.
 //
 // Exactly once: of two resumes of one step (or racing ones), one wins and
 // the other gets ErrNotAwaiting, changing nothing. A run that does not
@@ -39,7 +52,52 @@ func (c *Client) Resume(ctx context.Context, runID string, r workflow.Resume) (*
 	if r.Node == "" {
 		return nil, invalid(errors.New("resume: node is required (the awaiting wait node)"))
 	}
-	return c.resume(ctx, store.ResumeRequest{RunID: runID, Resume: r})
+	child, err := c.forward(ctx, runID, r.Node)
+	if err != nil || child == nil {
+		if err != nil {
+			return nil, err
+		}
+		return c.resume(ctx, store.ResumeRequest{RunID: runID, Resume: r})
+	}
+	cr := r
+	cr.Node = child.Awaiting[0]
+	done, err := c.Resume(ctx, child.RunID, cr)
+	if done == nil {
+		return nil, err
+	}
+	// The child's resume set the parent's status in its transaction.
+	res := &Resumed{RunID: runID, Node: r.Node, Child: done}
+	run, rerr := c.store.GetRun(ctx, runID)
+	if rerr != nil {
+		return res, errors.Join(err, fmt.Errorf("run %s is resumed through its child run %s, but its status was not read: %w", runID, done.RunID, rerr))
+	}
+	res.Status = run.Status
+	return res, err
+}
+
+// forward returns the child run a resume of step node of runID goes to
+// when the step awaits a child run that awaits at exactly one step; nil
+// when the step does not await a child (the resume is the run's own).
+func (c *Client) forward(ctx context.Context, runID, node string) (*store.AwaitedChild, error) {
+	child, err := c.store.AwaitedChildOf(ctx, runID, node)
+	if err != nil || child == nil {
+		return nil, err
+	}
+	notAwaiting := func(format string, args ...any) error {
+		return &sentinelError{err: fmt.Errorf("resume run %s at %s: step %s runs child run %s, which "+format, append([]any{runID, node, node, child.RunID}, args...)...), is: ErrNotAwaiting}
+	}
+	switch {
+	case !child.Found:
+		return nil, notAwaiting("does not exist")
+	case child.Status != workflow.RunAwaiting:
+		return nil, notAwaiting("is %s: it does not await a resume", child.Status)
+	case len(child.Awaiting) == 0:
+		return nil, notAwaiting("has no awaiting step")
+	case len(child.Awaiting) > 1:
+		return nil, notAwaiting("awaits at %d steps (%s): resume the child run by id at one of them (stepflow resume %s --node %s)",
+			len(child.Awaiting), strings.Join(child.Awaiting, ", "), child.RunID, child.Awaiting[0])
+	}
+	return child, nil
 }
 
 // ResumeWebhook resumes a run as a request to the endpoint of its webhook

@@ -118,3 +118,89 @@ func TestRacingResumesOneWins(t *testing.T) {
 		t.Errorf("status %s, %d of approve/reject ran; want completed, one", res.Status, ran)
 	}
 }
+
+// A parent whose child awaits at two steps refuses a resume of its
+// subflow step, naming them; the child resumed by id at one of them, the
+// parent's resume goes to the other, and the child's end continues the
+// parent.
+func TestResumeForwardedToTheChild(t *testing.T) {
+	t.Parallel()
+	child := decode(t, `{"id": "two-gates", "nodes": [{"id": "a", "uses": "wait"}, {"id": "b", "uses": "wait"},
+	  {"id": "both", "uses": "transform", "params": {"expression": "input"}}],
+	  "edges": [{"source": "a", "target": "both"}, {"source": "b", "target": "both"}]}`)
+	tb := setup(t, inprocess.Options{Blueprints: []*workflow.Blueprint{child}})
+	id := tb.start(decode(t, `{"id": "gated", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "two-gates"}}]}`), nil, client.StartOptions{})
+	childID := workflow.ChildRunID(id, "sub", 1)
+	if res := tb.wait(id); res.Status != workflow.RunAwaiting {
+		t.Fatalf("parent: %s; want awaiting with its child", res.Status)
+	}
+	_, err := tb.client.Resume(tb.ctx, id, workflow.Resume{Node: "sub", Output: "x"})
+	if !errors.Is(err, client.ErrNotAwaiting) || !strings.Contains(err.Error(), "awaits at 2 steps (a, b): resume the child run by id") || !strings.Contains(err.Error(), childID) {
+		t.Fatalf("resume through a child awaiting twice: %v; want ErrNotAwaiting naming a, b and %s", err, childID)
+	}
+	if r, err := tb.client.Resume(tb.ctx, childID, workflow.Resume{Node: "a", Output: "from a"}); err != nil || r.Status != workflow.RunAwaiting {
+		t.Fatalf("resume the child at a: %+v, %v; want it still awaiting (at b)", r, err)
+	}
+	if res := tb.wait(id); res.Status != workflow.RunAwaiting {
+		t.Fatalf("parent after a: %s; want awaiting", res.Status)
+	}
+	r, err := tb.client.Resume(tb.ctx, id, workflow.Resume{Node: "sub", Output: "from b"})
+	if err != nil || r.RunID != id || r.Node != "sub" || r.Child == nil || r.Child.RunID != childID || r.Child.Node != "b" || !reflect.DeepEqual(r.Child.Ready, []string{"both"}) {
+		t.Fatalf("resume through the parent: %+v (child %+v), %v; want forwarded to %s at b", r, r.Child, err, childID)
+	}
+	res := tb.wait(id)
+	if want := map[string]any{"a": "from a", "b": "from b"}; res.Status != workflow.RunCompleted || !reflect.DeepEqual(res.Output, want) {
+		t.Fatalf("parent: %s, output %v; want completed with %v", res.Status, res.Output, want)
+	}
+}
+
+// Racing resumes of a parent's subflow step whose child awaits: one is
+// forwarded and wins, the others are refused, and the child's step after
+// its wait runs once.
+func TestRacingForwardedResumesOneWins(t *testing.T) {
+	t.Parallel()
+	child := decode(t, `{"id": "one-gate", "nodes": [{"id": "ask", "uses": "wait"}, {"id": "then", "uses": "transform", "params": {"expression": "input"}}],
+	  "edges": [{"source": "ask", "target": "then"}]}`)
+	tb := setup(t, inprocess.Options{Blueprints: []*workflow.Blueprint{child}})
+	id := tb.start(decode(t, `{"id": "gated-once", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "one-gate"}}]}`), nil, client.StartOptions{})
+	if res := tb.wait(id); res.Status != workflow.RunAwaiting {
+		t.Fatalf("parent: %s; want awaiting with its child", res.Status)
+	}
+	const n = 16
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var won []any
+	refused := 0
+	for i := range n {
+		wg.Go(func() {
+			_, err := tb.client.Resume(tb.ctx, id, workflow.Resume{Node: "sub", Output: float64(i)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won = append(won, float64(i))
+			case errors.Is(err, client.ErrNotAwaiting):
+				refused++
+			default:
+				t.Errorf("resume %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(won) != 1 || refused != n-1 {
+		t.Fatalf("%d won, %d refused; want 1 and %d", len(won), refused, n-1)
+	}
+	res := tb.wait(id)
+	if res.Status != workflow.RunCompleted || res.Output != won[0] {
+		t.Errorf("parent: %s, output %v; want completed with the winner's %v", res.Status, res.Output, won[0])
+	}
+	cres, err := tb.client.Result(tb.ctx, workflow.ChildRunID(id, "sub", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range cres.Steps {
+		if s.NodeID == "then" && s.Attempts != 1 {
+			t.Errorf("then ran %d attempts; want 1", s.Attempts)
+		}
+	}
+}

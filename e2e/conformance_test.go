@@ -26,15 +26,7 @@ import (
 // notOnStack are the cases the stack cannot run yet, each with why. They
 // run through the local runner only until the engine runs what they need;
 // the test fails for a name here that is no case.
-var notOnStack = map[string]string{
-	"subflow-wait-resume":      childPauses,
-	"subflow-json-wait-resume": childPauses,
-}
-
-const (
-	childPauses = "a child run that awaits (at a wait node) keeps its parent running, its subflow step awaiting_child, until the child run itself is resumed (TestSubflowChildAwaitsAResume); " +
-		"the local runner fails the subflow node (Status: awaiting) and Flowcraft resumes the child through the parent's sub, so the case's resume of sub at the parent has nothing to resume"
-)
+var notOnStack = map[string]string{}
 
 // caseTimeout bounds one case's run on the stack, resumes included. The
 // longest, loop-runaway, is 2,000 steps one after another (its loop runs

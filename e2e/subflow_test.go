@@ -5,9 +5,11 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/stepflow/stepflow/client"
 	"github.com/stepflow/stepflow/internal/jobqueue"
 	"github.com/stepflow/stepflow/internal/testenv"
 	"github.com/stepflow/stepflow/workflow"
@@ -67,45 +69,85 @@ func TestSubflowCancelCascadesOnTheStack(t *testing.T) {
 	}
 }
 
-// A child that pauses at a wait node keeps its parent waiting (running,
-// holding nothing); resuming the child run finishes it, and its end
-// continues the parent: through the commit of the child's last step, or
-// through the resume itself when the wait node is the child's last step.
+// A child that pauses at a wait node makes its parent awaiting at the
+// subflow step (Flowcraft's behaviour); a grandchild's pause makes the
+// whole chain awaiting. A resume of the parent's subflow step goes to the
+// child's (or grandchild's) wait step, or the child run is resumed by id;
+// either way the chain runs again, a second resume is refused, and the
+// child's end continues the parent: through the commit of the child's
+// last step, or through the resume itself when the wait node is last.
 func TestSubflowChildAwaitsAResume(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ name, child, want string }{
+	const nested = `{"id": "approval-mid", "nodes": [{"id": "inner", "uses": "subflow", "params": {"blueprintId": "approval-child"}}]}`
+	for _, tc := range []struct{ name, child, mid, want string }{
 		{"a step after the wait", `{"id": "approval-child", "nodes": [{"id": "ask", "uses": "wait"}, {"id": "done", "uses": "transform", "inputs": "ask", "params": {"expression": "input.ok"}}],
-		  "edges": [{"source": "ask", "target": "done"}]}`, `{"approved": "yes"}`},
-		{"the wait last", `{"id": "approval-child", "nodes": [{"id": "ask", "uses": "wait"}]}`, `{"approved": {"ok": "yes"}}`},
+		  "edges": [{"source": "ask", "target": "done"}]}`, "", `{"approved": "yes"}`},
+		{"the wait last", `{"id": "approval-child", "nodes": [{"id": "ask", "uses": "wait"}]}`, "", `{"approved": {"ok": "yes"}}`},
+		{"a grandchild", `{"id": "approval-child", "nodes": [{"id": "ask", "uses": "wait"}]}`, nested, `{"approved": {"ok": "yes"}}`},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tb := setup(t, withBlueprints(blueprint(t, tc.child)))
-			parent := blueprint(t, `{"id": "approval-parent", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "approval-child"}},
-			  {"id": "after", "uses": "transform", "inputs": "sub", "params": {"expression": "{'approved': input}"}}],
-			  "edges": [{"source": "sub", "target": "after"}]}`)
-			runID := tb.start(parent, nil)
-			childID := workflow.ChildRunID(runID, "sub", 1)
-			testenv.Eventually(t, 20*time.Second, "the child run to start", func() bool {
-				_, err := tb.client.Result(tb.ctx, childID)
-				return err == nil
+		for _, via := range []string{"parent", "child"} {
+			t.Run(tc.name+", resumed through the "+via, func(t *testing.T) {
+				t.Parallel()
+				bps := []*workflow.Blueprint{blueprint(t, tc.child)}
+				childBlueprint := "approval-child"
+				if tc.mid != "" {
+					bps, childBlueprint = append(bps, blueprint(t, tc.mid)), "approval-mid"
+				}
+				tb := setup(t, withBlueprints(bps...))
+				parent := blueprint(t, `{"id": "approval-parent", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "`+childBlueprint+`"}},
+				  {"id": "after", "uses": "transform", "inputs": "sub", "params": {"expression": "{'approved': input}"}}],
+				  "edges": [{"source": "sub", "target": "after"}]}`)
+				runID := tb.start(parent, nil)
+				chain := []string{runID, workflow.ChildRunID(runID, "sub", 1)}
+				if tc.mid != "" {
+					chain = append(chain, workflow.ChildRunID(chain[1], "inner", 1))
+				}
+				waiting := chain[len(chain)-1] // the run whose wait node awaits
+				// The parent awaits once the run at the bottom does.
+				res := tb.wait(runID, 20*time.Second)
+				if res.Status != workflow.RunAwaiting {
+					t.Fatalf("parent: %s (%+v); want awaiting", res.Status, res.Errors)
+				}
+				if s := tb.step(runID, "sub"); s == nil || s.State != workflow.StepAwaitingChild {
+					t.Fatalf("parent's sub: %+v; want awaiting_child", s)
+				}
+				for _, id := range chain {
+					if r, err := tb.client.Result(tb.ctx, id); err != nil || r.Status != workflow.RunAwaiting {
+						t.Fatalf("run %s of the chain: %+v, %v; want awaiting", id, r, err)
+					}
+				}
+				resumeRun, resumeNode := runID, "sub"
+				if via == "child" {
+					resumeRun, resumeNode = waiting, "ask"
+				}
+				r, err := tb.client.Resume(tb.ctx, resumeRun, workflow.Resume{Node: resumeNode, Output: map[string]any{"ok": "yes"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if via == "parent" {
+					// The answer names the run resumed at the bottom.
+					bottom := r
+					for bottom.Child != nil {
+						bottom = bottom.Child
+					}
+					if r.RunID != runID || r.Node != "sub" || bottom.RunID != waiting || bottom.Node != "ask" {
+						t.Errorf("resumed %+v (at the bottom %+v); want %s at sub, forwarded to %s at ask", r, bottom, runID, waiting)
+					}
+				}
+				// No reconciler runs here: the parent goes on only if the
+				// child's end published its continuation.
+				res = tb.wait(runID, 20*time.Second)
+				if res.Status != workflow.RunCompleted {
+					t.Fatalf("parent: %s (%+v); want completed", res.Status, res.Errors)
+				}
+				testenv.AssertJSON(t, "parent's output", res.Output, json.RawMessage(tc.want))
+				// The step was resumed once: again, through either run, is refused.
+				for _, again := range []struct{ run, node string }{{runID, "sub"}, {waiting, "ask"}} {
+					if _, err := tb.client.Resume(tb.ctx, again.run, workflow.Resume{Node: again.node, Output: "twice"}); !errors.Is(err, client.ErrNotAwaiting) {
+						t.Errorf("resume %s at %s again: %v; want ErrNotAwaiting", again.run, again.node, err)
+					}
+				}
 			})
-			if res := tb.wait(childID, 20*time.Second); res.Status != workflow.RunAwaiting {
-				t.Fatalf("child is %s; want awaiting", res.Status)
-			}
-			if r, err := tb.client.Result(tb.ctx, runID); err != nil || r.Status != workflow.RunRunning {
-				t.Fatalf("parent: %+v, %v; want running while its child awaits", r, err)
-			}
-			if _, err := tb.client.Resume(tb.ctx, childID, workflow.Resume{Node: "ask", Output: map[string]any{"ok": "yes"}}); err != nil {
-				t.Fatal(err)
-			}
-			// No reconciler runs here: the parent goes on only if the
-			// child's end published its continuation.
-			res := tb.wait(runID, 20*time.Second)
-			if res.Status != workflow.RunCompleted {
-				t.Fatalf("parent: %s (%+v); want completed", res.Status, res.Errors)
-			}
-			testenv.AssertJSON(t, "parent's output", res.Output, json.RawMessage(tc.want))
-		})
+		}
 	}
 }

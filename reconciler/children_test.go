@@ -3,6 +3,7 @@ package reconciler_test
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/reconciler"
@@ -103,4 +104,35 @@ func TestLostContinuationIsRepairedOnce(t *testing.T) {
 		t.Errorf("a second pass: %+v; want nothing (the parent completed)", st)
 	}
 	tb.assertNothingQueued()
+}
+
+// A parent whose child pauses at a wait node awaits with it: neither is
+// stalled, however long they wait; nothing is republished, nor touched.
+func TestParentOfAnAwaitingChildIsNeverStalled(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	if err := tb.f.Register(decodeBlueprint(tb.t, reviewBlueprint)); err != nil {
+		t.Fatal(err)
+	}
+	runID, starts := tb.start(decodeBlueprint(t, `{"id": "reviewing", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "review"}}]}`), nil)
+	tb.deliverAll(starts...)
+	childID := workflow.ChildRunID(runID, "sub", 1)
+	for _, id := range []string{childID, runID} {
+		if r := tb.run(id); r.Status != workflow.RunAwaiting {
+			t.Fatalf("run %s is %s; want awaiting", id, r.Status)
+		}
+	}
+	aged := map[string]time.Time{runID: tb.age(runID), childID: tb.age(childID)}
+	r := tb.newReconciler(nil, func(o *reconciler.Options) { o.Threshold = smallestThreshold })
+	for range 2 {
+		if st := tb.reconcile(r); st != (reconciler.Stats{}) {
+			t.Errorf("stats %+v, want all zero", st)
+		}
+	}
+	tb.assertNothingQueued()
+	for id, at := range aged {
+		if after := tb.run(id); after.Status != workflow.RunAwaiting || !after.UpdatedAt.Equal(at) {
+			t.Errorf("run %s is %s, updated_at %s (was %v); want awaiting, untouched", id, after.Status, after.UpdatedAt, at)
+		}
+	}
 }

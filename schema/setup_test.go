@@ -84,6 +84,11 @@ func dropTableSet(t *testing.T, pool *pgxpool.Pool, tables schema.Tables) {
 	if _, err := pool.Exec(ctx, "DROP TABLE IF EXISTS "+q.Contexts+", "+q.Statuses+", "+q.Steps+", "+q.Blueprints+", "+q.DeadLetters); err != nil {
 		t.Errorf("cleanup: drop tables of %s: %v", tables.Statuses, err)
 	}
+	for _, fn := range tables.Functions() {
+		if _, err := pool.Exec(ctx, "DROP FUNCTION IF EXISTS "+fn+"()"); err != nil {
+			t.Errorf("cleanup: drop function %s: %v", fn, err)
+		}
+	}
 	if _, err := pool.Exec(ctx, `DO $$ BEGIN
   IF to_regclass('`+schema.MigrationsTable+`') IS NOT NULL THEN
     DELETE FROM `+schema.MigrationsTable+` WHERE tables = '`+tables.Statuses+`';

@@ -110,3 +110,14 @@ func (t Tables) Quoted() QuotedTables {
 }
 
 func quote(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+// Functions are the quoted names of the functions Migrate creates for the
+// table set (010's trigger function), which dropping its tables leaves
+// behind: DROP FUNCTION IF EXISTS <name>() removes one.
+func (t Tables) Functions() []string {
+	name, err := derivedName(t.Statuses, "child_awaits")
+	if err != nil {
+		return nil
+	}
+	return []string{quote(name)}
+}

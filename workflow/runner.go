@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -23,9 +24,11 @@ type RunOptions struct {
 	// run's initial context (a subflow's child without params.inputs).
 	StartInput any
 	// OnAwait, when set, is called when nothing is left to run but steps
-	// await (wait nodes), with the run as it stands (status awaiting): the
-	// run is resumed as it says and goes on. Without it, or when it
-	// returns false, the run ends awaiting.
+	// await (wait nodes, and subflow steps whose child run awaits), with
+	// the run as it stands (status awaiting): the run is resumed as it
+	// says and goes on. A resume of a subflow step goes to its child's
+	// one awaiting step (a child awaiting at several fails the run).
+	// Without it, or when it returns false, the run ends awaiting.
 	OnAwait func(*RunResult) (Resume, bool)
 
 	depth int // of subflows: the run's depth below the top run
@@ -74,6 +77,22 @@ type localRun struct {
 	context map[string]any
 	outputs map[string]any
 	index   map[string]int // node id → position in the blueprint
+	// parked are the subflow steps whose child run awaits (a resume of
+	// the step is forwarded to it), by step key.
+	parked map[string]*childPause
+}
+
+// childPause is a child run that awaits: its run is blocked in OnAwait
+// until reply says how it goes on (false: it ends awaiting).
+type childPause struct {
+	key    string
+	result *RunResult // the child as it awaits
+	reply  chan childReply
+}
+
+type childReply struct {
+	resume Resume
+	ok     bool
 }
 
 func (r *localRun) Status(key string) (StepStatus, bool) {
@@ -152,7 +171,7 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := &localRun{w: w, runID: opts.RunID, steps: map[string]*localStep{}, dynamic: map[string]DynamicNode{},
-		context: map[string]any{}, outputs: map[string]any{}, index: map[string]int{}}
+		context: map[string]any{}, outputs: map[string]any{}, index: map[string]int{}, parked: map[string]*childPause{}}
 	for i, id := range w.order {
 		r.index[id] = i
 	}
@@ -220,12 +239,22 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 			done <- attemptDone{key: key, attempt: attempt, res: res, err: err, changes: mc, started: began, ended: time.Now()}
 		}()
 	}
+	// pauses receives the child runs that await (Flowcraft's subflow
+	// pauses with its child): the run awaits at their steps, and a resume
+	// of such a step is forwarded to the child's awaiting step.
+	pauses := make(chan *childPause)
 	// startChild runs the child run a subflow step asked for, then calls
 	// the step's node again with its result.
 	startChild := func(key string, attempt int, c ChildRun) {
 		inflight++
+		onAwait := func(cr *RunResult) (Resume, bool) {
+			p := &childPause{key: key, result: cr, reply: make(chan childReply)}
+			pauses <- p
+			rep := <-p.reply
+			return rep.resume, rep.ok
+		}
 		go func() {
-			res, err := w.runChild(runCtx, opts, key, attempt, c)
+			res, err := w.runChild(runCtx, opts, key, attempt, c, onAwait)
 			if err != nil {
 				done <- attemptDone{key: key, attempt: attempt, err: err, changes: NewMapContext(nil)}
 				return
@@ -315,6 +344,28 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 		if !ok {
 			return false
 		}
+		if p := r.parked[rs.Node]; p != nil {
+			// The step's child awaits: the resume goes to its awaiting step.
+			var at []string
+			for _, s := range p.result.Steps {
+				if s.State == StepAwaiting || s.State == StepAwaitingChild {
+					k := s.StepKey
+					if k == "" {
+						k = s.NodeID
+					}
+					at = append(at, k)
+				}
+			}
+			if len(at) != 1 {
+				fail(rs.Node, fmt.Sprintf("resume: node %q runs child run %s, which awaits at %d steps (%s): a resume through it goes to one",
+					rs.Node, p.result.RunID, len(at), strings.Join(at, ", ")))
+				return false
+			}
+			delete(r.parked, rs.Node)
+			inflight++
+			p.reply <- childReply{resume: Resume{Node: at[0], Output: rs.Output, Action: rs.Action}, ok: true}
+			return true
+		}
 		st, found := r.Status(rs.Node)
 		if err := w.CheckResume(rs.Node, st, found); err != nil {
 			fail(rs.Node, "resume: "+err.Error())
@@ -339,6 +390,10 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 		}
 		var d attemptDone
 		select {
+		case p := <-pauses:
+			inflight-- // until a resume goes to it
+			r.parked[p.key] = p
+			continue
 		case wk := <-due:
 			inflight--
 			noteCancel()
@@ -437,6 +492,12 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 	if result.Status == RunRunning && r.awaiting() {
 		result.Status = RunAwaiting
 	}
+	// The children that await end awaiting with the run.
+	for key, p := range r.parked {
+		p.reply <- childReply{}
+		<-due
+		delete(r.parked, key)
+	}
 	if result.Status == RunRunning {
 		result.Status = RunCompleted
 		result.Output = w.FinalOutput(r.outputs)
@@ -448,7 +509,7 @@ func (w *Workflow) Run(ctx context.Context, input map[string]any, opts RunOption
 }
 
 // runChild runs the child run c of attempt of step key, in this process.
-func (w *Workflow) runChild(ctx context.Context, opts RunOptions, key string, attempt int, c ChildRun) (*RunResult, error) {
+func (w *Workflow) runChild(ctx context.Context, opts RunOptions, key string, attempt int, c ChildRun, onAwait func(*RunResult) (Resume, bool)) (*RunResult, error) {
 	if opts.depth >= maxSubflowDepth {
 		return nil, fmt.Errorf("subflow %q: runs nested more than %d deep (does a blueprint run itself?)", c.BlueprintID, maxSubflowDepth)
 	}
@@ -467,6 +528,7 @@ func (w *Workflow) runChild(ctx context.Context, opts RunOptions, key string, at
 		RunID:      ChildRunID(opts.RunID, key, attempt),
 		Blueprints: opts.Blueprints,
 		StartInput: c.Input,
+		OnAwait:    onAwait,
 		depth:      opts.depth + 1,
 	})
 }

@@ -122,3 +122,61 @@ func TestValidateSubflows(t *testing.T) {
 		t.Error("ChildRunID is not a function of run, step and attempt alone")
 	}
 }
+
+// A child (or grandchild) that awaits makes the run await at its subflow
+// step; a resume of that step goes to the awaiting step below, and the
+// child's end continues the run. Without a resume the run ends awaiting;
+// a child awaiting at two steps refuses a resume through its parent.
+func TestRunSubflowChildAwaits(t *testing.T) {
+	t.Parallel()
+	children := map[string]*Blueprint{
+		"ask":  mustDecode(t, `{"id":"ask","nodes":[{"id":"gate","uses":"wait"},{"id":"got","uses":"echo"}],"edges":[{"source":"gate","target":"got"}]}`),
+		"mid":  mustDecode(t, `{"id":"mid","nodes":[{"id":"inner","uses":"subflow","params":{"blueprintId":"ask"}}]}`),
+		"twin": mustDecode(t, `{"id":"twin","nodes":[{"id":"a","uses":"wait"},{"id":"b","uses":"wait"}]}`),
+	}
+	parent := func(child string) *Blueprint {
+		return mustDecode(t, `{"id":"parent","nodes":[{"id":"sub","uses":"subflow","params":{"blueprintId":"`+child+`"}},{"id":"after","uses":"echo"}],
+			"edges":[{"source":"sub","target":"after"}]}`)
+	}
+	for _, child := range []string{"ask", "mid"} {
+		t.Run(child, func(t *testing.T) {
+			t.Parallel()
+			var awaited []*RunResult
+			res, err := Run(t.Context(), parent(child), subflowNodes().Registry, nil, RunOptions{RunID: "parent", Blueprints: children,
+				OnAwait: func(r *RunResult) (Resume, bool) {
+					awaited = append(awaited, r)
+					return Resume{Node: "sub", Output: map[string]any{"ok": true}}, len(awaited) == 1
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(awaited) != 1 || awaited[0].Status != RunAwaiting {
+				t.Fatalf("awaited %+v; want once, awaiting", awaited)
+			}
+			if res.Status != RunCompleted || !equal(res.Context["after"], map[string]any{"ok": true}) {
+				t.Fatalf("status %s, errors %+v, after = %v; want completed with the resume's output through the child", res.Status, res.Errors, res.Context["after"])
+			}
+		})
+	}
+	t.Run("no resume", func(t *testing.T) {
+		t.Parallel()
+		res, err := Run(t.Context(), parent("mid"), subflowNodes().Registry, nil, RunOptions{RunID: "parent", Blueprints: children})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status != RunAwaiting || len(res.Steps) != 1 || res.Steps[0].State != StepAwaitingChild {
+			t.Fatalf("status %s, steps %+v; want awaiting at sub, awaiting_child", res.Status, res.Steps)
+		}
+	})
+	t.Run("two awaiting steps", func(t *testing.T) {
+		t.Parallel()
+		res, err := Run(t.Context(), parent("twin"), subflowNodes().Registry, nil, RunOptions{RunID: "parent", Blueprints: children,
+			OnAwait: func(r *RunResult) (Resume, bool) { return Resume{Node: "sub"}, true }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status != RunFailed || len(res.Errors) == 0 || !strings.Contains(res.Errors[0].Message, "awaits at 2 steps (a, b)") {
+			t.Fatalf("status %s, errors %+v; want failed naming a and b", res.Status, res.Errors)
+		}
+	})
+}

@@ -277,7 +277,7 @@ func (r *localRun) awaiting() bool {
 			return true
 		}
 	}
-	return false
+	return len(r.parked) > 0
 }
 
 // nextResume asks opts.OnAwait how to resume a local run that has nothing

@@ -30,6 +30,11 @@ is refused. It prints the run's status afterwards, or with --wait waits until
 the run completes, fails, is cancelled or awaits again and prints the same JSON
 object as "stepflow run --local" (docs/pausing.md).
 
+NODE may be a subflow node whose child run awaits (the run then awaits at
+it): the resume goes to the child's awaiting step, and the child's end
+continues the run. A child awaiting at several steps is refused, naming them:
+resume the child run by id.
+
 Exit 0: resumed (with --wait: completed or awaiting); 1: refused (unknown run,
 a node that does not await, a run that is over), or with --wait failed or
 cancelled; 2: bad usage (an --output that is not JSON) or timed out waiting.`,
@@ -95,7 +100,9 @@ func waitAndPrint(ctx context.Context, cl *client.Client, id string, timeout tim
 	}
 	if res.Status == workflow.RunAwaiting {
 		for _, s := range res.Steps {
-			if s.State == workflow.StepAwaiting {
+			// A subflow's step awaits a child that awaits: its resume is
+			// forwarded to the child.
+			if s.State == workflow.StepAwaiting || s.State == workflow.StepAwaitingChild {
 				fmt.Fprintf(os.Stderr, "run %s awaits at %s: stepflow resume %s --node %s --output JSON\n", id, s.NodeID, id, s.NodeID)
 			}
 		}

@@ -177,7 +177,7 @@ func printStatus(w io.Writer, res *workflow.RunResult) {
 		fmt.Fprintf(w, "error: %s: %s\n", e.NodeID, e.Message)
 	}
 	for _, s := range res.Steps {
-		if s.State == workflow.StepAwaiting {
+		if s.State == workflow.StepAwaiting || (res.Status == workflow.RunAwaiting && s.State == workflow.StepAwaitingChild) {
 			fmt.Fprintf(w, "awaiting: %s (stepflow resume %s --node %s --output JSON)\n", s.NodeID, res.RunID, s.NodeID)
 		}
 	}

@@ -115,3 +115,57 @@ func TestSubflowStatusAndCancel(t *testing.T) {
 		t.Errorf("status after cancel: exit %d\n%s\nwant the child cancelled", code, out)
 	}
 }
+
+// start --wait of a parent whose child pauses returns at awaiting, and
+// resume of the parent's subflow node goes to the child, whose end
+// completes the parent.
+func TestSubflowStartWaitReturnsAtTheChildsPause(t *testing.T) {
+	dir := t.TempDir()
+	children := filepath.Join(dir, "children")
+	if err := os.Mkdir(children, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(children, "asker.json"), []byte(`{"id": "asker", "nodes": [{"id": "ask", "uses": "wait"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parent := filepath.Join(dir, "parent.json")
+	if err := os.WriteFile(parent, []byte(`{"id": "asking", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "asker"}}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := inprocess.ForTest(t, inprocess.Options{Registry: registry(), BlueprintsDir: children})
+	run := func(args ...string) (int, string) {
+		t.Helper()
+		r := newRoot()
+		full := append(args, "--postgres-url", s.PostgresURL,
+			"--contexts-table", s.Tables.Contexts, "--statuses-table", s.Tables.Statuses, "--steps-table", s.Tables.Steps,
+			"--blueprints-table", s.Tables.Blueprints, "--dead-letters-table", s.Tables.DeadLetters)
+		if args[0] != "status" {
+			full = append(full, "--rabbitmq-url", s.AMQPURL, "--queue", s.Queue)
+		}
+		r.SetArgs(full)
+		var out bytes.Buffer
+		r.SetOut(&out)
+		r.SetErr(&out)
+		err := r.Execute()
+		code := 0
+		if ee, ok := err.(*exitError); ok {
+			code = ee.code
+		} else if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return code, out.String() + " " + errText(err)
+	}
+	// start --wait returns (exit 0) only once the run completed or awaits.
+	if code, out := run("start", parent, "--blueprints", children, "--run-id", "ask-1", "--wait", "--timeout", "30s"); code != 0 {
+		t.Fatalf("start --wait: exit %d %s; want 0", code, out)
+	}
+	if code, out := run("status", "ask-1"); code != 0 || !strings.Contains(out, "status awaiting") || !strings.Contains(out, "awaiting: sub (stepflow resume ask-1 --node sub") {
+		t.Fatalf("status after start --wait: exit %d\n%s\nwant awaiting at sub", code, out)
+	}
+	if code, out := run("resume", "ask-1", "--node", "sub", "--output", `{"ok": true}`, "--wait", "--timeout", "30s"); code != 0 {
+		t.Fatalf("resume --wait through the parent: exit %d %s; want 0", code, out)
+	}
+	if code, out := run("status", "ask-1"); code != 0 || !strings.Contains(out, "status completed") {
+		t.Fatalf("status after the resume: exit %d\n%s\nwant completed", code, out)
+	}
+}

@@ -285,3 +285,51 @@ func (s *Store) Depth(ctx context.Context, runID string, limit int) (int, error)
 	}
 	return d, nil
 }
+
+// AwaitedChild is the child run a step awaits, as a resume of that step
+// finds it: the resume is forwarded to the child's awaiting step.
+type AwaitedChild struct {
+	RunID  string // workflow.ChildRunID of the run, step and attempt
+	Status workflow.RunStatus
+	Found  bool // false when no child of that id exists
+	// Awaiting are the child's steps that await: a resume (wait nodes), or
+	// a child of their own that awaits; in the order they were created.
+	Awaiting []string
+}
+
+// AwaitedChildOf returns the child run that step key of runID awaits,
+// with the child's awaiting steps; nil when the step does not await a
+// child (no such step, or another state). It reads, locking nothing: the
+// resume of the child's step is what decides, in its own transaction.
+func (s *Store) AwaitedChildOf(ctx context.Context, runID, key string) (*AwaitedChild, error) {
+	var attempts int
+	err := s.pool.QueryRow(ctx, `SELECT attempts FROM `+s.tables.Steps+` WHERE run_id = $1 AND node_id = $2 AND state = 'awaiting_child'`, runID, key).Scan(&attempts)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("step %s of run %s: %w", key, runID, err)
+	}
+	// The awaiting attempt is not counted yet: it is attempts+1.
+	c := &AwaitedChild{RunID: workflow.ChildRunID(runID, key, attempts+1)}
+	var status string
+	err = s.pool.QueryRow(ctx, `SELECT status FROM `+s.tables.Statuses+` WHERE run_id = $1`, c.RunID).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("child run %s of %s: %w", c.RunID, runID, err)
+	}
+	c.Found, c.Status = true, workflow.RunStatus(status)
+	rows, err := s.pool.Query(ctx, `SELECT s.node_id FROM `+s.tables.Steps+` s WHERE s.run_id = $1 AND (s.state = 'awaiting'
+			OR (s.state = 'awaiting_child' AND EXISTS (SELECT 1 FROM `+s.tables.Statuses+` g
+				WHERE g.parent_run_id = $1 AND g.parent_step = s.node_id AND g.status = 'awaiting')))
+		ORDER BY s.created_at, s.node_id`, c.RunID)
+	if err != nil {
+		return nil, fmt.Errorf("awaiting steps of child run %s: %w", c.RunID, err)
+	}
+	if c.Awaiting, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, fmt.Errorf("awaiting steps of child run %s: %w", c.RunID, err)
+	}
+	return c, nil
+}

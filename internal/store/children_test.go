@@ -253,3 +253,118 @@ func TestCancelAndFailureCascadeToChildren(t *testing.T) {
 		}
 	}
 }
+
+const (
+	// pausingChildBlueprint pauses at a wait node.
+	pausingChildBlueprint = `{"id": "pausing", "nodes": [
+  {"id": "ask", "uses": "wait"},
+  {"id": "got", "uses": "noop"}
+], "edges": [{"source": "ask", "target": "got"}]}`
+	// pausingMiddleBlueprint runs pausing as a subflow of its own.
+	pausingMiddleBlueprint = `{"id": "pausing-middle", "nodes": [
+  {"id": "inner", "uses": "subflow", "params": {"blueprintId": "pausing"}}
+]}`
+	// wideParentBlueprint runs a subflow beside another branch.
+	wideParentBlueprint = `{"id": "wide", "nodes": [
+  {"id": "sub", "uses": "subflow", "params": {"blueprintId": "pausing"}},
+  {"id": "side", "uses": "noop"}
+]}`
+)
+
+// A grandchild that pauses makes the whole chain awaiting, in the commit
+// that pauses it (migration 010's trigger); AwaitedChildOf leads a resume
+// from the top down to its wait step; the grandchild's resume sets the
+// chain running again in its transaction, and its end continues its
+// parent.
+func TestChildAwaitingMakesTheChainAwait(t *testing.T) {
+	t.Parallel()
+	f := newCommitFixture(t, 4)
+	pw, mw, cw := compileBlueprint(t, parentBlueprint), compileBlueprint(t, pausingMiddleBlueprint), compileBlueprint(t, pausingChildBlueprint)
+	middle := f.awaitChild(pw, mw, "p1")
+	grandchild := f.commit(mw, f.childOutcome(middle, "inner", cw, nil, nil)).Child.RunID
+	if ac, err := f.s.AwaitedChildOf(f.ctx, "p1", "sub"); err != nil || ac == nil || ac.RunID != middle || ac.Status != workflow.RunRunning || len(ac.Awaiting) != 0 {
+		t.Fatalf("awaited child of sub while it runs: %+v, %v; want %s running, awaiting nowhere", ac, err, middle)
+	}
+	if res := f.commit(cw, f.awaitOutcome(grandchild, "ask")); res.RunStatus != workflow.RunAwaiting {
+		t.Fatalf("the grandchild's wait: %+v; want awaiting", res)
+	}
+	for _, id := range []string{grandchild, middle, "p1"} {
+		if got := f.status(id); got.Status != "awaiting" || got.Pending != 1 || got.Awaiting != 1 {
+			t.Errorf("%s: %+v; want awaiting, 1 pending, 1 awaiting", id, got)
+		}
+	}
+	// Not stalled: only running runs are claimed.
+	f.age("p1", time.Hour)
+	f.age(middle, time.Hour)
+	if got := f.claim(time.Minute, 10); len(got) != 0 {
+		t.Errorf("claimed %+v; want no awaiting run", got)
+	}
+	// From the top down to the wait step.
+	ac, err := f.s.AwaitedChildOf(f.ctx, "p1", "sub")
+	if err != nil || ac == nil || ac.RunID != middle || !ac.Found || ac.Status != workflow.RunAwaiting || !reflect.DeepEqual(ac.Awaiting, []string{"inner"}) {
+		t.Fatalf("awaited child of sub: %+v, %v; want %s awaiting at inner", ac, err, middle)
+	}
+	ac, err = f.s.AwaitedChildOf(f.ctx, middle, "inner")
+	if err != nil || ac == nil || ac.RunID != grandchild || ac.Status != workflow.RunAwaiting || !reflect.DeepEqual(ac.Awaiting, []string{"ask"}) {
+		t.Fatalf("awaited child of inner: %+v, %v; want %s awaiting at ask", ac, err, grandchild)
+	}
+	if ac, err := f.s.AwaitedChildOf(f.ctx, grandchild, "ask"); err != nil || ac != nil {
+		t.Errorf("awaited child of a wait step: %+v, %v; want none", ac, err)
+	}
+	res, err := f.s.Resume(f.ctx, cw, ResumeRequest{RunID: grandchild, Resume: workflow.Resume{Node: "ask", Output: "yes"}})
+	if err != nil || res.RunStatus != workflow.RunRunning {
+		t.Fatalf("resume the grandchild: %+v, %v", res, err)
+	}
+	for _, id := range []string{grandchild, middle, "p1"} {
+		if got := f.status(id); got.Status != "running" || got.Awaiting != 0 {
+			t.Errorf("%s after the resume: %+v; want running, 0 awaiting", id, got)
+		}
+	}
+	end := f.commit(cw, f.outcome(cw, grandchild, "got", nil))
+	if !end.Finished || end.Continue == nil || end.Continue.RunID != middle || end.Continue.NodeID != "inner" {
+		t.Fatalf("the grandchild's end: %+v (continue %+v); want completed, continuing %s's inner", end, end.Continue, middle)
+	}
+}
+
+// A parent with other work stays running while its child awaits, awaits
+// once that work is done, and runs again when the child ends otherwise
+// (here: cancelled by id), its count back to 0.
+func TestChildAwaitingBesideOtherWork(t *testing.T) {
+	t.Parallel()
+	f := newCommitFixture(t, 4)
+	pw, cw := compileBlueprint(t, wideParentBlueprint), compileBlueprint(t, pausingChildBlueprint)
+	f.createRun("p1", pw, nil)
+	childID := f.commit(pw, f.childOutcome("p1", "sub", cw, nil, nil)).Child.RunID
+	f.commit(cw, f.awaitOutcome(childID, "ask"))
+	if got := f.status("p1"); got.Status != "running" || got.Pending != 2 || got.Awaiting != 1 {
+		t.Errorf("parent with side still ready: %+v; want running, 2 pending, 1 awaiting", got)
+	}
+	if c := f.commit(pw, f.outcome(pw, "p1", "side", nil)); c.RunStatus != workflow.RunAwaiting {
+		t.Errorf("side's commit: %+v; want the parent awaiting (its child awaits)", c)
+	}
+	if st, err := f.s.Cancel(f.ctx, childID); err != nil || st != workflow.RunCancelled {
+		t.Fatalf("cancel the child: %s, %v", st, err)
+	}
+	if got := f.status("p1"); got.Status != "running" || got.Pending != 1 || got.Awaiting != 0 {
+		t.Errorf("parent after its child's cancel: %+v; want running, 1 pending, 0 awaiting", got)
+	}
+}
+
+// A resync of a parent whose step's child awaits counts that step as
+// awaiting: a parent with nothing else pending is set awaiting.
+func TestResyncCountsAnAwaitingChild(t *testing.T) {
+	t.Parallel()
+	f := newCommitFixture(t, 4)
+	pw, cw := compileBlueprint(t, parentBlueprint), compileBlueprint(t, pausingChildBlueprint)
+	childID := f.awaitChild(pw, cw, "p1")
+	f.commit(cw, f.awaitOutcome(childID, "ask"))
+	// The parent's row as a lost update would leave it.
+	f.exec(`UPDATE ` + f.s.tables.Statuses + ` SET status = 'running', awaiting = 0 WHERE run_id = 'p1'`)
+	res, err := f.s.ResyncRun(f.ctx, "p1", pw)
+	if err != nil || res.Status != workflow.RunAwaiting {
+		t.Fatalf("resync: %+v, %v; want awaiting", res, err)
+	}
+	if got := f.status("p1"); got.Status != "awaiting" || got.Pending != 1 || got.Awaiting != 1 {
+		t.Errorf("parent after the resync: %+v; want awaiting, 1 pending, 1 awaiting", got)
+	}
+}

@@ -72,6 +72,15 @@ func (s *Store) ResyncRun(ctx context.Context, runID string, w *workflow.Workflo
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		// Subflows: a step whose child run awaits counts as awaiting
+		// (migration 010), through parent_idx.
+		var childrenAwaiting int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+s.tables.Statuses+` c JOIN `+s.tables.Steps+` p
+				ON p.run_id = c.parent_run_id AND p.node_id = c.parent_step AND p.state = 'awaiting_child'
+			WHERE c.parent_run_id = $1 AND c.status = 'awaiting'`, runID).Scan(&childrenAwaiting); err != nil {
+			return err
+		}
+		awaiting += childrenAwaiting
 		// The counts of resolved dynamic nodes are taken again from their
 		// rows (a lost or hand-edited row may have left them off), and
 		// stored so.

@@ -142,6 +142,11 @@ func DropTables(ctx context.Context, pool *pgxpool.Pool, tables schema.Tables) e
 	if _, err := pool.Exec(ctx, "DROP TABLE IF EXISTS "+q.Contexts+", "+q.Statuses+", "+q.Steps+", "+q.Blueprints+", "+q.DeadLetters); err != nil {
 		errs = append(errs, fmt.Errorf("drop tables of %s: %w", tables.Statuses, err))
 	}
+	for _, fn := range tables.Functions() {
+		if _, err := pool.Exec(ctx, "DROP FUNCTION IF EXISTS "+fn+"()"); err != nil {
+			errs = append(errs, fmt.Errorf("drop function %s: %w", fn, err))
+		}
+	}
 	if _, err := pool.Exec(ctx, "DELETE FROM "+schema.MigrationsTable+" WHERE tables = $1", tables.Statuses); err != nil {
 		errs = append(errs, fmt.Errorf("migration records of %s: %w", tables.Statuses, err))
 	}
