@@ -95,20 +95,7 @@ func (s *Store) queueChild(b *pgx.Batch, p *pending) {
 		return
 	}
 	c := o.Child
-	b.Queue(`WITH
-		snapshot AS (
-			INSERT INTO `+s.tables.Blueprints+` (digest, blueprint_id, version, body) VALUES ($3, $2, $5, $6) ON CONFLICT (digest) DO NOTHING),
-		run AS (
-			INSERT INTO `+s.tables.Statuses+` (run_id, status, blueprint_id, blueprint_digest, pending, parent_run_id, parent_step)
-			VALUES ($1, 'running', $2, $3, $7, $9, $10)
-			ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
-		context AS (
-			INSERT INTO `+s.tables.Contexts+` (run_id, context_data) SELECT run_id, $4 FROM run
-			ON CONFLICT (run_id) DO UPDATE SET context_data = EXCLUDED.context_data),
-		steps AS (
-			INSERT INTO `+s.tables.Steps+` (run_id, node_id, state, input) SELECT run_id, n, 'ready', $11 FROM run, unnest($8::text[]) AS n
-			ON CONFLICT DO NOTHING)
-		SELECT EXISTS (SELECT 1 FROM run)`,
+	b.Queue(s.createRunSQL(),
 		c.RunID, c.W.Blueprint.ID, c.W.Digest, a.context, c.W.Blueprint.Version(), a.body, len(a.starts), a.starts,
 		o.RunID, o.NodeID, a.input).QueryRow(func(row pgx.Row) error {
 		var created bool

@@ -105,6 +105,29 @@ type Run struct {
 	FinishedAt  *time.Time
 }
 
+// createRunSQL creates run $1 of blueprint $2 (snapshot $3 of version
+// $5, body $6) with context $4 and its start steps $8 ($7 of them) ready
+// with input $11, the child of step $10 of run $9 when those are set,
+// and answers whether it did. The snapshot is immutable under its digest;
+// the context and the start steps are written only with a new status row,
+// so an id that is taken changes nothing.
+func (s *Store) createRunSQL() string {
+	return `WITH
+		snapshot AS (
+			INSERT INTO ` + s.tables.Blueprints + ` (digest, blueprint_id, version, body) VALUES ($3, $2, $5, $6) ON CONFLICT (digest) DO NOTHING),
+		run AS (
+			INSERT INTO ` + s.tables.Statuses + ` (run_id, status, blueprint_id, blueprint_digest, pending, parent_run_id, parent_step)
+			VALUES ($1, 'running', $2, $3, $7, $9, $10)
+			ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
+		context AS (
+			INSERT INTO ` + s.tables.Contexts + ` (run_id, context_data) SELECT run_id, $4 FROM run
+			ON CONFLICT (run_id) DO UPDATE SET context_data = EXCLUDED.context_data),
+		steps AS (
+			INSERT INTO ` + s.tables.Steps + ` (run_id, node_id, state, input) SELECT run_id, n, 'ready', $11 FROM run, unnest($8::text[]) AS n
+			ON CONFLICT DO NOTHING)
+		SELECT EXISTS (SELECT 1 FROM run)`
+}
+
 func jsonArg(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -179,24 +202,9 @@ func (s *Store) CreateRun(ctx context.Context, runID string, w *workflow.Workflo
 		return nil, fmt.Errorf("encode blueprint %s: %w", w.Blueprint.ID, err)
 	}
 	starts := w.StartNodes()
-	// The blueprint snapshot is immutable under its digest; the context and
-	// the start steps are written only with a new status row, so an id
-	// that is taken changes nothing.
 	var created bool
-	err = s.pool.QueryRow(ctx, `WITH
-		snapshot AS (
-			INSERT INTO `+s.tables.Blueprints+` (digest, blueprint_id, version, body) VALUES ($3, $2, $5, $6) ON CONFLICT (digest) DO NOTHING),
-		run AS (
-			INSERT INTO `+s.tables.Statuses+` (run_id, status, blueprint_id, blueprint_digest, pending) VALUES ($1, 'running', $2, $3, $7)
-			ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
-		context AS (
-			INSERT INTO `+s.tables.Contexts+` (run_id, context_data) SELECT run_id, $4 FROM run
-			ON CONFLICT (run_id) DO UPDATE SET context_data = EXCLUDED.context_data),
-		steps AS (
-			INSERT INTO `+s.tables.Steps+` (run_id, node_id, state, input) SELECT run_id, n, 'ready', $4 FROM run, unnest($8::text[]) AS n
-			ON CONFLICT DO NOTHING)
-		SELECT EXISTS (SELECT 1 FROM run)`,
-		runID, w.Blueprint.ID, w.Digest, in, w.Blueprint.Version(), body, len(starts), starts).Scan(&created)
+	err = s.pool.QueryRow(ctx, s.createRunSQL(),
+		runID, w.Blueprint.ID, w.Digest, in, w.Blueprint.Version(), body, len(starts), starts, nil, nil, in).Scan(&created)
 	if err != nil {
 		return nil, fmt.Errorf("create run %s: %w", runID, err)
 	}
