@@ -56,7 +56,7 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 	for _, p := range poison {
 		tb.publishRaw(amqp.Publishing{DeliveryMode: amqp.Persistent, ContentType: "application/json", Body: p.body})
 	}
-	healthy := tb.start(exampleBlueprint(t, "chain10"), map[string]any{"ok": true})
+	healthy := tb.start(testenv.Example(t, "chain10"), map[string]any{"ok": true})
 
 	dead := tb.deadLetters(len(poison), 20*time.Second)
 	byBody := map[string]amqp.Delivery{}

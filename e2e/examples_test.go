@@ -20,7 +20,7 @@ import (
 func TestOrderExample(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "order")
+	bp := testenv.Example(t, "order")
 
 	runID := tb.start(bp, exampleInput(t, "order"))
 	res := tb.wait(runID, 20*time.Second)
@@ -75,7 +75,7 @@ func TestOrderExample(t *testing.T) {
 func TestManyConcurrentRuns(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "fanout")
+	bp := testenv.Example(t, "fanout")
 	const runs = 100
 
 	began := time.Now()
@@ -148,7 +148,7 @@ func assertLikeLocal(t *testing.T, bp *workflow.Blueprint, input map[string]any,
 func TestBatchExample(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "batch")
+	bp := testenv.Example(t, "batch")
 	input := exampleInput(t, "batch")
 	runID := tb.start(bp, input)
 	res := tb.wait(runID, 30*time.Second)
@@ -166,7 +166,7 @@ func TestBatchExample(t *testing.T) {
 func TestLoopExample(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "loop")
+	bp := testenv.Example(t, "loop")
 	runID := tb.start(bp, nil)
 	res := tb.wait(runID, 30*time.Second)
 	assertLikeLocal(t, bp, nil, res)
@@ -188,7 +188,7 @@ func TestLoopExample(t *testing.T) {
 func TestBatchOf60(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "batch")
+	bp := testenv.Example(t, "batch")
 	for i := range bp.Nodes {
 		if bp.Nodes[i].ID == "lines_scatter" {
 			delete(bp.Nodes[i].Params, "chunkSize")
@@ -222,9 +222,9 @@ func TestBatchOf60(t *testing.T) {
 // as the local runner ends it.
 func TestSubflowExample(t *testing.T) {
 	t.Parallel()
-	child := exampleBlueprint(t, "subflows/pricing")
+	child := testenv.Example(t, "subflows/pricing")
 	tb := setup(t, withBlueprints(child))
-	bp := exampleBlueprint(t, "subflow")
+	bp := testenv.Example(t, "subflow")
 	input := exampleInput(t, "subflow")
 	runID := tb.start(bp, input)
 	res := tb.wait(runID, 30*time.Second)

@@ -19,7 +19,7 @@ import (
 func TestRetryThenSuccess(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "retry")
+	bp := testenv.Example(t, "retry")
 
 	runID := tb.start(bp, map[string]any{"id": 7})
 	res := tb.wait(runID, 20*time.Second)
@@ -69,7 +69,7 @@ func TestRetryThenSuccess(t *testing.T) {
 func TestRetriesExhaustedFallback(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "fallback")
+	bp := testenv.Example(t, "fallback")
 
 	runID := tb.start(bp, map[string]any{"order": 1})
 	res := tb.wait(runID, 20*time.Second)

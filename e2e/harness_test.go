@@ -314,20 +314,6 @@ func (tb *testBundle) channel(confirm bool) *amqp.Channel {
 
 // --- blueprints and runs ---------------------------------------------------
 
-// exampleBlueprint reads examples/<name>.json.
-func exampleBlueprint(t *testing.T, name string) *workflow.Blueprint {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "examples", name+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bp, err := workflow.Decode(data)
-	if err != nil {
-		t.Fatalf("decode examples/%s.json: %v", name, err)
-	}
-	return bp
-}
-
 // exampleInput reads examples/<name>.input.json.
 func exampleInput(t *testing.T, name string) map[string]any {
 	t.Helper()

@@ -62,7 +62,7 @@ func metricSum(t *testing.T, reg *prometheus.Registry, name string, want map[str
 func TestMetricsCountARun(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	runID := tb.start(exampleBlueprint(t, "order"), exampleInput(t, "order"))
+	runID := tb.start(testenv.Example(t, "order"), exampleInput(t, "order"))
 	res := tb.wait(runID, 30*time.Second)
 	if res.Status != "completed" {
 		t.Fatalf("run %s: %s", runID, res.Status)
@@ -131,7 +131,7 @@ func TestOneRunIsOneTrace(t *testing.T) {
 	tb := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	runID, err := tb.client.Start(ctx, exampleBlueprint(t, "chain10"), nil, client.StartOptions{})
+	runID, err := tb.client.Start(ctx, testenv.Example(t, "chain10"), nil, client.StartOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ import (
 func TestApprovalExample(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	runID := tb.start(exampleBlueprint(t, "approval"), exampleInput(t, "approval"))
+	runID := tb.start(testenv.Example(t, "approval"), exampleInput(t, "approval"))
 	res := tb.wait(runID, 20*time.Second)
 	if res.Status != workflow.RunAwaiting {
 		t.Fatalf("status %s, want awaiting; errors %v", res.Status, res.Errors)
@@ -68,7 +68,7 @@ func TestPaymentExampleThroughTheWebhook(t *testing.T) {
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 
-	runID := tb.start(exampleBlueprint(t, "payment"), exampleInput(t, "order"))
+	runID := tb.start(testenv.Example(t, "payment"), exampleInput(t, "order"))
 	res := tb.wait(runID, 20*time.Second)
 	if res.Status != workflow.RunAwaiting {
 		t.Fatalf("status %s, want awaiting; errors %v", res.Status, res.Errors)

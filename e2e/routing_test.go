@@ -17,7 +17,7 @@ import (
 func TestLinearChain(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "chain10")
+	bp := testenv.Example(t, "chain10")
 
 	runID := tb.start(bp, map[string]any{"order": "A-1", "n": 1})
 	res := tb.wait(runID, 20*time.Second)
@@ -47,7 +47,7 @@ func TestLinearChain(t *testing.T) {
 func TestFanOutAllJoin(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "fanout")
+	bp := testenv.Example(t, "fanout")
 
 	runID := tb.start(bp, map[string]any{"k": "v"})
 	res := tb.wait(runID, 20*time.Second)
@@ -192,7 +192,7 @@ func TestExclusiveBranchesIntoAllJoin(t *testing.T) {
 func TestActionRoutingIntoAnyJoin(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "documents")
+	bp := testenv.Example(t, "documents")
 	local, err := workflow.Run(tb.ctx, bp, nodes.Registry(), exampleInput(t, "documents"), workflow.RunOptions{})
 	if err != nil {
 		t.Fatalf("local run: %v", err)

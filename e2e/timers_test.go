@@ -18,7 +18,7 @@ import (
 func TestSleepHoldsNoWorker(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := exampleBlueprint(t, "sleep")
+	bp := testenv.Example(t, "sleep")
 
 	runID := tb.start(bp, map[string]any{"x": 1})
 	var wakeAt time.Time

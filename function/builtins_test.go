@@ -8,7 +8,6 @@ package function_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -18,20 +17,6 @@ import (
 	"github.com/stepflow/stepflow/internal/wire"
 	"github.com/stepflow/stepflow/workflow"
 )
-
-// readExample decodes examples/<name>.json.
-func readExample(t *testing.T, name string) *workflow.Blueprint {
-	t.Helper()
-	b, err := os.ReadFile("../examples/" + name + ".json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bp, err := workflow.Decode(b)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return bp
-}
 
 // local runs bp in-process: what the stack must agree with.
 func (tb *testBundle) local(bp *workflow.Blueprint, runID string, input map[string]any) *workflow.RunResult {
@@ -96,7 +81,7 @@ func stepKeys(t *testing.T, tb *testBundle, runID string) []string {
 func TestLoopRunsItsIterationsAsSteps(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := readExample(t, "loop")
+	bp := testenv.Example(t, "loop")
 	runID := "loop-" + testenv.RandomHex(6)
 	tb.deliverAll(nil, tb.createRunWithID(runID, bp, nil)...)
 	tb.assertLikeLocal(bp, runID, nil)
@@ -117,7 +102,7 @@ func TestLoopRunsItsIterationsAsSteps(t *testing.T) {
 func TestLoopJobsCarryStepKeys(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := readExample(t, "loop")
+	bp := testenv.Example(t, "loop")
 	runID, starts := tb.createRun(bp, nil)
 	next := tb.mustHandle(starts[0]) // init → countdown#0
 	if len(next) != 1 || next[0].NodeID != "countdown" || next[0].StepKey != "countdown#0" || next[0].ID() != runID+":countdown#0:1" {
@@ -206,7 +191,7 @@ func TestLoopFallbackRunsInItsIteration(t *testing.T) {
 func TestBatchExampleGathersInItemOrder(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := readExample(t, "batch")
+	bp := testenv.Example(t, "batch")
 	input := map[string]any{"items": []any{
 		map[string]any{"sku": "KB-101", "qty": 1, "price": 89.9},
 		map[string]any{"sku": "MS-202", "qty": 2, "price": 24.5},

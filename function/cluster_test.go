@@ -8,8 +8,6 @@ package function_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sync"
 	"testing"
@@ -23,26 +21,13 @@ import (
 	"github.com/stepflow/stepflow/workflow"
 )
 
-func exampleBlueprint(t *testing.T, name string) *workflow.Blueprint {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "examples", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bp, err := workflow.Decode(data)
-	if err != nil {
-		t.Fatalf("examples/%s: %v", name, err)
-	}
-	return bp
-}
-
 func TestRunsOnRedisCluster(t *testing.T) {
 	t.Parallel()
 	backends := []struct{ name, url string }{
 		{"single", testenv.RedisURL()},
 		{"cluster", testenv.RedisCluster(t)},
 	}
-	fanout, retry := exampleBlueprint(t, "fanout.json"), exampleBlueprint(t, "retry.json")
+	fanout, retry := testenv.Example(t, "fanout"), testenv.Example(t, "retry")
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
 			t.Parallel()

@@ -5,7 +5,6 @@ package reconciler_test
 // whose job is missing, and a lost step row is rebuilt at its iteration.
 
 import (
-	"os"
 	"testing"
 
 	"github.com/stepflow/stepflow/internal/testenv"
@@ -13,19 +12,6 @@ import (
 	"github.com/stepflow/stepflow/reconciler"
 	"github.com/stepflow/stepflow/workflow"
 )
-
-func readExample(t *testing.T, name string) *workflow.Blueprint {
-	t.Helper()
-	b, err := os.ReadFile("../examples/" + name + ".json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bp, err := workflow.Decode(b)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return bp
-}
 
 func stepJob(runID, blueprintID, nodeID, key string, attempt int) wire.Job {
 	return wire.NewJob(runID, blueprintID, nodeID, key, attempt)
@@ -36,7 +22,7 @@ func stepJob(runID, blueprintID, nodeID, key string, attempt int) wire.Job {
 func TestReconcileDuringALoopRepublishesTheMissingIteration(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	runID, starts := tb.start(readExample(t, "loop"), nil)
+	runID, starts := tb.start(testenv.Example(t, "loop"), nil)
 	next := tb.deliver(starts[0]) // init → countdown#0
 	next = tb.deliver(next[0])    // countdown#0 → tick#1
 	next = tb.deliver(next[0])    // tick#1 → countdown#1
@@ -70,7 +56,7 @@ func TestReconcileDuringALoopRepublishesTheMissingIteration(t *testing.T) {
 func TestReconcileRebuildsALostIterationRow(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	runID, starts := tb.start(readExample(t, "loop"), nil)
+	runID, starts := tb.start(testenv.Example(t, "loop"), nil)
 	next := tb.deliver(starts[0])
 	next = tb.deliver(next[0]) // countdown#0 → tick#1
 	next = tb.deliver(next[0]) // tick#1 → countdown#1
@@ -102,7 +88,7 @@ func TestReconcileRebuildsALostIterationRow(t *testing.T) {
 func TestReconcileDuringABatchRepublishesTheMissingWorker(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := readExample(t, "batch")
+	bp := testenv.Example(t, "batch")
 	input := map[string]any{"items": []any{
 		map[string]any{"sku": "A", "qty": 1, "price": 1.5},
 		map[string]any{"sku": "B", "qty": 2, "price": 2},
@@ -135,7 +121,7 @@ func TestReconcileDuringABatchRepublishesTheMissingWorker(t *testing.T) {
 func TestReconcileRebuildsALostGatherAndItsCount(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	bp := readExample(t, "batch")
+	bp := testenv.Example(t, "batch")
 	input := map[string]any{"items": []any{
 		map[string]any{"sku": "A", "qty": 1, "price": 1},
 		map[string]any{"sku": "B", "qty": 1, "price": 2},
