@@ -151,7 +151,10 @@ type handOnPlan struct {
 // free, which it takes. The jobs are registered, so that their copies are
 // recognised. Nil when nothing is handed on.
 func (b *Bridge) planHandOn(ctx context.Context, s *channels, ds []*delivery) *handOnPlan {
-	if b.cfg.NoHandOn || b.cfg.PublishCopies > 1 || s.in == nil || len(s.in.c) > 0 || b.paused() {
+	// Not while the consumer goes (a SIGTERM drain or a pause: ready is
+	// false from then on): the chains go on through the queue, on the
+	// bridges still consuming, and the drain ends with the calls in flight.
+	if b.cfg.NoHandOn || b.cfg.PublishCopies > 1 || s.in == nil || len(s.in.c) > 0 || b.paused() || !b.ready.Load() {
 		return nil
 	}
 	var cand []*delivery

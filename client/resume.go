@@ -142,7 +142,7 @@ func (c *Client) resume(ctx context.Context, req store.ResumeRequest) (*Resumed,
 	}
 	if k := done.Continue; k != nil {
 		// Subflows: the resume ended a child run, which continues its parent.
-		job := jobqueue.Job{RunID: k.RunID, BlueprintID: k.BlueprintID, NodeID: k.NodeID, Attempt: k.Attempt}
+		job := jobqueue.NewJob(k.RunID, k.BlueprintID, k.Node, k.NodeID, k.Attempt)
 		if err := c.pub.Publish(ctx, job, 0); err != nil {
 			return res, fmt.Errorf("run %s is resumed at %s and finished, but the continuation of its parent run %s was not published (the reconciler will republish it): %w", req.RunID, done.Node, k.RunID, err)
 		}

@@ -169,6 +169,18 @@ func TestHandleLeaseHeld(t *testing.T) {
 	if keys, _ := tb.redisKeys(tb.ctx); len(keys) != 0 {
 		t.Errorf("leases left behind: %q", keys)
 	}
+
+	// The step finished, but its lease is held again (say by this job's
+	// own earlier delivery, whose answer the bridge gave up on): a
+	// redelivery is answered from the stored step, re-emitting what it
+	// made ready, at once, instead of 409 until the holder lets go.
+	if err := tb.rdb.Set(tb.ctx, lease, "earlier-delivery", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	assertTargets(t, "finished step under a held lease", tb.mustHandle(starts[0]), "second:1")
+	if n := tb.probes.count("first"); n != 1 {
+		t.Errorf("first ran %d times, want once", n)
+	}
 }
 
 func TestHandleFinishedStepReemitsItsStoredRouting(t *testing.T) {
