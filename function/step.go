@@ -175,7 +175,7 @@ func (f *Function) handleBatch(ctx context.Context, events []event.Event) (out [
 		return out, release
 	}
 	for i, s := range held {
-		f.heldElsewhere(ctx, st, s, lds[len(leased)+i])
+		f.heldElsewhere(s, lds[len(leased)+i])
 	}
 	lds = lds[:len(leased)]
 	var ready []*stepRun
@@ -343,21 +343,21 @@ func (f *Function) prepare(ctx context.Context, st *store.Store, s *stepRun, ld 
 }
 
 // heldElsewhere answers a job whose step's lease another delivery holds
-// (or a second copy in the batch): when the step is done with (the run is
-// over, the step finished or awaits its fallback, or the job's attempt is
-// behind it) its row no longer changes, so the job is answered from it at
-// once, as prepare answers a leased one: a finished step re-emits what it
-// made ready and is still pending — the holder may be this job's own
-// earlier delivery, whose answer the bridge gave up on. While the step
-// may still run: 409, retried later.
-func (f *Function) heldElsewhere(ctx context.Context, st *store.Store, s *stepRun, ld *store.StepLoad) {
-	done := ld.Run != nil && ld.Run.Status != workflow.RunRunning
-	if step := ld.Step; step != nil && (step.State.Terminal() || step.State == workflow.StepAwaitingFallback || s.job.Attempt <= step.Attempts) {
-		done = true
-	}
-	if !done || f.prepare(ctx, st, s, ld) {
-		// prepare runs nothing for a step done with; should it find one
-		// to run after all, the holder runs it.
+// (or a second copy in the batch): 200 when the step is done with (the run
+// is over, the step finished, or the job's attempt is behind it), for the
+// holder's delivery, which is not acked before its answer, re-emits what
+// the step made ready; 409 (retried later) while the step may still run.
+// It re-emits nothing itself: under duplicated deliveries every copy that
+// re-emitted would multiply the copies of the next step, iteration after
+// iteration. (Should the holder be this job's own earlier delivery whose
+// answer the bridge gave up on, its successors wait for the reconciler.)
+func (f *Function) heldElsewhere(s *stepRun, ld *store.StepLoad) {
+	switch {
+	case ld.Run != nil && ld.Run.Status != workflow.RunRunning:
+		s.finish(f.done("run_" + string(ld.Run.Status)))
+	case ld.Step != nil && (ld.Step.State.Terminal() || s.job.Attempt <= ld.Step.Attempts):
+		s.finish(f.done("duplicate"))
+	default:
 		s.finish(f.reject(http.StatusConflict, "leased", "step %s/%s is being run by another delivery", s.job.RunID, s.job.Key()))
 	}
 }
