@@ -1,6 +1,7 @@
 package function_test
 
 import (
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -183,3 +184,44 @@ func TestSubflowDepthIsBounded(t *testing.T) {
 }
 
 func tail(s string) string { return s[max(0, len(s)-200):] }
+
+// A child that pauses in the same request (one group commit) as its
+// parent's other branch finishing: the child's status row is locked and
+// updated first (its id sorts before the parent's), moving the parent's
+// awaiting count through migration 010's trigger; the parent's own update
+// in that transaction keeps the move, so the parent, left with only the
+// subflow step awaiting its paused child, is awaiting.
+func TestChildPausesInItsParentsGroupCommit(t *testing.T) {
+	t.Parallel()
+	child := decodeBlueprint(t, `{"id": "asker", "nodes": [{"id": "decide", "uses": "wait"}]}`)
+	tb := setup(t, withBlueprints(child))
+	parent := decodeBlueprint(t, `{"id": "asks", "nodes": [{"id": "start", "uses": "noop"},
+	  {"id": "sub", "uses": "subflow", "params": {"blueprintId": "asker"}}, {"id": "side", "uses": "noop"}],
+	  "edges": [{"source": "start", "target": "sub"}, {"source": "start", "target": "side"}]}`)
+	runID, starts := tb.createRun(parent, nil)
+	var sub, side wire.Job
+	for _, j := range jobsOf(tb.mustHandle(starts[0])) {
+		switch j.NodeID {
+		case "sub":
+			sub = j
+		case "side":
+			side = j
+		}
+	}
+	kids := jobsOf(tb.mustHandle(sub))
+	childID := workflow.ChildRunID(runID, "sub", 1)
+	if len(kids) != 1 || kids[0].RunID != childID || childID > runID {
+		t.Fatalf("the subflow step answered %+v; want the start job of child %s (which sorts before %s)", kids, childID, runID)
+	}
+	for i, r := range tb.f.HandleBatch(tb.ctx, jobEvents(kids[0], side)) {
+		if r.Status != http.StatusOK {
+			t.Fatalf("job %d of the batch: %d %s", i, r.Status, r.Error)
+		}
+	}
+	if r := tb.run(childID); r.Status != workflow.RunAwaiting {
+		t.Fatalf("child %s, want awaiting", r.Status)
+	}
+	if r := tb.run(runID); r.Status != workflow.RunAwaiting || r.Pending != 1 {
+		t.Errorf("parent %s with %d pending; want awaiting, its one pending step awaiting the paused child", r.Status, r.Pending)
+	}
+}

@@ -215,6 +215,11 @@ type runGroup struct {
 	states  *txStates
 
 	awaiting int // steps awaiting a resume (see workflow.AwaitStatus)
+	// stored is the awaiting count as the status row held it when locked;
+	// the decision moves the row's count by awaiting' - stored, for a
+	// child committed earlier in the transaction may have moved it too
+	// (migration 010's trigger).
+	stored int
 }
 
 func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
@@ -269,7 +274,7 @@ func (s *Store) commitSteps(ctx context.Context, ps []*pending) (err error) {
 				return err
 			}
 			if g := byRun[id]; g != nil {
-				g.status, g.pending, g.awaiting, g.locked = status, n, awaiting, true
+				g.status, g.pending, g.awaiting, g.stored, g.locked = status, n, awaiting, awaiting, true
 			}
 		}
 		return rows.Err()
@@ -487,8 +492,12 @@ func (s *Store) decide(b *pgx.Batch, g *runGroup) error {
 	}
 	if d.Status == workflow.RunRunning || d.Status == workflow.RunAwaiting {
 		// Touching updated_at is what tells the reconciler the run moves.
-		b.Queue(`UPDATE `+s.tables.Statuses+` SET status = $4, pending = $2, awaiting = $3, updated_at = now() WHERE run_id = $1`,
-			g.runID, d.Pending, awaiting, string(d.Status))
+		// The awaiting count moves by this decision's change, and the
+		// status follows the count as AwaitStatus says.
+		b.Queue(`UPDATE `+s.tables.Statuses+` SET pending = $2::int, awaiting = greatest(awaiting + ($3::int - $4::int), 0),
+			status = CASE WHEN $2::int > 0 AND greatest(awaiting + ($3::int - $4::int), 0) >= $2::int THEN 'awaiting' ELSE 'running' END,
+			updated_at = now() WHERE run_id = $1`,
+			g.runID, d.Pending, awaiting, g.stored)
 		return nil
 	}
 	b.Queue(s.completeSQL(), g.runID)

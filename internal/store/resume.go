@@ -212,7 +212,7 @@ func (s *Store) resume(ctx context.Context, w *workflow.Workflow, req ResumeRequ
 		applied: true, recoveredApplied: map[string]bool{}}
 	// The status row is locked: the run is resumed as running, and its
 	// step no longer awaits.
-	g := &runGroup{runID: runID, w: w, ps: []*pending{p}, status: string(workflow.RunRunning), pending: pendingN, awaiting: max(waitN-1, 0), locked: true,
+	g := &runGroup{runID: runID, w: w, ps: []*pending{p}, status: string(workflow.RunRunning), pending: pendingN, awaiting: max(waitN-1, 0), stored: waitN, locked: true,
 		states: s.newTxStates(ctx, conn, runID, w)}
 	b = &pgx.Batch{}
 	b.Queue(`UPDATE `+s.tables.Steps+` SET state = 'succeeded', output = $3, action = nullif($4, ''), taken = $5, deliveries = $6, error = NULL,
