@@ -17,24 +17,7 @@ import (
 // unknown run and an --output that is no JSON are refused.
 func TestStartWaitAndResume(t *testing.T) {
 	s := inprocess.ForTest(t, inprocess.Options{Registry: registry()})
-	connArgs := []string{"--postgres-url", s.PostgresURL, "--rabbitmq-url", s.AMQPURL, "--queue", s.Queue,
-		"--contexts-table", s.Tables.Contexts, "--statuses-table", s.Tables.Statuses, "--steps-table", s.Tables.Steps,
-		"--blueprints-table", s.Tables.Blueprints, "--dead-letters-table", s.Tables.DeadLetters}
-	run := func(args ...string) (int, string) {
-		t.Helper()
-		r := newRoot()
-		r.SetArgs(append(args, connArgs...))
-		var errOut bytes.Buffer
-		r.SetErr(&errOut)
-		err := r.Execute()
-		code := 0
-		if ee, ok := err.(*exitError); ok {
-			code = ee.code
-		} else if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		return code, errOut.String() + " " + errText(err)
-	}
+	run := stackCLI(t, s)
 	if code, msg := run("start", "../../examples/approval.json", "--input", "@../../examples/approval.input.json", "--run-id", "cli-1", "--wait", "--timeout", "20s"); code != 0 {
 		t.Fatalf("start --wait: exit %d %s", code, msg)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -37,29 +36,7 @@ func TestSubflowStatusAndCancel(t *testing.T) {
 	parent := write("parent.json", `{"id": "waiter", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "napper"}}]}`)
 
 	s := inprocess.ForTest(t, inprocess.Options{Registry: registry(), BlueprintsDir: children})
-	pgArgs := []string{"--postgres-url", s.PostgresURL,
-		"--contexts-table", s.Tables.Contexts, "--statuses-table", s.Tables.Statuses, "--steps-table", s.Tables.Steps,
-		"--blueprints-table", s.Tables.Blueprints, "--dead-letters-table", s.Tables.DeadLetters}
-	run := func(args ...string) (int, string) {
-		t.Helper()
-		r := newRoot()
-		full := append(args, pgArgs...)
-		if args[0] == "start" {
-			full = append(full, "--rabbitmq-url", s.AMQPURL, "--queue", s.Queue)
-		}
-		r.SetArgs(full)
-		var out bytes.Buffer
-		r.SetOut(&out)
-		r.SetErr(&out)
-		err := r.Execute()
-		code := 0
-		if ee, ok := err.(*exitError); ok {
-			code = ee.code
-		} else if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		return code, out.String() + " " + errText(err)
-	}
+	run := stackCLI(t, s)
 	// A child found neither in --blueprints nor stored is refused, named.
 	missing := write("missing.json", `{"id": "lost", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "nowhere"}}]}`)
 	if code, msg := run("start", missing, "--blueprints", children); code != 2 || !strings.Contains(msg, `nodes[0].params.blueprintId: no blueprint "nowhere" among those given (napper)`) {
@@ -133,28 +110,7 @@ func TestSubflowStartWaitReturnsAtTheChildsPause(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := inprocess.ForTest(t, inprocess.Options{Registry: registry(), BlueprintsDir: children})
-	run := func(args ...string) (int, string) {
-		t.Helper()
-		r := newRoot()
-		full := append(args, "--postgres-url", s.PostgresURL,
-			"--contexts-table", s.Tables.Contexts, "--statuses-table", s.Tables.Statuses, "--steps-table", s.Tables.Steps,
-			"--blueprints-table", s.Tables.Blueprints, "--dead-letters-table", s.Tables.DeadLetters)
-		if args[0] != "status" {
-			full = append(full, "--rabbitmq-url", s.AMQPURL, "--queue", s.Queue)
-		}
-		r.SetArgs(full)
-		var out bytes.Buffer
-		r.SetOut(&out)
-		r.SetErr(&out)
-		err := r.Execute()
-		code := 0
-		if ee, ok := err.(*exitError); ok {
-			code = ee.code
-		} else if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		return code, out.String() + " " + errText(err)
-	}
+	run := stackCLI(t, s)
 	// start --wait returns (exit 0) only once the run completed or awaits.
 	if code, out := run("start", parent, "--blueprints", children, "--run-id", "ask-1", "--wait", "--timeout", "30s"); code != 0 {
 		t.Fatalf("start --wait: exit %d %s; want 0", code, out)
