@@ -193,7 +193,7 @@ type MapContext struct {
 // it, without loading every output for every node. lookup is called
 // without the context's lock held.
 func (c *MapContext) WithLookup(lookup func(key string) (any, bool)) *MapContext {
-	c.lookup, c.looked = lookup, map[string]bool{}
+	c.lookup = lookup
 	return c
 }
 
@@ -218,6 +218,9 @@ func (c *MapContext) Get(key string) (any, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, changed := c.changed[key]; !changed && !c.looked[key] {
+		if c.looked == nil {
+			c.looked = map[string]bool{} // most nodes never ask: allocated on the first lookup
+		}
 		c.looked[key] = true
 		if ok {
 			c.values[key] = found
