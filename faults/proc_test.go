@@ -3,6 +3,7 @@ package faults
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -204,13 +205,22 @@ func (p *proc) tail(n int) string {
 	return out
 }
 
-// freeAddr returns 127.0.0.1:<a port free right now>.
+// freeAddr returns 127.0.0.1:<a port free right now> for a process to
+// listen on. The port is below the kernel's ephemeral range (32768–60999
+// here), so that no outgoing connection of the many the suite makes can
+// take it between this check and the process's listen; only another
+// freeAddr could, and it draws at random.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // in use
+		}
+		ln.Close()
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port among 100 drawn in 20000–31999")
+	return ""
 }
